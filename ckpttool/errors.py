@@ -1,0 +1,94 @@
+"""The one exception hierarchy of ckpttool.
+
+Every error a user can cause is a :class:`CkptError`. The CLI translates it to an exit code and a one-line
+message in exactly one place (``ckpttool.cli``); library code never prints. Each subclass carries a ``kind``
+that is also the ``kind`` field of the ``ckpttool.error/1`` JSON document, so scripts can branch on it.
+"""
+
+from __future__ import annotations
+
+# Exit codes are a public contract (docs/exit-codes.md).
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+
+
+class CkptError(Exception):
+    """Base class: a message that says what is wrong and what to do."""
+
+    kind = "error"
+    exit_code = EXIT_UNREADABLE
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"schema": "ckpttool.error/1", "kind": self.kind, "message": self.message}
+        if self.path is not None:
+            doc["path"] = self.path
+        return doc
+
+
+class InputNotFound(CkptError):
+    kind = "not-found"
+
+
+class TruncatedCheckpoint(CkptError):
+    """The file ends early: a crash or a full disk during the save."""
+
+    kind = "truncated"
+
+
+class CorruptCheckpoint(CkptError):
+    kind = "corrupt"
+
+
+class UnsupportedFormat(CkptError):
+    kind = "unsupported"
+
+
+class UnsafeCheckpoint(CkptError):
+    """The pickle references callables that could run code; it is refused, never executed."""
+
+    kind = "unsafe"
+
+    def __init__(self, message: str, *, globals_: list[str], path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.globals = globals_
+
+    def to_json(self) -> dict[str, object]:
+        doc = super().to_json()
+        doc["globals"] = list(self.globals)
+        return doc
+
+
+class UsageError(CkptError):
+    """Arguments that cannot work together, found after click's own parsing."""
+
+    kind = "usage"
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(CkptError):
+    """A config file that cannot be read or a --set override that does not parse."""
+
+    kind = "config"
+    exit_code = EXIT_USAGE
+
+
+class DeviceError(CkptError):
+    kind = "device"
+    exit_code = EXIT_USAGE
+
+
+class OutputExists(CkptError):
+    kind = "output-exists"
+    exit_code = EXIT_USAGE
+
+
+class MigrationError(CkptError):
+    kind = "migration"
+    exit_code = EXIT_PROBLEMS

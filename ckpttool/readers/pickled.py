@@ -1,0 +1,68 @@
+"""Shared step of every pickle-based reader: unpickle safely, refuse unsafe files, build the tree."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from ckpttool.errors import CkptError, CorruptCheckpoint, UnsafeCheckpoint
+from ckpttool.model import Checkpoint, StorageRef
+from ckpttool.readers.tree import TreeError, finalize
+from ckpttool.readers.unpickler import PickleResult, unpickle
+
+# Errors a damaged pickle can raise inside the restricted unpickler or the tree walk.
+DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+          UnicodeDecodeError, OverflowError, MemoryError, RecursionError, TreeError)  # fmt: skip
+
+
+def refuse_unsafe(path: str, dangerous: list[str]) -> UnsafeCheckpoint:
+    return UnsafeCheckpoint(
+        f"{path}: refused, the pickle would call {', '.join(dangerous)} when loaded with torch.load; "
+        "do not load this file, get the checkpoint from a trusted source",
+        globals_=dangerous,
+        path=path,
+    )
+
+
+def read_pickle(data: bytes | BinaryIO, path: str, persistent_load: Callable[[Any], Any]) -> PickleResult:
+    """Unpickle one pickle, refusing unsafe ones and mapping damage to a CorruptCheckpoint."""
+    try:
+        result = unpickle(data, persistent_load)
+    except CkptError:
+        raise
+    except DAMAGE as exc:
+        raise CorruptCheckpoint(f"{path}: the pickle inside is damaged ({type(exc).__name__}); "
+                                "use another copy of the checkpoint", path=path) from exc  # fmt: skip
+    if result.dangerous_globals:
+        raise refuse_unsafe(path, result.dangerous_globals)
+    return result
+
+
+def load_pickle(
+    data: bytes | BinaryIO,
+    path: str,
+    persistent_load: Callable[[Any], Any],
+    storage_of: Callable[[Any], StorageRef] | None = None,
+) -> Checkpoint:
+    return build_checkpoint(read_pickle(data, path, persistent_load), path, storage_of)
+
+
+def build_checkpoint(
+    result: PickleResult, path: str, storage_of: Callable[[Any], StorageRef] | None = None
+) -> Checkpoint:
+    try:
+        root, tensors = finalize(result.root, storage_of or _storage_checker(path))
+    except DAMAGE as exc:
+        raise CorruptCheckpoint(f"{path}: inconsistent tensor metadata ({exc})", path=path) from exc
+    return Checkpoint(path=path, format="", root=root, tensors=tensors, size=0,
+                      foreign_globals=result.foreign_globals)  # fmt: skip
+
+
+def _storage_checker(path: str) -> Callable[[Any], StorageRef]:
+    def storage_of(obj: Any) -> StorageRef:
+        if not isinstance(obj, StorageRef):
+            raise TreeError(f"a tensor in {path} does not point at a storage")
+        return obj
+
+    return storage_of

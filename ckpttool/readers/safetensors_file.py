@@ -1,0 +1,77 @@
+"""Read a safetensors header (8-byte little-endian length, then JSON) without torch or the safetensors lib.
+
+The header alone gives names, dtypes, shapes and byte ranges. Checking that the ranges tile the data area
+exactly is what catches a cut-short or padded file before anyone loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+from ckpttool.errors import CorruptCheckpoint, TruncatedCheckpoint
+from ckpttool.model import DTYPE_SIZES, Checkpoint, StorageRef, TensorInfo
+from ckpttool.readers import sniff as fmt
+
+# safetensors dtype codes -> torch dtype names
+DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+          "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16",
+          "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+          "C64": "complex64", "C128": "complex128", "F8_E8M0": "float8_e8m0fnu"}  # fmt: skip
+CODES = {v: k for k, v in DTYPES.items()}
+
+
+def read_header(path: str) -> tuple[int, dict[str, Any]]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(n)
+    if len(raw) < n:
+        raise TruncatedCheckpoint(f"{path}: safetensors header is cut short", path=path)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(f"{path}: safetensors header is not valid JSON ({exc})", path=path) from exc
+    if not isinstance(header, dict):
+        raise CorruptCheckpoint(f"{path}: safetensors header is not a JSON object", path=path)
+    return 8 + n, header
+
+
+def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
+    data_start, header = read_header(path)
+    metadata = header.pop("__metadata__", None) or {}
+    tensors: list[TensorInfo] = []
+    ranges: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        try:
+            dtype = DTYPES[entry["dtype"]]
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpoint(f"{path}: bad header entry for {name!r} ({exc})", path=path) from exc
+        numel = math.prod(shape)
+        if end - begin != numel * DTYPE_SIZES[dtype] or begin < 0:
+            raise CorruptCheckpoint(f"{path}: {name} spans {end - begin} bytes but {dtype}{list(shape)} needs "
+                                    f"{numel * DTYPE_SIZES[dtype]}", path=path)  # fmt: skip
+        storage = StorageRef(path, name, dtype, numel, "cpu", offset=data_start + begin)
+        stride = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
+        tensors.append(TensorInfo(name, dtype, shape, stride, storage))
+        ranges.append((begin, end, name))
+    covered = 0
+    for begin, end, name in sorted(ranges):
+        if begin != covered:
+            raise CorruptCheckpoint(f"{path}: tensor {name} starts at byte {begin}, expected {covered}; "
+                                    "the data area has gaps or overlaps", path=path)  # fmt: skip
+        covered = end
+    available = sniffed.size - data_start
+    if covered > available:
+        raise TruncatedCheckpoint(f"{path}: tensors need {covered} data bytes but the file has {available}; "
+                                  "it was cut short", path=path)  # fmt: skip
+    if covered < available:
+        raise CorruptCheckpoint(f"{path}: {available - covered} unexpected bytes after the last tensor",
+                                path=path)  # fmt: skip
+    root: dict[str, Any] = {t.path: t for t in tensors}
+    ckpt = Checkpoint(path=path, format=fmt.SAFETENSORS, root=root, tensors=tensors, size=sniffed.size)
+    ckpt.meta.update({"safetensors_metadata": dict(metadata), "header_bytes": data_start})
+    return ckpt
