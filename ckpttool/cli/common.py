@@ -1,0 +1,27 @@
+"""Options and helpers shared by commands."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+# Set by commands that were given --json, so main() can print errors as JSON too.
+json_mode: contextvars.ContextVar[bool] = contextvars.ContextVar("json_mode", default=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(f: F) -> F:
+    def set_mode(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        json_mode.set(bool(value))
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=set_mode,
+                        help="Print one JSON document on stdout instead of tables.")(f)  # fmt: skip
+
+
+def emit(text: str) -> None:
+    click.echo(text, nl=False)

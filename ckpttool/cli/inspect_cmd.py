@@ -1,0 +1,27 @@
+"""``ckpttool inspect PATH``."""
+
+from __future__ import annotations
+
+import click
+
+from ckpttool.cli.common import emit, json_option
+from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
+from ckpttool.ops.inspect import inspect_checkpoint
+from ckpttool.render import to_json
+from ckpttool.render.inspect_table import render_inspect
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=True, path_type=str))
+@json_option
+@click.option("--tensors", is_flag=True, help="Also list every tensor, grouped by module prefix.")
+@click.option("--require", metavar="PIECES",
+              help="Comma-separated pieces that must be present (e.g. optimizer,scheduler,step); exit 1 if not.")  # fmt: skip
+def inspect_cmd(path: str, as_json: bool, tensors: bool, require: str | None) -> int:
+    """Show which training-state pieces PATH holds and whether training can resume from it.
+
+    Reads only the pickle and archive directory: no code from the file runs, no tensor data is loaded.
+    """
+    report = inspect_checkpoint(path, require=require, with_tensors=tensors)
+    emit(to_json(report.to_json()) if as_json else render_inspect(report))
+    return EXIT_OK if report.ok else EXIT_PROBLEMS

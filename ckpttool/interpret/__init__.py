@@ -1,0 +1,1 @@
+"""Map a checkpoint's raw tree to meaning: networks, optimizer, scheduler, counters and the rest."""

@@ -1,0 +1,238 @@
+"""Tie every optimizer state entry to the parameter it belongs to, and check the shapes agree.
+
+``Optimizer.load_state_dict`` only compares group sizes: moments of the wrong shape load silently and fail at
+the first ``step()`` (or worse, fit by accident). Indices follow param-group order, not ``state_dict`` order
+(GPT-SoVITS G has four AdamW groups), and a state dict also holds buffers, so the mapping has to be solved:
+by ``param_names`` when torch recorded them, by the profile's known grouping, or by matching shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ckpttool.model import TensorInfo
+
+Shape = tuple[int, ...]
+# State-dict entries that are buffers, not parameters, in common modules (BatchNorm, VQ codebooks, HF).
+BUFFER_PATTERN = re.compile(
+    r"(running_mean|running_var|num_batches_tracked|_codebook\.(inited|cluster_size|embed|embed_avg)"
+    r"|position_ids|masked_bias|_float_tensor)$"
+)
+# Keys of one parameter's state that have the parameter's shape, in order of preference.
+MOMENT_KEYS = ("exp_avg", "momentum_buffer", "square_avg", "exp_avg_sq", "sum", "exp_inf", "ax", "prev")
+
+
+@dataclass
+class GroupInfo:
+    index: int
+    params: int
+    lr: Any = None
+    initial_lr: Any = None
+    betas: Any = None
+    eps: Any = None
+    weight_decay: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Mismatch:
+    index: int
+    param: str
+    state_shape: Shape
+    param_shape: Shape
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "param": self.param, "state_shape": list(self.state_shape),
+                "param_shape": list(self.param_shape)}  # fmt: skip
+
+
+@dataclass
+class OptimizerReport:
+    path: str
+    network: str
+    kind: str
+    groups: list[GroupInfo]
+    n_params: int
+    n_state: int
+    aligned: bool | None = None  # None: alignment not applicable or not possible
+    method: str = ""
+    mismatches: list[Mismatch] = field(default_factory=list)
+    problem: str | None = None
+    mapping: dict[int, str] = field(default_factory=dict)
+    step_tensors: list[TensorInfo] = field(default_factory=list)
+    step_values: list[float] = field(default_factory=list)
+    step_range: tuple[float, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "network": self.network, "kind": self.kind,
+            "groups": [g.to_json() for g in self.groups], "params": self.n_params, "state_entries": self.n_state,
+            "aligned": self.aligned, "alignment_method": self.method,
+            "mismatches": [m.to_json() for m in self.mismatches], "problem": self.problem,
+            "adam_step": list(self.step_range) if self.step_range else None,
+        }  # fmt: skip
+
+
+def guess_kind(opt: dict[str, Any]) -> str:
+    groups = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
+    g0 = groups[0] if groups else {}
+    keys: set[str] = set()
+    for entry in opt.get("state", {}).values():
+        if isinstance(entry, dict):
+            keys |= set(map(str, entry))
+    if "clipping_scale" in g0 or {"delta", "param_rms"} & keys:
+        return "ScaledAdam (icefall; batched state)"
+    if "exp_avg" in keys or ("betas" in g0 and not keys):
+        if "decoupled_weight_decay" in g0:
+            return "AdamW" if g0["decoupled_weight_decay"] else "Adam"
+        if g0.get("weight_decay"):
+            return "AdamW (probably; Adam with weight decay looks the same)"
+        return "Adam"
+    for key, name in (("momentum_buffer", "SGD (momentum)"), ("acc_delta", "Adadelta"), ("square_avg", "RMSprop"),
+                      ("exp_inf", "Adamax"), ("sum", "Adagrad"), ("eta", "ASGD")):  # fmt: skip
+        if key in keys:
+            return name
+    if "momentum" in g0 and not keys:
+        return "SGD"
+    return "unknown"
+
+
+def _state_shape(entry: Any) -> Shape | None:
+    if not isinstance(entry, dict):
+        return None
+    for key in MOMENT_KEYS:
+        t = entry.get(key)
+        if isinstance(t, TensorInfo):
+            return t.shape
+    return None
+
+
+def analyse(
+    path: str,
+    network: str,
+    opt: dict[str, Any],
+    params: dict[str, TensorInfo] | None,
+    group_layout: tuple[tuple[str, ...], ...] | None = None,
+) -> OptimizerReport:
+    groups_raw = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
+    groups = [
+        GroupInfo(i, len(g.get("params", [])), g.get("lr"), g.get("initial_lr"), g.get("betas"), g.get("eps"),
+                  g.get("weight_decay"))  # fmt: skip
+        for i, g in enumerate(groups_raw)
+    ]
+    state = opt.get("state", {})
+    report = OptimizerReport(path, network, guess_kind(opt), groups, sum(g.params for g in groups), len(state))
+    for entry in state.values():
+        if isinstance(entry, dict) and isinstance(entry.get("step"), TensorInfo):
+            report.step_tensors.append(entry["step"])
+        elif isinstance(entry, dict) and isinstance(entry.get("step"), (int, float)):
+            report.step_values.append(float(entry["step"]))
+    if report.kind.startswith("ScaledAdam"):
+        report.method = "not applicable: ScaledAdam stores state only on the first parameter of each batch"
+        return report
+    if params is None:
+        report.problem = "no network found to align the optimizer state with"
+        return report
+    index_order = [idx for g in groups_raw for idx in g.get("params", [])]
+    shapes = {idx: _state_shape(state.get(idx, state.get(str(idx)))) for idx in index_order}
+    _align(report, groups_raw, index_order, shapes, params, group_layout)
+    return report
+
+
+def _align(
+    report: OptimizerReport,
+    groups: list[dict[str, Any]],
+    order: list[Any],
+    shapes: dict[Any, Shape | None],
+    params: dict[str, TensorInfo],
+    group_layout: tuple[tuple[str, ...], ...] | None,
+) -> None:
+    names_all = list(params)
+    names_nobuf = [n for n in names_all if not BUFFER_PATTERN.search(n)]
+    strategies: list[tuple[str, Callable[[list[str]], list[str] | None]]] = []
+    if all("param_names" in g for g in groups):
+        strategies.append(("param_names recorded by torch", lambda _: [n for g in groups for n in g["param_names"]]))
+    if group_layout is not None:
+        strategies.append(("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout)))
+    strategies.append(("state_dict order", lambda ns: ns))
+    if len(groups) > 1:
+        strategies.append(("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params)))
+        strategies.append(("decay / no-decay split", lambda ns: _by_decay(ns, groups)))
+    best: tuple[int, str, list[str], list[Mismatch]] | None = None
+    for method, build in strategies:
+        for names in [names_all] if names_all == names_nobuf else [names_all, names_nobuf]:
+            assigned = build(names)
+            if assigned is None or len(assigned) != len(order):
+                continue
+            mismatches = [
+                Mismatch(i, n, s, params[n].shape)
+                for i, n in zip(order, assigned, strict=True)
+                if (s := shapes.get(i)) is not None and n in params and params[n].shape != s
+            ]
+            if any(n not in params for n in assigned):
+                continue
+            if best is None or len(mismatches) < best[0]:
+                best = (len(mismatches), method, assigned, mismatches)
+            if not mismatches:
+                break
+        if best is not None and best[0] == 0:
+            break
+    if best is None:
+        report.aligned = False
+        report.problem = (f"optimizer covers {len(order)} parameters but the network has {len(names_nobuf)} "
+                          f"parameter tensors ({len(names_all)} with buffers): it belongs to another model")  # fmt: skip
+        return
+    _, method, assigned, mismatches = best
+    report.method = method
+    report.mapping = dict(zip(order, assigned, strict=True))
+    report.mismatches = mismatches
+    report.aligned = not mismatches
+    if mismatches:
+        report.problem = (f"{len(mismatches)} optimizer state entries do not have the shape of their parameter; "
+                          "loading works but the first optimizer.step() fails")  # fmt: skip
+
+
+def _by_prefix(names: list[str], groups: list[dict[str, Any]], layout: tuple[tuple[str, ...], ...]) -> list[str] | None:
+    if len(groups) != len(layout) + 1:
+        return None
+    blocks = [[n for n in names if any(n.startswith(p + ".") for p in prefixes)] for prefixes in layout]
+    claimed = {n for b in blocks for n in b}
+    rest = [n for n in names if n not in claimed]
+    return [n for block in [rest, *blocks] for n in block]
+
+
+def _by_blocks(
+    names: list[str], groups: list[dict[str, Any]], shapes: dict[Any, Shape | None], params: dict[str, TensorInfo]
+) -> list[str] | None:
+    """Groups 1.. are contiguous runs of the state dict (a submodule each); group 0 is the rest, in order."""
+    taken: set[int] = set()
+    blocks: list[list[str]] = []
+    for g in groups[1:]:
+        want = [shapes.get(i) for i in g.get("params", [])]
+        n = len(want)
+        for start in range(0, len(names) - n + 1):
+            window = range(start, start + n)
+            if any(j in taken for j in window):
+                continue
+            if all(w is None or params[names[j]].shape == w for j, w in zip(window, want, strict=True)):
+                taken.update(window)
+                blocks.append([names[j] for j in window])
+                break
+        else:
+            return None
+    rest = [n for j, n in enumerate(names) if j not in taken]
+    return [n for block in [rest, *blocks] for n in block]
+
+
+def _by_decay(names: list[str], groups: list[dict[str, Any]]) -> list[str] | None:
+    if len(groups) != 2:
+        return None
+    no_decay = [n for n in names if n.endswith("bias") or "norm" in n.lower() or ".ln" in n or "bn" in n.lower()]
+    decay = [n for n in names if n not in set(no_decay)]
+    first_no_decay = not groups[0].get("weight_decay") and groups[1].get("weight_decay")
+    return no_decay + decay if first_no_decay else decay + no_decay

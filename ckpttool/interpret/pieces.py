@@ -1,0 +1,280 @@
+"""Turn a Layout into the ten-piece table, the optimizer checks and the resume verdict.
+
+The verdict vocabulary (docs/json-schema.md): ``full`` (training continues where it stopped), ``warm-start``
+(weights and optimizer, but the schedule or progress must be re-derived by hand), ``weights-only`` (no usable
+optimizer state: moments restart from zero) and ``none`` (no network weights at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ckpttool.interpret import structure as st
+from ckpttool.interpret.optimizer import OptimizerReport, analyse
+from ckpttool.interpret.profiles import PIECES, Layout
+from ckpttool.model import Checkpoint, Stub, TensorInfo
+
+CONSEQUENCES = {
+    "model": "nothing to resume or fine-tune from",
+    "optimizer": "Adam moments restart from zero; expect a loss spike for the first few hundred steps",
+    "scheduler": "the LR schedule restarts from its initial value unless the trainer recomputes it",
+    "step": "the step counter restarts at 0: LR schedule, logging and checkpoint names restart",
+    "epoch": "the epoch counter restarts: the trainer re-runs epochs already trained",
+    "norm_stats": "inputs get normalised with recomputed statistics; fine only if the data did not change",
+    "rng": "dropout and shuffling draw different random numbers than an uninterrupted run (not bit-exact)",
+    "scaler": "the AMP loss scale restarts at its default and re-calibrates, skipping a few steps",
+    "config": "the architecture must be rebuilt from a config kept elsewhere; keep config.json with the weights",
+    "version": "nothing records which code version wrote the file",
+}
+REQUIRED = ("model", "optimizer", "scheduler", "step|epoch")
+
+
+@dataclass
+class Piece:
+    name: str
+    status: str  # present, absent, rebuilt
+    required: bool
+    where: str | None = None
+    detail: str = ""
+    consequence: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Network:
+    label: str
+    path: str
+    tensors: int
+    numel: int
+    nbytes: int
+    dtypes: dict[str, int]
+    devices: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.label, "path": self.path, "tensors": self.tensors, "numel": self.numel,
+                "bytes": self.nbytes, "dtypes": self.dtypes, "devices": self.devices}  # fmt: skip
+
+
+@dataclass
+class Finding:
+    severity: str  # error, warning, info
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Interpretation:
+    layout: Layout
+    networks: list[Network]
+    pieces: list[Piece]
+    optimizers: list[OptimizerReport]
+    verdict: str
+    verdict_reason: str
+    findings: list[Finding] = field(default_factory=list)
+    version: str | None = None
+
+
+def network_params(ckpt: Checkpoint, path: str) -> dict[str, TensorInfo]:
+    obj = st.get_path(ckpt.root, path)
+    return dict(obj) if st.is_state_dict(obj) else {}
+
+
+def _summ(label: str, path: str, params: dict[str, TensorInfo]) -> Network:
+    dtypes: dict[str, int] = {}
+    for t in params.values():
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
+    return Network(label, path, len(params), sum(t.numel for t in params.values()),
+                   sum(t.nbytes for t in params.values()), dtypes,
+                   sorted({t.device for t in params.values()}))  # fmt: skip
+
+
+def _value(ckpt: Checkpoint, path: str | None) -> Any:
+    if path is None:
+        return None
+    if path.startswith("tag:"):
+        return path[4:]
+    try:
+        return st.get_path(ckpt.root, path)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _short(obj: Any) -> str:
+    if isinstance(obj, Stub):
+        return obj.qualname
+    if isinstance(obj, TensorInfo):
+        return f"tensor {obj.dtype}{list(obj.shape)}"
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def interpret(ckpt: Checkpoint, layout: Layout, read_scalars: Any = None) -> Interpretation:
+    """Build the report pieces. ``read_scalars(list[TensorInfo]) -> list[value]`` reads Adam step counters."""
+    networks = [_summ(label, path, network_params(ckpt, path)) for label, path in layout.networks.items()]
+    optimizers: list[OptimizerReport] = []
+    for opt_path, label in layout.optimizers.items():
+        opt = _value(ckpt, opt_path)
+        params = network_params(ckpt, layout.networks[label]) if label in layout.networks else None
+        group_layout = layout.group_layout if label == "G" else None
+        rep = analyse(opt_path, label, opt, params, group_layout)
+        if read_scalars is not None and rep.step_tensors:
+            rep.step_values += [float(v) for v in read_scalars(rep.step_tensors) if v is not None]
+        if rep.step_values:
+            rep.step_range = (min(rep.step_values), max(rep.step_values))
+        optimizers.append(rep)
+    pieces = _pieces(ckpt, layout, networks, optimizers)
+    findings = _findings(ckpt, layout, networks, optimizers)
+    verdict, reason = _verdict(pieces, networks, optimizers, layout)
+    version = _value(ckpt, layout.version)
+    return Interpretation(layout, networks, pieces, optimizers, verdict, reason, findings,
+                          None if version is None else str(version))  # fmt: skip
+
+
+def _pieces(ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]) -> list[Piece]:
+    req = {"model", "optimizer", "scheduler"}
+    counter_req = layout.step is None and layout.epoch is None and "step" not in layout.rebuilt
+    where: dict[str, tuple[str | None, str]] = {
+        "model": (", ".join(n.path or "<root>" for n in networks) or None,
+                  "; ".join(f"{n.label}: {n.tensors} tensors, {n.numel:,} values" for n in networks)),
+        "optimizer": (", ".join(o.path for o in opts) or None,
+                      "; ".join(f"{o.network or '?'}: {o.kind}, {len(o.groups)} group(s), "
+                                f"lr {', '.join(_fmt_lr(g.lr) for g in o.groups)}, state {o.n_state}/{o.n_params}"
+                                for o in opts)),
+        "scheduler": (", ".join(layout.schedulers) or None, "; ".join(_sched_detail(_value(ckpt, s))
+                                                                     for s in layout.schedulers)),
+        "step": (layout.step, _counter(ckpt, layout, "step")),
+        "epoch": (layout.epoch, _counter(ckpt, layout, "epoch")),
+        "norm_stats": (", ".join(layout.norm_stats) or None,
+                       ", ".join(f"{p}: {_short(_value(ckpt, p))}" for p in layout.norm_stats)),
+        "rng": (", ".join(layout.rng.values()) or None, ", ".join(sorted(layout.rng))),
+        "scaler": (layout.scaler, _scaler_detail(_value(ckpt, layout.scaler))),
+        "config": (layout.config, _short(_value(ckpt, layout.config)) if layout.config else ""),
+        "version": (layout.version if layout.version and not layout.version.startswith("tag:") else None,
+                    str(_value(ckpt, layout.version)) if layout.version else ""),
+    }  # fmt: skip
+    pieces: list[Piece] = []
+    for name in PIECES:
+        path, detail = where[name]
+        required = name in req or (name in ("step", "epoch") and counter_req)
+        if name == "version" and layout.version and layout.version.startswith("tag:"):
+            pieces.append(Piece(name, "present", False, "file header", f"GPT-SoVITS tag {layout.version[4:]}"))
+            continue
+        if path is not None:
+            meaning = layout.meaning.get(name)
+            pieces.append(Piece(name, "present", required, path, "; ".join(x for x in (detail, meaning) if x)))
+        elif name in layout.rebuilt:
+            pieces.append(Piece(name, "rebuilt", required, None, layout.rebuilt[name]))
+        elif name in layout.not_needed:
+            pieces.append(Piece(name, "absent", False, None, layout.not_needed[name]))
+        else:
+            pieces.append(Piece(name, "absent", required, None, "", CONSEQUENCES[name]))
+    return pieces
+
+
+def _fmt_lr(lr: Any) -> str:
+    return f"{lr:.3g}" if isinstance(lr, float) else str(lr)
+
+
+def _counter(ckpt: Checkpoint, layout: Layout, name: str) -> str:
+    path = getattr(layout, name)
+    if path is None:
+        return ""
+    meaning = layout.meaning.get(name)
+    return meaning if meaning and path == "info" else f"{path} = {_short(_value(ckpt, path))}"
+
+
+def _sched_detail(obj: Any) -> str:
+    if not isinstance(obj, dict):
+        return _short(obj)
+    kind = "ExponentialLR" if "gamma" in obj and "step_size" not in obj and "T_max" not in obj else (
+        "StepLR" if "step_size" in obj else "CosineAnnealingLR" if "T_max" in obj else
+        "WarmupCosineLRSchedule" if "warmup_steps" in obj else "LambdaLR" if "lr_lambdas" in obj else "scheduler")
+    parts = [kind]
+    if "last_epoch" in obj:
+        parts.append(f"last_epoch {obj['last_epoch']}")
+    if "_current_step" in obj:
+        parts.append(f"step {obj['_current_step']}")
+    if isinstance(obj.get("_last_lr"), list):
+        parts.append("last lr " + ", ".join(_fmt_lr(x) for x in obj["_last_lr"]))
+    return ", ".join(parts)
+
+
+def _scaler_detail(obj: Any) -> str:
+    if isinstance(obj, dict) and "scale" in obj:
+        return f"scale {obj['scale']}"
+    return ""
+
+
+def _findings(ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]) -> list[Finding]:
+    out: list[Finding] = []
+    for o in opts:
+        if o.problem and o.aligned is False:
+            out.append(Finding("error", "optimizer-misaligned", f"{o.path}: {o.problem}"))
+            for m in o.mismatches[:5]:
+                out.append(Finding("error", "optimizer-shape", f"{o.path} state {m.index} ({m.param}): exp_avg "
+                                   f"{list(m.state_shape)} but the parameter is {list(m.param_shape)}"))  # fmt: skip
+        elif o.problem:
+            out.append(Finding("warning", "optimizer-unchecked", f"{o.path}: {o.problem}"))
+        if o.aligned and o.method:
+            out.append(Finding("info", "optimizer-aligned", f"{o.path}: all {o.n_state} state entries match their "
+                               f"parameters (mapped by {o.method})"))  # fmt: skip
+        if o.n_state < o.n_params and o.n_params:
+            out.append(Finding("warning", "optimizer-partial", f"{o.path}: state for {o.n_state} of {o.n_params} "
+                               "parameters; the rest never received a gradient"))  # fmt: skip
+        if o.step_range:
+            out.extend(_step_findings(ckpt, layout, o))
+    steps = {o.network: o.step_range[1] for o in opts if o.step_range}
+    if "G" in steps and "D" in steps and steps["G"] != steps["D"]:
+        out.append(Finding("warning", "g-d-stage", f"G optimizer has taken {steps['G']:.0f} steps but D "
+                           f"{steps['D']:.0f}: G and D come from different stages"))  # fmt: skip
+    devices = sorted({d for n in networks for d in n.devices if d != "cpu"})
+    if devices:
+        out.append(Finding("info", "devices", f"tensors were saved on {', '.join(devices)}; load with "
+                           "map_location='cpu' (ckpttool does) or the device you train on"))  # fmt: skip
+    for g in ckpt.foreign_globals:
+        out.append(Finding("info", "stubbed-class", f"{g} is kept as an inert stub (never imported)"))
+    return out
+
+
+def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list[Finding]:
+    lo, hi = o.step_range or (0.0, 0.0)
+    out: list[Finding] = []
+    if lo != hi:
+        out.append(Finding("info", "adam-step-spread", f"{o.path}: Adam step ranges {lo:.0f}..{hi:.0f}: some "
+                           "parameters were frozen or unused for a while"))  # fmt: skip
+    step = _value(ckpt, layout.step) if layout.step and layout.step != "info" else None
+    epoch = _value(ckpt, layout.epoch) if layout.epoch and layout.epoch != "info" else None
+    if isinstance(step, int) and not isinstance(step, bool):
+        if int(hi) == step:
+            out.append(Finding("info", "adam-step", f"{o.path}: Adam step {hi:.0f} equals the recorded step"))
+        else:
+            out.append(Finding("warning", "adam-step", f"{o.path}: Adam step {hi:.0f} but the recorded step is {step}"
+                               " (gradient accumulation, or counters from different saves)"))  # fmt: skip
+    elif isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0:
+        out.append(Finding("info", "adam-step", f"{o.path}: {hi:.0f} optimizer steps over {epoch} epoch(s), about "
+                           f"{hi / epoch:.0f} per epoch"))  # fmt: skip
+    return out
+
+
+def _verdict(pieces: list[Piece], networks: list[Network], opts: list[OptimizerReport], layout: Layout) -> tuple[str, str]:
+    status = {p.name: p.status for p in pieces}
+    if status["model"] == "absent":
+        return "none", "no network weights in this file"
+    if status["optimizer"] == "absent":
+        return "weights-only", CONSEQUENCES["optimizer"]
+    if any(o.aligned is False for o in opts):
+        return "weights-only", "optimizer state does not fit the network; it cannot be loaded as is"
+    missing_opt = [n.label for n in networks if n.label not in {o.network for o in opts}]
+    if missing_opt:
+        return "warm-start", f"no optimizer state for {', '.join(missing_opt)}: its moments restart from zero"
+    if status["scheduler"] == "absent":
+        return "warm-start", CONSEQUENCES["scheduler"]
+    if status["step"] == "absent" and status["epoch"] == "absent":
+        return "warm-start", CONSEQUENCES["step"]
+    return "full", "weights, optimizer, schedule and progress can all be restored"

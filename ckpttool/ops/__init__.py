@@ -1,0 +1,1 @@
+"""Operations: plain functions from paths to report dataclasses. They never print."""

@@ -1,0 +1,10 @@
+"""Reports to text: tabulate tables for people, one JSON document for machines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"

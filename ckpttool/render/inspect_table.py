@@ -1,0 +1,70 @@
+"""Human rendering of an InspectReport."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from ckpttool.model import TensorInfo
+from ckpttool.ops.inspect import InspectReport
+
+MARK = {"present": "present", "absent": "absent", "rebuilt": "rebuilt"}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def render_inspect(r: InspectReport) -> str:
+    lines = [f"{r.path}", f"  format   {r.format}, {human_bytes(r.size)}", f"  profile  {r.profile}: {r.description}"]
+    if r.version:
+        lines.append(f"  version  {r.version}")
+    lines.append("")
+    if r.networks:
+        rows = [[n.label, n.path or "<root>", n.tensors, f"{n.numel:,}", human_bytes(n.nbytes),
+                 ", ".join(f"{k}×{v}" for k, v in n.dtypes.items()), ", ".join(n.devices)] for n in r.networks]  # fmt: skip
+        lines.append(tabulate(rows, headers=["network", "key", "tensors", "values", "bytes", "dtypes", "device"]))
+        lines.append("")
+    rows = []
+    for p in r.pieces:
+        need = "yes" if p.required else ""
+        text = p.detail or ""
+        if p.consequence:
+            text = (text + "; " if text else "") + p.consequence
+        rows.append([p.name, MARK[p.status], need, p.where or "", _clip(text, 100)])
+    lines.append(tabulate(rows, headers=["piece", "status", "needed", "where", "detail"]))
+    lines.append("")
+    for f in r.findings:
+        if f.severity != "info" or f.code in ("adam-step", "optimizer-aligned", "g-d-stage"):
+            lines.append(f"  {f.severity:<7} {f.message}")
+    for note in r.notes:
+        lines.append(f"  note    {note}")
+    if r.required_missing:
+        lines.append(f"  error   required piece(s) absent: {', '.join(r.required_missing)}")
+    lines.append("")
+    lines.append(f"verdict: {r.verdict} — {r.verdict_reason}")
+    if r.tensors is not None:
+        lines.append("")
+        lines.append(render_tensors(r.tensors))
+    return "\n".join(lines) + "\n"
+
+
+def render_tensors(tensors: list[TensorInfo]) -> str:
+    groups: dict[str, list[TensorInfo]] = {}
+    for t in tensors:
+        parts = t.path.split(".")
+        prefix = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        groups.setdefault(prefix, []).append(t)
+    out = []
+    for prefix, items in groups.items():
+        out.append(f"{prefix}  ({len(items)} tensors, {human_bytes(sum(t.nbytes for t in items))})")
+        rows = [[t.path, t.dtype, "×".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes)] for t in items]
+        out.append(tabulate(rows, tablefmt="plain"))
+    return "\n".join(out)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
