@@ -7,6 +7,9 @@ bytes, which is why ``inspect`` on a 10 GB file costs what its pickle costs.
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
+import zlib
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, UnsupportedFormat
 from ckpttool.model import Checkpoint
@@ -31,8 +34,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             return read_safetensors(p, sniffed)
     except CkptError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, OverflowError, MemoryError,
-            RecursionError, UnicodeDecodeError, AttributeError) as exc:  # fmt: skip
+    except (OSError, ValueError, LookupError, TypeError, EOFError, OverflowError, MemoryError, RecursionError,
+            AttributeError, NotImplementedError, zipfile.BadZipFile, zlib.error, struct.error) as exc:  # fmt: skip
         # Damaged files find new ways to break a parser; none of them may escape as a traceback.
         raise CorruptCheckpoint(f"{p}: unreadable ({type(exc).__name__}: {exc}); use another copy",
                                 path=p) from exc  # fmt: skip

@@ -6,7 +6,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ckpttool.errors import CkptError, CorruptCheckpoint, UnsafeCheckpoint
+from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint, UnsafeCheckpoint
 from ckpttool.model import Checkpoint, StorageRef
 from ckpttool.readers.tree import TreeError, finalize
 from ckpttool.readers.unpickler import PickleResult, unpickle
@@ -32,6 +32,9 @@ def read_pickle(data: bytes | BinaryIO, path: str, persistent_load: Callable[[An
     except CkptError:
         raise
     except DAMAGE as exc:
+        if isinstance(exc, EOFError) or "truncated" in str(exc) or "ran out of input" in str(exc).lower():
+            raise TruncatedCheckpoint(f"{path}: the pickle ends early, so the save was cut short (crash or full "
+                                      "disk); use the previous checkpoint", path=path) from exc  # fmt: skip
         raise CorruptCheckpoint(f"{path}: the pickle inside is damaged ({type(exc).__name__}); "
                                 "use another copy of the checkpoint", path=path) from exc  # fmt: skip
     if result.dangerous_globals:

@@ -9,6 +9,7 @@ that could run code are recorded and stubbed too; the caller refuses the file af
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 import pickletools
@@ -23,7 +24,7 @@ from ckpttool.model import Stub
 # naming any of them is refused. (Compare torch's weights_only blocklist, which covers only sys/os/posix/nt.)
 DANGEROUS_MODULES = (
     "os", "posix", "nt", "subprocess", "_posixsubprocess", "sys", "shutil", "socket", "ctypes", "pty",
-    "runpy", "importlib", "pkgutil", "zipimport", "pickle", "_pickle", "cPickle", "dill", "joblib", "marshal",
+    "runpy", "importlib", "pkgutil", "zipimport", "pickle", "_pickle", "dill", "joblib", "marshal",
     "code", "codeop", "pdb", "bdb", "pydoc", "timeit", "webbrowser", "multiprocessing", "asyncio", "platform",
     "commands", "popen2", "tempfile", "glob", "signal", "threading", "_thread", "gc", "inspect", "ctypes", "cffi", "urllib", "http", "ftplib",
     "smtplib", "telnetlib", "requests", "aiohttp", "yaml", "sqlite3", "shelve", "dbm", "site", "setuptools",
@@ -309,8 +310,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._stub_classes: dict[str, type[Stub]] = {}
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - the whole point of the class
-        if module == "__builtin__":  # protocol-2 pickles use the Python 2 name
-            module = "builtins"
+        # Protocol 0-2 pickles use Python 2 names (__builtin__, commands.Popen for subprocess.Popen); map them
+        # the way pickle's own fix_imports does, so that policy below sees the real module.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         full = f"{module}.{name}"
         if is_dangerous(module, name):
             self.dangerous[full] = None
