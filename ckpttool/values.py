@@ -17,8 +17,20 @@ from ckpttool.model import DTYPE_SIZES, StorageRef, TensorInfo
 if TYPE_CHECKING:
     import torch
 
-_STRUCT = {"float32": "f", "float64": "d", "float16": "e", "int64": "q", "int32": "i", "int16": "h", "int8": "b",
-           "uint8": "B", "bool": "?", "uint16": "H", "uint32": "I", "uint64": "Q"}  # fmt: skip
+_STRUCT = {
+    "float32": "f",
+    "float64": "d",
+    "float16": "e",
+    "int64": "q",
+    "int32": "i",
+    "int16": "h",
+    "int8": "b",
+    "uint8": "B",
+    "bool": "?",
+    "uint16": "H",
+    "uint32": "I",
+    "uint64": "Q",
+}
 
 
 class StorageReader:
@@ -41,23 +53,24 @@ class StorageReader:
             if zf is None:
                 from ckpttool.readers.torch_zip import open_archive
 
-                with open(storage.file, "rb") as f:
-                    tagged = f.read(2) != b"PK"
+                with open(storage.file, "rb") as head:
+                    tagged = head.read(2) != b"PK"
                 zf = self._stack.enter_context(open_archive(storage.file, tagged))
                 self._zips[storage.file] = zf
             with zf.open(storage.member) as member:
                 member.seek(start)
                 data = member.read(length)
         else:
-            f = self._files.get(storage.file)
+            f: Any = self._files.get(storage.file)
             if f is None:
                 f = self._stack.enter_context(open(storage.file, "rb"))  # noqa: SIM115
                 self._files[storage.file] = f
             f.seek((storage.offset or 0) + start)
             data = f.read(length)
         if len(data) != length:
-            raise CorruptCheckpoint(f"{storage.file}: storage {storage.key} is shorter than its header says",
-                                    path=storage.file)  # fmt: skip
+            raise CorruptCheckpoint(
+                f"{storage.file}: storage {storage.key} is shorter than its header says", path=storage.file
+            )
         return data
 
     def scalar(self, t: TensorInfo) -> float | int | bool | None:

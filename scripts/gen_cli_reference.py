@@ -18,7 +18,12 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "cli-reference.md"
 
 def render() -> str:
     runner = CliRunner()
-    parts = ["# CLI reference", "", "Generated from `--help` by `scripts/gen_cli_reference.py`; do not edit by hand.", ""]
+    parts = [
+        "# CLI reference",
+        "",
+        "Generated from `--help` by `scripts/gen_cli_reference.py`; do not edit by hand.",
+        "",
+    ]
     commands: list[tuple[str, list[str]]] = [("ckpttool", ["--help"])]
     assert isinstance(cli, click.Group)
     for name in sorted(cli.commands):

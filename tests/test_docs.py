@@ -11,8 +11,11 @@ from ckpttool.cli import cli
 
 
 def test_cli_reference_is_current() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_cli_reference.py"), "--check"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_cli_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
 
 

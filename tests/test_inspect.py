@@ -10,7 +10,18 @@ from conftest import fixture, run_cli, sha256
 
 from ckpttool.ops.inspect import inspect_checkpoint
 
-PIECES = ["model", "optimizer", "scheduler", "step", "epoch", "norm_stats", "rng", "scaler", "config", "version"]
+PIECES = [
+    "model",
+    "optimizer",
+    "scheduler",
+    "step",
+    "epoch",
+    "norm_stats",
+    "rng",
+    "scaler",
+    "config",
+    "version",
+]
 
 # fixture -> (profile, verdict, {piece: status})
 EXPECTED = {
@@ -64,7 +75,9 @@ def test_every_fixture(name: str) -> None:
 
 
 def test_tagged_export_reports_version() -> None:
-    doc = run_cli("inspect", str(fixture("gpt_sovits/SoVITS_weights_v2Pro/demo_e8_s144.pth")), "--json").json()
+    doc = run_cli(
+        "inspect", str(fixture("gpt_sovits/SoVITS_weights_v2Pro/demo_e8_s144.pth")), "--json"
+    ).json()
     assert doc["format"] == "gpt-sovits-tagged-zip"
     assert doc["version"] == "v2Pro"
 
@@ -109,7 +122,9 @@ def test_wrong_moment_shape_is_an_error(tmp_path: Path) -> None:
     codes = [f["code"] for f in doc["findings"] if f["severity"] == "error"]
     assert "optimizer-shape" in codes
     (opt,) = doc["optimizers"]
-    assert opt["mismatches"] == [{"index": 2, "param": "1.weight", "state_shape": [3, 8], "param_shape": [2, 8]}]
+    assert opt["mismatches"] == [
+        {"index": 2, "param": "1.weight", "state_shape": [3, 8], "param_shape": [2, 8]}
+    ]
 
 
 def test_optimizer_from_another_model(tmp_path: Path) -> None:
@@ -131,8 +146,10 @@ def test_named_param_groups_and_buffers(tmp_path: Path) -> None:
     model(torch.randn(5, 3)).sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.StepLR(opt, 10)
-    torch.save({"net": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": 1},
-               tmp_path / "y.pth")  # fmt: skip
+    torch.save(
+        {"net": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": 1},
+        tmp_path / "y.pth",
+    )
     report = inspect_checkpoint(tmp_path / "y.pth")
     assert report.optimizers[0].aligned is True
     assert report.verdict == "full"
@@ -151,6 +168,8 @@ def test_g_and_d_from_different_stages(tmp_path: Path) -> None:
 
     g, og = trained(3)
     d, od = trained(5)
-    torch.save({"model_g": g, "model_d": d, "optimizer_g": og, "optimizer_d": od, "step": 3}, tmp_path / "b.pth")
+    torch.save(
+        {"model_g": g, "model_d": d, "optimizer_g": og, "optimizer_d": od, "step": 3}, tmp_path / "b.pth"
+    )
     doc = run_cli("inspect", str(tmp_path / "b.pth"), "--json").json()
     assert any(f["code"] == "g-d-stage" for f in doc["findings"])

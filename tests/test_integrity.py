@@ -67,7 +67,9 @@ def _check(path: Path) -> str:
 @pytest.mark.parametrize("name", ["zip.pth", "legacy.pth", "w.safetensors"])
 def test_truncation_at_many_offsets(sources: dict[str, bytes], tmp_path: Path, name: str) -> None:
     data = sources[name]
-    offsets = sorted({0, 1, 2, 3, 4, 8, 9, 16, 100, len(data) - 1, *range(0, len(data), max(1, len(data) // 150))})
+    offsets = sorted(
+        {0, 1, 2, 3, 4, 8, 9, 16, 100, len(data) - 1, *range(0, len(data), max(1, len(data) // 150))}
+    )
     kinds: dict[str, int] = {}
     for n in offsets:
         if n >= len(data):

@@ -84,7 +84,11 @@ def test_stubs_keep_state(files: dict[str, Path]) -> None:
     root = open_checkpoint(files["zip"]).root
     assert to_plain(root["path"]) == "logs/demo"
     assert to_plain(root["args"]) == {"lr": 2e-4, "name": "demo"}
-    assert {k: rng_kind(v) for k, v in root["rng"].items()} == {"torch": "torch", "numpy": "numpy", "python": "python"}
+    assert {k: rng_kind(v) for k, v in root["rng"].items()} == {
+        "torch": "torch",
+        "numpy": "numpy",
+        "python": "python",
+    }
     assert root["rng"]["numpy"][1].shape == (624,)
 
 
@@ -98,8 +102,10 @@ def test_reading_metadata_does_not_import_torch(files: dict[str, Path]) -> None:
 
 
 def test_torch_not_in_sys_modules_after_open(files: dict[str, Path]) -> None:
-    code = ("import sys; from ckpttool.ops.inspect import inspect_checkpoint; "
-            f"inspect_checkpoint({str(files['zip'])!r}); print('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys; from ckpttool.ops.inspect import inspect_checkpoint; "
+        f"inspect_checkpoint({str(files['zip'])!r}); print('torch' in sys.modules)"
+    )
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -56,8 +56,9 @@ class _Reduce:
 def test_every_protocol_and_stack_global_is_caught(tmp_path: Path, protocol: int) -> None:
     import subprocess
 
-    payload = pickle.dumps({"w": [_Reduce(subprocess.Popen, (["touch", MARKER],)), _Reduce(exec, ("1",))]},
-                           protocol=protocol)  # fmt: skip
+    payload = pickle.dumps(
+        {"w": [_Reduce(subprocess.Popen, (["touch", MARKER],)), _Reduce(exec, ("1",))]}, protocol=protocol
+    )
     path = _zip_with_pickle(tmp_path, payload)
     with pytest.raises(UnsafeCheckpoint) as info:
         open_checkpoint(path)
@@ -94,8 +95,12 @@ def test_harmless_foreign_classes_are_stubbed_not_imported(tmp_path: Path) -> No
 
 def test_no_unsafe_deserialisation_in_the_package() -> None:
     pattern = re.compile(r"pickle\.loads?\(|weights_only\s*=\s*False|cPickle|dill\.load|joblib\.load")
-    hits = [f"{p}:{i}" for p in (ROOT / "ckpttool").rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]  # fmt: skip
+    hits = [
+        f"{p}:{i}"
+        for p in (ROOT / "ckpttool").rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert hits == []
 
 

@@ -36,7 +36,9 @@ cli.add_command(inspect_cmd)
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; the only place exceptions become exit codes."""
     try:
-        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="ckpttool", standalone_mode=False)
+        rv = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="ckpttool", standalone_mode=False
+        )
     except CkptError as exc:
         if json_mode.get():
             sys.stdout.write(to_json(exc.to_json()))
@@ -54,11 +56,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("ckpttool: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - a bug must still not print a wall of traceback at users
+    except Exception as exc:
         if os.environ.get("CKPTTOOL_DEBUG"):
             raise
-        click.echo(f"ckpttool: internal error ({type(exc).__name__}: {exc}); please report it, "
-                   "and set CKPTTOOL_DEBUG=1 to see the traceback", err=True)  # fmt: skip
+        click.echo(
+            f"ckpttool: internal error ({type(exc).__name__}: {exc}); please report it, "
+            "and set CKPTTOOL_DEBUG=1 to see the traceback",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)
     sys.exit(rv if isinstance(rv, int) else 0)
 

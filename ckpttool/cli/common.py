@@ -19,8 +19,14 @@ def json_option(f: F) -> F:
         json_mode.set(bool(value))
         return value
 
-    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=set_mode,
-                        help="Print one JSON document on stdout instead of tables.")(f)  # fmt: skip
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=set_mode,
+        help="Print one JSON document on stdout instead of tables.",
+    )(f)
 
 
 def emit(text: str) -> None:

@@ -15,8 +15,11 @@ from ckpttool.render.inspect_table import render_inspect
 @click.argument("path", type=click.Path(dir_okay=True, path_type=str))
 @json_option
 @click.option("--tensors", is_flag=True, help="Also list every tensor, grouped by module prefix.")
-@click.option("--require", metavar="PIECES",
-              help="Comma-separated pieces that must be present (e.g. optimizer,scheduler,step); exit 1 if not.")  # fmt: skip
+@click.option(
+    "--require",
+    metavar="PIECES",
+    help="Comma-separated pieces that must be present (e.g. optimizer,scheduler,step); exit 1 if not.",
+)
 def inspect_cmd(path: str, as_json: bool, tensors: bool, require: str | None) -> int:
     """Show which training-state pieces PATH holds and whether training can resume from it.
 

@@ -47,8 +47,12 @@ class Mismatch:
     param_shape: Shape
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "param": self.param, "state_shape": list(self.state_shape),
-                "param_shape": list(self.param_shape)}  # fmt: skip
+        return {
+            "index": self.index,
+            "param": self.param,
+            "state_shape": list(self.state_shape),
+            "param_shape": list(self.param_shape),
+        }
 
 
 @dataclass
@@ -93,8 +97,14 @@ def guess_kind(opt: dict[str, Any]) -> str:
         if g0.get("weight_decay"):
             return "AdamW (probably; Adam with weight decay looks the same)"
         return "Adam"
-    for key, name in (("momentum_buffer", "SGD (momentum)"), ("acc_delta", "Adadelta"), ("square_avg", "RMSprop"),
-                      ("exp_inf", "Adamax"), ("sum", "Adagrad"), ("eta", "ASGD")):  # fmt: skip
+    for key, name in (
+        ("momentum_buffer", "SGD (momentum)"),
+        ("acc_delta", "Adadelta"),
+        ("square_avg", "RMSprop"),
+        ("exp_inf", "Adamax"),
+        ("sum", "Adagrad"),
+        ("eta", "ASGD"),
+    ):
         if key in keys:
             return name
     if "momentum" in g0 and not keys:
@@ -121,12 +131,21 @@ def analyse(
 ) -> OptimizerReport:
     groups_raw = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
     groups = [
-        GroupInfo(i, len(g.get("params", [])), g.get("lr"), g.get("initial_lr"), g.get("betas"), g.get("eps"),
-                  g.get("weight_decay"))  # fmt: skip
+        GroupInfo(
+            i,
+            len(g.get("params", [])),
+            g.get("lr"),
+            g.get("initial_lr"),
+            g.get("betas"),
+            g.get("eps"),
+            g.get("weight_decay"),
+        )
         for i, g in enumerate(groups_raw)
     ]
     state = opt.get("state", {})
-    report = OptimizerReport(path, network, guess_kind(opt), groups, sum(g.params for g in groups), len(state))
+    report = OptimizerReport(
+        path, network, guess_kind(opt), groups, sum(g.params for g in groups), len(state)
+    )
     for entry in state.values():
         if isinstance(entry, dict) and isinstance(entry.get("step"), TensorInfo):
             report.step_tensors.append(entry["step"])
@@ -156,12 +175,18 @@ def _align(
     names_nobuf = [n for n in names_all if not BUFFER_PATTERN.search(n)]
     strategies: list[tuple[str, Callable[[list[str]], list[str] | None]]] = []
     if all("param_names" in g for g in groups):
-        strategies.append(("param_names recorded by torch", lambda _: [n for g in groups for n in g["param_names"]]))
+        strategies.append(
+            ("param_names recorded by torch", lambda _: [n for g in groups for n in g["param_names"]])
+        )
     if group_layout is not None:
-        strategies.append(("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout)))
+        strategies.append(
+            ("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout))
+        )
     strategies.append(("state_dict order", lambda ns: ns))
     if len(groups) > 1:
-        strategies.append(("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params)))
+        strategies.append(
+            ("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params))
+        )
         strategies.append(("decay / no-decay split", lambda ns: _by_decay(ns, groups)))
     best: tuple[int, str, list[str], list[Mismatch]] | None = None
     for method, build in strategies:
@@ -184,8 +209,10 @@ def _align(
             break
     if best is None:
         report.aligned = False
-        report.problem = (f"optimizer covers {len(order)} parameters but the network has {len(names_nobuf)} "
-                          f"parameter tensors ({len(names_all)} with buffers): it belongs to another model")  # fmt: skip
+        report.problem = (
+            f"optimizer covers {len(order)} parameters but the network has {len(names_nobuf)} "
+            f"parameter tensors ({len(names_all)} with buffers): it belongs to another model"
+        )
         return
     _, method, assigned, mismatches = best
     report.method = method
@@ -193,11 +220,15 @@ def _align(
     report.mismatches = mismatches
     report.aligned = not mismatches
     if mismatches:
-        report.problem = (f"{len(mismatches)} optimizer state entries do not have the shape of their parameter; "
-                          "loading works but the first optimizer.step() fails")  # fmt: skip
+        report.problem = (
+            f"{len(mismatches)} optimizer state entries do not have the shape of their parameter; "
+            "loading works but the first optimizer.step() fails"
+        )
 
 
-def _by_prefix(names: list[str], groups: list[dict[str, Any]], layout: tuple[tuple[str, ...], ...]) -> list[str] | None:
+def _by_prefix(
+    names: list[str], groups: list[dict[str, Any]], layout: tuple[tuple[str, ...], ...]
+) -> list[str] | None:
     if len(groups) != len(layout) + 1:
         return None
     blocks = [[n for n in names if any(n.startswith(p + ".") for p in prefixes)] for prefixes in layout]
@@ -207,7 +238,10 @@ def _by_prefix(names: list[str], groups: list[dict[str, Any]], layout: tuple[tup
 
 
 def _by_blocks(
-    names: list[str], groups: list[dict[str, Any]], shapes: dict[Any, Shape | None], params: dict[str, TensorInfo]
+    names: list[str],
+    groups: list[dict[str, Any]],
+    shapes: dict[Any, Shape | None],
+    params: dict[str, TensorInfo],
 ) -> list[str] | None:
     """Groups 1.. are contiguous runs of the state dict (a submodule each); group 0 is the rest, in order."""
     taken: set[int] = set()
@@ -232,7 +266,9 @@ def _by_blocks(
 def _by_decay(names: list[str], groups: list[dict[str, Any]]) -> list[str] | None:
     if len(groups) != 2:
         return None
-    no_decay = [n for n in names if n.endswith("bias") or "norm" in n.lower() or ".ln" in n or "bn" in n.lower()]
+    no_decay = [
+        n for n in names if n.endswith("bias") or "norm" in n.lower() or ".ln" in n or "bn" in n.lower()
+    ]
     decay = [n for n in names if n not in set(no_decay)]
     first_no_decay = not groups[0].get("weight_decay") and groups[1].get("weight_decay")
     return no_decay + decay if first_no_decay else decay + no_decay

@@ -54,8 +54,15 @@ class Network:
     devices: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.label, "path": self.path, "tensors": self.tensors, "numel": self.numel,
-                "bytes": self.nbytes, "dtypes": self.dtypes, "devices": self.devices}  # fmt: skip
+        return {
+            "name": self.label,
+            "path": self.path,
+            "tensors": self.tensors,
+            "numel": self.numel,
+            "bytes": self.nbytes,
+            "dtypes": self.dtypes,
+            "devices": self.devices,
+        }
 
 
 @dataclass
@@ -89,9 +96,15 @@ def _summ(label: str, path: str, params: dict[str, TensorInfo]) -> Network:
     dtypes: dict[str, int] = {}
     for t in params.values():
         dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
-    return Network(label, path, len(params), sum(t.numel for t in params.values()),
-                   sum(t.nbytes for t in params.values()), dtypes,
-                   sorted({t.device for t in params.values()}))  # fmt: skip
+    return Network(
+        label,
+        path,
+        len(params),
+        sum(t.numel for t in params.values()),
+        sum(t.nbytes for t in params.values()),
+        dtypes,
+        sorted({t.device for t in params.values()}),
+    )
 
 
 def _value(ckpt: Checkpoint, path: str | None) -> Any:
@@ -132,11 +145,21 @@ def interpret(ckpt: Checkpoint, layout: Layout, read_scalars: Any = None) -> Int
     findings = _findings(ckpt, layout, networks, optimizers)
     verdict, reason = _verdict(pieces, networks, optimizers, layout)
     version = _value(ckpt, layout.version)
-    return Interpretation(layout, networks, pieces, optimizers, verdict, reason, findings,
-                          None if version is None else str(version))  # fmt: skip
+    return Interpretation(
+        layout,
+        networks,
+        pieces,
+        optimizers,
+        verdict,
+        reason,
+        findings,
+        None if version is None else str(version),
+    )
 
 
-def _pieces(ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]) -> list[Piece]:
+def _pieces(
+    ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]
+) -> list[Piece]:
     req = {"model", "optimizer", "scheduler"}
     counter_req = layout.step is None and layout.epoch is None and "step" not in layout.rebuilt
     where: dict[str, tuple[str | None, str]] = {
@@ -163,11 +186,15 @@ def _pieces(ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: lis
         path, detail = where[name]
         required = name in req or (name in ("step", "epoch") and counter_req)
         if name == "version" and layout.version and layout.version.startswith("tag:"):
-            pieces.append(Piece(name, "present", False, "file header", f"GPT-SoVITS tag {layout.version[4:]}"))
+            pieces.append(
+                Piece(name, "present", False, "file header", f"GPT-SoVITS tag {layout.version[4:]}")
+            )
             continue
         if path is not None:
             meaning = layout.meaning.get(name)
-            pieces.append(Piece(name, "present", required, path, "; ".join(x for x in (detail, meaning) if x)))
+            pieces.append(
+                Piece(name, "present", required, path, "; ".join(x for x in (detail, meaning) if x))
+            )
         elif name in layout.rebuilt:
             pieces.append(Piece(name, "rebuilt", required, None, layout.rebuilt[name]))
         elif name in layout.not_needed:
@@ -192,9 +219,21 @@ def _counter(ckpt: Checkpoint, layout: Layout, name: str) -> str:
 def _sched_detail(obj: Any) -> str:
     if not isinstance(obj, dict):
         return _short(obj)
-    kind = "ExponentialLR" if "gamma" in obj and "step_size" not in obj and "T_max" not in obj else (
-        "StepLR" if "step_size" in obj else "CosineAnnealingLR" if "T_max" in obj else
-        "WarmupCosineLRSchedule" if "warmup_steps" in obj else "LambdaLR" if "lr_lambdas" in obj else "scheduler")
+    kind = (
+        "ExponentialLR"
+        if "gamma" in obj and "step_size" not in obj and "T_max" not in obj
+        else (
+            "StepLR"
+            if "step_size" in obj
+            else "CosineAnnealingLR"
+            if "T_max" in obj
+            else "WarmupCosineLRSchedule"
+            if "warmup_steps" in obj
+            else "LambdaLR"
+            if "lr_lambdas" in obj
+            else "scheduler"
+        )
+    )
     parts = [kind]
     if "last_epoch" in obj:
         parts.append(f"last_epoch {obj['last_epoch']}")
@@ -211,32 +250,63 @@ def _scaler_detail(obj: Any) -> str:
     return ""
 
 
-def _findings(ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]) -> list[Finding]:
+def _findings(
+    ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]
+) -> list[Finding]:
     out: list[Finding] = []
     for o in opts:
         if o.problem and o.aligned is False:
             out.append(Finding("error", "optimizer-misaligned", f"{o.path}: {o.problem}"))
             for m in o.mismatches[:5]:
-                out.append(Finding("error", "optimizer-shape", f"{o.path} state {m.index} ({m.param}): exp_avg "
-                                   f"{list(m.state_shape)} but the parameter is {list(m.param_shape)}"))  # fmt: skip
+                out.append(
+                    Finding(
+                        "error",
+                        "optimizer-shape",
+                        f"{o.path} state {m.index} ({m.param}): exp_avg "
+                        f"{list(m.state_shape)} but the parameter is {list(m.param_shape)}",
+                    )
+                )
         elif o.problem:
             out.append(Finding("warning", "optimizer-unchecked", f"{o.path}: {o.problem}"))
         if o.aligned and o.method:
-            out.append(Finding("info", "optimizer-aligned", f"{o.path}: all {o.n_state} state entries match their "
-                               f"parameters (mapped by {o.method})"))  # fmt: skip
+            out.append(
+                Finding(
+                    "info",
+                    "optimizer-aligned",
+                    f"{o.path}: all {o.n_state} state entries match their parameters (mapped by {o.method})",
+                )
+            )
         if o.n_state < o.n_params and o.n_params:
-            out.append(Finding("warning", "optimizer-partial", f"{o.path}: state for {o.n_state} of {o.n_params} "
-                               "parameters; the rest never received a gradient"))  # fmt: skip
+            out.append(
+                Finding(
+                    "warning",
+                    "optimizer-partial",
+                    f"{o.path}: state for {o.n_state} of {o.n_params} "
+                    "parameters; the rest never received a gradient",
+                )
+            )
         if o.step_range:
             out.extend(_step_findings(ckpt, layout, o))
     steps = {o.network: o.step_range[1] for o in opts if o.step_range}
     if "G" in steps and "D" in steps and steps["G"] != steps["D"]:
-        out.append(Finding("warning", "g-d-stage", f"G optimizer has taken {steps['G']:.0f} steps but D "
-                           f"{steps['D']:.0f}: G and D come from different stages"))  # fmt: skip
+        out.append(
+            Finding(
+                "warning",
+                "g-d-stage",
+                f"G optimizer has taken {steps['G']:.0f} steps but D "
+                f"{steps['D']:.0f}: G and D come from different stages",
+            )
+        )
     devices = sorted({d for n in networks for d in n.devices if d != "cpu"})
     if devices:
-        out.append(Finding("info", "devices", f"tensors were saved on {', '.join(devices)}; load with "
-                           "map_location='cpu' (ckpttool does) or the device you train on"))  # fmt: skip
+        out.append(
+            Finding(
+                "info",
+                "devices",
+                f"tensors were saved on {', '.join(devices)}; load with "
+                "map_location='cpu' (ckpttool does) or the device you train on",
+            )
+        )
     for g in ckpt.foreign_globals:
         out.append(Finding("info", "stubbed-class", f"{g} is kept as an inert stub (never imported)"))
     return out
@@ -246,23 +316,42 @@ def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list
     lo, hi = o.step_range or (0.0, 0.0)
     out: list[Finding] = []
     if lo != hi:
-        out.append(Finding("info", "adam-step-spread", f"{o.path}: Adam step ranges {lo:.0f}..{hi:.0f}: some "
-                           "parameters were frozen or unused for a while"))  # fmt: skip
+        out.append(
+            Finding(
+                "info",
+                "adam-step-spread",
+                f"{o.path}: Adam step ranges {lo:.0f}..{hi:.0f}: some "
+                "parameters were frozen or unused for a while",
+            )
+        )
     step = _value(ckpt, layout.step) if layout.step and layout.step != "info" else None
     epoch = _value(ckpt, layout.epoch) if layout.epoch and layout.epoch != "info" else None
     if isinstance(step, int) and not isinstance(step, bool):
         if int(hi) == step:
             out.append(Finding("info", "adam-step", f"{o.path}: Adam step {hi:.0f} equals the recorded step"))
         else:
-            out.append(Finding("warning", "adam-step", f"{o.path}: Adam step {hi:.0f} but the recorded step is {step}"
-                               " (gradient accumulation, or counters from different saves)"))  # fmt: skip
+            out.append(
+                Finding(
+                    "warning",
+                    "adam-step",
+                    f"{o.path}: Adam step {hi:.0f} but the recorded step is {step}"
+                    " (gradient accumulation, or counters from different saves)",
+                )
+            )
     elif isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0:
-        out.append(Finding("info", "adam-step", f"{o.path}: {hi:.0f} optimizer steps over {epoch} epoch(s), about "
-                           f"{hi / epoch:.0f} per epoch"))  # fmt: skip
+        out.append(
+            Finding(
+                "info",
+                "adam-step",
+                f"{o.path}: {hi:.0f} optimizer steps over {epoch} epoch(s), about {hi / epoch:.0f} per epoch",
+            )
+        )
     return out
 
 
-def _verdict(pieces: list[Piece], networks: list[Network], opts: list[OptimizerReport], layout: Layout) -> tuple[str, str]:
+def _verdict(
+    pieces: list[Piece], networks: list[Network], opts: list[OptimizerReport], layout: Layout
+) -> tuple[str, str]:
     status = {p.name: p.status for p in pieces}
     if status["model"] == "absent":
         return "none", "no network weights in this file"

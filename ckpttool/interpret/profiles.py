@@ -15,7 +15,18 @@ from typing import Any
 from ckpttool.interpret import structure as st
 from ckpttool.model import Checkpoint, Stub
 
-PIECES = ("model", "optimizer", "scheduler", "step", "epoch", "norm_stats", "rng", "scaler", "config", "version")
+PIECES = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "step",
+    "epoch",
+    "norm_stats",
+    "rng",
+    "scaler",
+    "config",
+    "version",
+)
 
 
 @dataclass
@@ -38,7 +49,9 @@ class Layout:
     not_needed: dict[str, str] = field(default_factory=dict)  # piece -> why this trainer does not use it
     meaning: dict[str, str] = field(default_factory=dict)  # piece -> what the value means here
     trainer: str | None = None  # gpt-sovits, vits, rvc, lightning, ... when known
-    group_layout: tuple[tuple[str, ...], ...] | None = None  # prefixes of optimizer groups 1.. (group 0 = rest)
+    group_layout: tuple[tuple[str, ...], ...] | None = (
+        None  # prefixes of optimizer groups 1.. (group 0 = rest)
+    )
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,9 +81,15 @@ def _vits_trainer(ckpt: Checkpoint, model: Any) -> str:
     p = ckpt.path.replace("\\", "/")
     name = os.path.basename(p)
     keys = list(model) if isinstance(model, dict) else []
-    if "logs_s2" in p or "233333333333" in name or any(k.startswith(("enc_p.mrte.", "quantizer.")) for k in keys):
+    if (
+        "logs_s2" in p
+        or "233333333333" in name
+        or any(k.startswith(("enc_p.mrte.", "quantizer.")) for k in keys)
+    ):
         return "gpt-sovits"
-    if re.search(r"(?<!\d)2333333(?!\d)", name) or any(k.startswith(("enc_p.emb_phone.", "emb_g.")) for k in keys):
+    if re.search(r"(?<!\d)2333333(?!\d)", name) or any(
+        k.startswith(("enc_p.emb_phone.", "emb_g.")) for k in keys
+    ):
         return "rvc"
     if any(k.startswith("enc_p.emb.") for k in keys):
         return "vits"
@@ -80,7 +99,9 @@ def _vits_trainer(ckpt: Checkpoint, model: Any) -> str:
 def _vits(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
     model = root["model"]
     name = os.path.basename(ckpt.path)
-    is_d = name.startswith("D_") or (isinstance(model, dict) and any(k.startswith("discriminators.") for k in model))
+    is_d = name.startswith("D_") or (
+        isinstance(model, dict) and any(k.startswith("discriminators.") for k in model)
+    )
     label = "D" if is_d else "G"
     trainer = _vits_trainer(ckpt, model)
     layout = Layout(
@@ -93,9 +114,13 @@ def _vits(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
     )
     layout.meaning["epoch"] = "'iteration' is the epoch that just finished (1-based), not a step count"
     layout.rebuilt.update(REBUILD_RULES[trainer])
-    layout.meaning["learning_rate"] = "'learning_rate' is the config constant, not the decayed LR; it is ignored on load"
+    layout.meaning["learning_rate"] = (
+        "'learning_rate' is the config constant, not the decayed LR; it is ignored on load"
+    )
     layout.not_needed["norm_stats"] = "this trainer computes spectrograms on the fly; no stats are kept"
-    layout.not_needed["config"] = "the trainer reads the run config from logs/<exp>/config.json, not from here"
+    layout.not_needed["config"] = (
+        "the trainer reads the run config from logs/<exp>/config.json, not from here"
+    )
     layout.not_needed["version"] = "the architecture version is implied by the tensor shapes"
     if trainer == "gpt-sovits" and label == "G":
         layout.group_layout = GPT_SOVITS_G_GROUPS
@@ -118,13 +143,24 @@ def _export(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
     if isinstance(config, list) and {"sr", "f0"} <= set(root):
         kind, desc = "rvc-export", "RVC exported model (fp16 inference weights, config as an 18-value list)"
     elif keys and all(k.startswith("model.") for k in keys):
-        kind, desc = "gpt-sovits-gpt-export", "GPT-SoVITS GPT (s1) export: fp16 inference weights with the YAML config"
+        kind, desc = (
+            "gpt-sovits-gpt-export",
+            "GPT-SoVITS GPT (s1) export: fp16 inference weights with the YAML config",
+        )
     else:
-        kind, desc = "gpt-sovits-export", "GPT-SoVITS SoVITS (s2) export: fp16 inference weights with the run config"
+        kind, desc = (
+            "gpt-sovits-export",
+            "GPT-SoVITS SoVITS (s2) export: fp16 inference weights with the run config",
+        )
         if "lora_rank" in root:
             desc += f" (LoRA adapters only, rank {root['lora_rank']})"
-    layout = Layout(kind, desc, networks={"G" if kind != "gpt-sovits-gpt-export" else "GPT": "weight"},
-                    config="config", trainer="gpt-sovits" if kind.startswith("gpt") else "rvc")  # fmt: skip
+    layout = Layout(
+        kind,
+        desc,
+        networks={"G" if kind != "gpt-sovits-gpt-export" else "GPT": "weight"},
+        config="config",
+        trainer="gpt-sovits" if kind.startswith("gpt") else "rvc",
+    )
     epoch, step = _info_counters(root.get("info"))
     if epoch is not None:
         layout.epoch = "info"
@@ -134,26 +170,39 @@ def _export(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
         layout.meaning["step"] = f"parsed from info={root.get('info')!r}: step {step}"
     if "version" in root:
         layout.version = "version"
-    elif isinstance(config, Stub) and isinstance(config.attributes().get("model"), Stub):
-        if "version" in config.attributes()["model"].attributes():
-            layout.version = "config.model.version"
+    elif isinstance(config, Stub) and "version" in _attrs(config.attributes().get("model")):
+        layout.version = "config.model.version"
     if ckpt.meta.get("gpt_sovits_tag"):
         layout.version = f"tag:{ckpt.meta['gpt_sovits_tag']}"
-    layout.notes.append("exports hold inference weights only: fine-tune from them, but training cannot resume")
+    layout.notes.append(
+        "exports hold inference weights only: fine-tune from them, but training cannot resume"
+    )
     layout.not_needed["norm_stats"] = "inference export"
     return layout
 
 
+def _attrs(obj: Any) -> dict[str, Any]:
+    return obj.attributes() if isinstance(obj, Stub) else obj if isinstance(obj, dict) else {}
+
+
 # --- Lightning ----------------------------------------------------------------------------------------------
 def _lightning(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    layout = Layout("lightning", "PyTorch Lightning checkpoint (Trainer.save_checkpoint)",
-                    networks={"model": "state_dict"}, step="global_step", epoch="epoch",
-                    config="hyper_parameters" if "hyper_parameters" in root else None,
-                    version="pytorch-lightning_version", trainer="lightning")  # fmt: skip
+    layout = Layout(
+        "lightning",
+        "PyTorch Lightning checkpoint (Trainer.save_checkpoint)",
+        networks={"model": "state_dict"},
+        step="global_step",
+        epoch="epoch",
+        config="hyper_parameters" if "hyper_parameters" in root else None,
+        version="pytorch-lightning_version",
+        trainer="lightning",
+    )
     for i, opt in enumerate(root.get("optimizer_states") or []):
         if st.is_optimizer(opt):
             layout.optimizers[f"optimizer_states.{i}"] = "model"
-    layout.schedulers = [f"lr_schedulers.{i}" for i, s in enumerate(root.get("lr_schedulers") or []) if isinstance(s, dict)]
+    layout.schedulers = [
+        f"lr_schedulers.{i}" for i, s in enumerate(root.get("lr_schedulers") or []) if isinstance(s, dict)
+    ]
     for key in ("MixedPrecision", "native_amp_scaling_state", "amp_scaling_state"):
         if st.is_scaler(root.get(key)):
             layout.scaler = key
@@ -165,10 +214,19 @@ def _lightning(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
 
 # --- the article's bundle and everything else -------------------------------------------------------------
 def _seed(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    layout = Layout("bundle", "training bundle with G/D weights, optimizers and counters (the article's layout)",
-                    trainer=None)  # fmt: skip
-    for label, key in (("G", "model_g"), ("D", "model_d"), ("G", "net_g"), ("D", "net_d"), ("G", "generator"),
-                       ("D", "discriminator")):  # fmt: skip
+    layout = Layout(
+        "bundle",
+        "training bundle with G/D weights, optimizers and counters (the article's layout)",
+        trainer=None,
+    )
+    for label, key in (
+        ("G", "model_g"),
+        ("D", "model_d"),
+        ("G", "net_g"),
+        ("D", "net_d"),
+        ("G", "generator"),
+        ("D", "discriminator"),
+    ):
         if st.is_state_dict(root.get(key)) and label not in layout.networks:
             layout.networks[label] = key
     for key, label in (("optimizer_g", "G"), ("optimizer_d", "D"), ("optim_g", "G"), ("optim_d", "D")):
@@ -228,7 +286,9 @@ def _structural_extras(root: Any, layout: Layout, skip: set[str]) -> None:
         elif leaf in st.VERSION_KEYS and isinstance(obj, (str, int)) and layout.version is None:
             layout.version = path
     for path, _ in found_nets:
-        if path in layout.networks.values() or any(path.startswith(p + ".") for p in layout.networks.values() if p):
+        if path in layout.networks.values() or any(
+            path.startswith(p + ".") for p in layout.networks.values() if p
+        ):
             continue
         label = _net_label(path, layout)
         layout.networks[label] = path
@@ -248,14 +308,17 @@ def _structural_extras(root: Any, layout: Layout, skip: set[str]) -> None:
 def _is_tensorish(obj: Any) -> bool:
     from ckpttool.model import TensorInfo
 
-    return isinstance(obj, TensorInfo) or (isinstance(obj, (list, tuple)) and len(obj) > 0
-                                           and all(isinstance(v, (int, float)) for v in obj))  # fmt: skip
+    return isinstance(obj, TensorInfo) or (
+        isinstance(obj, (list, tuple)) and len(obj) > 0 and all(isinstance(v, (int, float)) for v in obj)
+    )
 
 
 def _net_label(path: str, layout: Layout) -> str:
     leaf = path.rsplit(".", 1)[-1].lower()
-    for label, hints in (("G", ("model_g", "net_g", "generator", "gen", "g")),
-                         ("D", ("model_d", "net_d", "discriminator", "disc", "d"))):  # fmt: skip
+    for label, hints in (
+        ("G", ("model_g", "net_g", "generator", "gen", "g")),
+        ("D", ("model_d", "net_d", "discriminator", "disc", "d")),
+    ):
         if leaf in hints and label not in layout.networks:
             return label
     return path or "model"

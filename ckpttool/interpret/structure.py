@@ -19,9 +19,27 @@ TORCH_CPU_RNG_BYTES = 5056
 STEP_KEYS = ("global_step", "step", "steps", "total_steps", "num_updates", "updates", "iter", "iters")
 EPOCH_KEYS = ("epoch", "current_epoch", "epochs", "epoch_idx")
 CONFIG_KEYS = ("config", "hparams", "hps", "args", "hyper_parameters", "cfg", "conf", "opt", "options")
-NORM_HINTS = ("mel_mean", "mel_std", "norm_stats", "normalizer", "norm", "stats", "mean", "std", "spec_mean",
-              "spec_std", "f0_mean", "f0_std", "pitch_mean", "pitch_std", "energy_mean", "energy_std",
-              "mel_stats", "feat_stats", "cmvn")  # fmt: skip
+NORM_HINTS = (
+    "mel_mean",
+    "mel_std",
+    "norm_stats",
+    "normalizer",
+    "norm",
+    "stats",
+    "mean",
+    "std",
+    "spec_mean",
+    "spec_std",
+    "f0_mean",
+    "f0_std",
+    "pitch_mean",
+    "pitch_std",
+    "energy_mean",
+    "energy_std",
+    "mel_stats",
+    "feat_stats",
+    "cmvn",
+)
 VERSION_KEYS = ("version", "model_version", "format_version", "pytorch-lightning_version")
 
 
@@ -30,7 +48,11 @@ def is_state_dict(obj: Any) -> bool:
 
 
 def is_optimizer(obj: Any) -> bool:
-    return isinstance(obj, dict) and isinstance(obj.get("state"), dict) and isinstance(obj.get("param_groups"), list)
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("state"), dict)
+        and isinstance(obj.get("param_groups"), list)
+    )
 
 
 def is_scheduler(obj: Any) -> bool:
@@ -52,14 +74,22 @@ def rng_kind(obj: Any) -> str | None:
         return "numpy"
     if isinstance(obj, dict) and "bit_generator" in obj and "state" in obj:
         return "numpy"
-    if isinstance(obj, tuple) and len(obj) == 3 and obj[0] == 3 and isinstance(obj[1], tuple) and len(obj[1]) == 625:
+    if (
+        isinstance(obj, tuple)
+        and len(obj) == 3
+        and obj[0] == 3
+        and isinstance(obj[1], tuple)
+        and len(obj[1]) == 625
+    ):
         return "python"
     return None
 
 
 def is_config(obj: Any) -> bool:
     if isinstance(obj, Stub):
-        return obj.qualname.endswith(("HParams", "Namespace", "DictConfig", "AttributeDict", "SimpleNamespace"))
+        return obj.qualname.endswith(
+            ("HParams", "Namespace", "DictConfig", "AttributeDict", "SimpleNamespace")
+        )
     return isinstance(obj, dict) and len(obj) > 0 and not is_state_dict(obj) and not is_optimizer(obj)
 
 

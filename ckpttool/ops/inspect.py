@@ -73,7 +73,9 @@ def parse_require(spec: str | Iterable[str] | None) -> list[str]:
     names = [s.strip() for s in items if s.strip()]
     unknown = [n for n in names if n not in PIECES]
     if unknown:
-        raise UsageError(f"unknown piece(s) {', '.join(unknown)} in --require; choose from {', '.join(PIECES)}")
+        raise UsageError(
+            f"unknown piece(s) {', '.join(unknown)} in --require; choose from {', '.join(PIECES)}"
+        )
     return names
 
 

@@ -34,10 +34,25 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             return read_safetensors(p, sniffed)
     except CkptError:
         raise
-    except (OSError, ValueError, LookupError, TypeError, EOFError, OverflowError, MemoryError, RecursionError,
-            AttributeError, NotImplementedError, zipfile.BadZipFile, zlib.error, struct.error) as exc:  # fmt: skip
+    except (
+        OSError,
+        ValueError,
+        LookupError,
+        TypeError,
+        EOFError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        AttributeError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+    ) as exc:
         # Damaged files find new ways to break a parser; none of them may escape as a traceback.
-        raise CorruptCheckpoint(f"{p}: unreadable ({type(exc).__name__}: {exc}); use another copy",
-                                path=p) from exc  # fmt: skip
-    raise UnsupportedFormat(f"{p}: is a directory; pass a checkpoint file (run directories: `ckpttool latest`)",
-                            path=p)  # fmt: skip
+        raise CorruptCheckpoint(
+            f"{p}: unreadable ({type(exc).__name__}: {exc}); use another copy", path=p
+        ) from exc
+    raise UnsupportedFormat(
+        f"{p}: is a directory; pass a checkpoint file (run directories: `ckpttool latest`)", path=p
+    )

@@ -84,8 +84,9 @@ def _locate(
             raise CorruptCheckpoint(f"{path}: storage {key} is not described by the pickle", path=path)
         nbytes = numel * DTYPE_SIZES.get(ref.dtype, 1)
         if pos + 8 + nbytes > size:
-            raise TruncatedCheckpoint(f"{path}: storage {key} runs past the end of the file; it was cut short",
-                                      path=path)  # fmt: skip
+            raise TruncatedCheckpoint(
+                f"{path}: storage {key} runs past the end of the file; it was cut short", path=path
+            )
         out[key] = StorageRef(path, key, ref.dtype, numel, ref.location, offset=pos + 8, byteorder=byteorder)
         pos += 8 + nbytes
     return out

@@ -12,8 +12,20 @@ from ckpttool.readers.tree import TreeError, finalize
 from ckpttool.readers.unpickler import PickleResult, unpickle
 
 # Errors a damaged pickle can raise inside the restricted unpickler or the tree walk.
-DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-          UnicodeDecodeError, OverflowError, MemoryError, RecursionError, TreeError)  # fmt: skip
+DAMAGE = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+    TreeError,
+)
 
 
 def refuse_unsafe(path: str, dangerous: list[str]) -> UnsafeCheckpoint:
@@ -33,10 +45,16 @@ def read_pickle(data: bytes | BinaryIO, path: str, persistent_load: Callable[[An
         raise
     except DAMAGE as exc:
         if isinstance(exc, EOFError) or "truncated" in str(exc) or "ran out of input" in str(exc).lower():
-            raise TruncatedCheckpoint(f"{path}: the pickle ends early, so the save was cut short (crash or full "
-                                      "disk); use the previous checkpoint", path=path) from exc  # fmt: skip
-        raise CorruptCheckpoint(f"{path}: the pickle inside is damaged ({type(exc).__name__}); "
-                                "use another copy of the checkpoint", path=path) from exc  # fmt: skip
+            raise TruncatedCheckpoint(
+                f"{path}: the pickle ends early, so the save was cut short (crash or full "
+                "disk); use the previous checkpoint",
+                path=path,
+            ) from exc
+        raise CorruptCheckpoint(
+            f"{path}: the pickle inside is damaged ({type(exc).__name__}); "
+            "use another copy of the checkpoint",
+            path=path,
+        ) from exc
     if result.dangerous_globals:
         raise refuse_unsafe(path, result.dangerous_globals)
     return result
@@ -58,8 +76,9 @@ def build_checkpoint(
         root, tensors = finalize(result.root, storage_of or _storage_checker(path))
     except DAMAGE as exc:
         raise CorruptCheckpoint(f"{path}: inconsistent tensor metadata ({exc})", path=path) from exc
-    return Checkpoint(path=path, format="", root=root, tensors=tensors, size=0,
-                      foreign_globals=result.foreign_globals)  # fmt: skip
+    return Checkpoint(
+        path=path, format="", root=root, tensors=tensors, size=0, foreign_globals=result.foreign_globals
+    )
 
 
 def _storage_checker(path: str) -> Callable[[Any], StorageRef]:

@@ -16,10 +16,26 @@ from ckpttool.model import DTYPE_SIZES, Checkpoint, StorageRef, TensorInfo
 from ckpttool.readers import sniff as fmt
 
 # safetensors dtype codes -> torch dtype names
-DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-          "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16",
-          "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-          "C64": "complex64", "C128": "complex128", "F8_E8M0": "float8_e8m0fnu"}  # fmt: skip
+DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "C64": "complex64",
+    "C128": "complex128",
+    "F8_E8M0": "float8_e8m0fnu",
+}
 CODES = {v: k for k, v in DTYPES.items()}
 
 
@@ -52,8 +68,11 @@ def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
             raise CorruptCheckpoint(f"{path}: bad header entry for {name!r} ({exc})", path=path) from exc
         numel = math.prod(shape)
         if end - begin != numel * DTYPE_SIZES[dtype] or begin < 0:
-            raise CorruptCheckpoint(f"{path}: {name} spans {end - begin} bytes but {dtype}{list(shape)} needs "
-                                    f"{numel * DTYPE_SIZES[dtype]}", path=path)  # fmt: skip
+            raise CorruptCheckpoint(
+                f"{path}: {name} spans {end - begin} bytes but {dtype}{list(shape)} needs "
+                f"{numel * DTYPE_SIZES[dtype]}",
+                path=path,
+            )
         storage = StorageRef(path, name, dtype, numel, "cpu", offset=data_start + begin)
         stride = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
         tensors.append(TensorInfo(name, dtype, shape, stride, storage))
@@ -61,16 +80,22 @@ def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
     covered = 0
     for begin, end, name in sorted(ranges):
         if begin != covered:
-            raise CorruptCheckpoint(f"{path}: tensor {name} starts at byte {begin}, expected {covered}; "
-                                    "the data area has gaps or overlaps", path=path)  # fmt: skip
+            raise CorruptCheckpoint(
+                f"{path}: tensor {name} starts at byte {begin}, expected {covered}; "
+                "the data area has gaps or overlaps",
+                path=path,
+            )
         covered = end
     available = sniffed.size - data_start
     if covered > available:
-        raise TruncatedCheckpoint(f"{path}: tensors need {covered} data bytes but the file has {available}; "
-                                  "it was cut short", path=path)  # fmt: skip
+        raise TruncatedCheckpoint(
+            f"{path}: tensors need {covered} data bytes but the file has {available}; it was cut short",
+            path=path,
+        )
     if covered < available:
-        raise CorruptCheckpoint(f"{path}: {available - covered} unexpected bytes after the last tensor",
-                                path=path)  # fmt: skip
+        raise CorruptCheckpoint(
+            f"{path}: {available - covered} unexpected bytes after the last tensor", path=path
+        )
     root: dict[str, Any] = {t.path: t for t in tensors}
     ckpt = Checkpoint(path=path, format=fmt.SAFETENSORS, root=root, tensors=tensors, size=sniffed.size)
     ckpt.meta.update({"safetensors_metadata": dict(metadata), "header_bytes": data_start})

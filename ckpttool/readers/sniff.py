@@ -14,8 +14,15 @@ from ckpttool.errors import CorruptCheckpoint, InputNotFound, TruncatedCheckpoin
 
 ZIP_MAGIC = b"PK\x03\x04"
 # GPT-SoVITS my_save2 overwrites the "PK" of the zip magic with a version tag (formats.md §2.2).
-GPT_SOVITS_TAGS = {b"00": "v1", b"01": "v2", b"02": "v3", b"03": "v3", b"04": "v4", b"05": "v2Pro",
-                   b"06": "v2ProPlus"}  # fmt: skip
+GPT_SOVITS_TAGS = {
+    b"00": "v1",
+    b"01": "v2",
+    b"02": "v3",
+    b"03": "v3",
+    b"04": "v4",
+    b"05": "v2Pro",
+    b"06": "v2ProPlus",
+}
 # The legacy (pre-1.6) torch format starts with a protocol-2 pickle of this magic number.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 SAFETENSORS_MAX_HEADER = 100_000_000
@@ -43,7 +50,9 @@ def sniff(path: str) -> Sniffed:
         return Sniffed(DIRECTORY, 0)
     size = os.path.getsize(path)
     if size == 0:
-        raise TruncatedCheckpoint(f"{path}: file is empty (0 bytes); the save never wrote anything", path=path)
+        raise TruncatedCheckpoint(
+            f"{path}: file is empty (0 bytes); the save never wrote anything", path=path
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -66,8 +75,9 @@ def sniff(path: str) -> Sniffed:
                 )
             return Sniffed(SAFETENSORS, size)
     if head[:2] == b"PK":
-        raise CorruptCheckpoint(f"{path}: damaged zip header; the file is not a complete torch checkpoint",
-                                path=path)  # fmt: skip
+        raise CorruptCheckpoint(
+            f"{path}: damaged zip header; the file is not a complete torch checkpoint", path=path
+        )
     if _looks_like_tar(path, size):
         raise UnsupportedFormat(
             f"{path}: this is the pre-0.4 torch tar format, which ckpttool does not read; "

@@ -69,14 +69,18 @@ def open_archive(path: str, tagged: bool) -> zipfile.ZipFile:
         ) from exc
     except Exception as exc:
         raw.close()
-        raise CorruptCheckpoint(f"{path}: damaged zip structure ({exc}); use another copy", path=path) from exc
+        raise CorruptCheckpoint(
+            f"{path}: damaged zip structure ({exc}); use another copy", path=path
+        ) from exc
 
 
 def _top_folder(names: list[str], path: str) -> str:
     tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.endswith("/data.pkl")})
     tops = [t for t in tops if f"{t}/data.pkl" in names]
     if not tops:
-        raise UnsupportedFormat(f"{path}: a zip file, but not a torch checkpoint (no */data.pkl inside)", path=path)
+        raise UnsupportedFormat(
+            f"{path}: a zip file, but not a torch checkpoint (no */data.pkl inside)", path=path
+        )
     return tops[0]
 
 
@@ -96,19 +100,31 @@ def read_torch_zip(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
                 raise CorruptCheckpoint(f"{path}: unexpected persistent id in data.pkl", path=path)
             _, stype, key, location, numel = pid[:5]
             dtype = stype.dtype if isinstance(stype, StorageType) else "uint8"
-            return StorageRef(path, str(key), dtype, int(numel), str(location), f"{top}/data/{key}",
-                              byteorder=byteorder)  # fmt: skip
+            return StorageRef(
+                path, str(key), dtype, int(numel), str(location), f"{top}/data/{key}", byteorder=byteorder
+            )
 
         data = zf.read(f"{top}/data.pkl")
         ckpt = load_pickle(data, path, persistent_load)
         _check_records(ckpt, members, sniffed.size, path)
-        version = zf.read(f"{top}/version").decode("ascii", "replace").strip() if f"{top}/version" in names else None
+        version = (
+            zf.read(f"{top}/version").decode("ascii", "replace").strip()
+            if f"{top}/version" in names
+            else None
+        )
         sid_name = f"{top}/.data/serialization_id"
         serialization_id = zf.read(sid_name).decode("ascii", "replace") if sid_name in names else None
     ckpt.format = fmt.TORCHSCRIPT if is_script else sniffed.format
     ckpt.size = sniffed.size
-    ckpt.meta.update({"archive_folder": top, "byteorder": byteorder, "archive_version": version,
-                      "serialization_id": serialization_id, "pickle_bytes": len(data)})  # fmt: skip
+    ckpt.meta.update(
+        {
+            "archive_folder": top,
+            "byteorder": byteorder,
+            "archive_version": version,
+            "serialization_id": serialization_id,
+            "pickle_bytes": len(data),
+        }
+    )
     if tagged:
         ckpt.meta["gpt_sovits_tag"] = sniffed.tag
         ckpt.notes.append(
@@ -138,6 +154,7 @@ def _check_records(ckpt: Checkpoint, members: dict[str, zipfile.ZipInfo], size: 
                 path=path,
             )
         if info.header_offset + info.compress_size > size:
-            raise TruncatedCheckpoint(f"{path}: storage record {st.member} runs past the end of the file",
-                                      path=path)  # fmt: skip
+            raise TruncatedCheckpoint(
+                f"{path}: storage record {st.member} runs past the end of the file", path=path
+            )
         seen[st.member] = info.file_size

@@ -26,7 +26,8 @@ DANGEROUS_MODULES = (
     "os", "posix", "nt", "subprocess", "_posixsubprocess", "sys", "shutil", "socket", "ctypes", "pty",
     "runpy", "importlib", "pkgutil", "zipimport", "pickle", "_pickle", "dill", "joblib", "marshal",
     "code", "codeop", "pdb", "bdb", "pydoc", "timeit", "webbrowser", "multiprocessing", "asyncio", "platform",
-    "commands", "popen2", "tempfile", "glob", "signal", "threading", "_thread", "gc", "inspect", "ctypes", "cffi", "urllib", "http", "ftplib",
+    "commands", "popen2", "tempfile", "glob", "signal", "threading", "_thread", "gc", "inspect", "cffi",
+    "urllib", "http", "ftplib",
     "smtplib", "telnetlib", "requests", "aiohttp", "yaml", "sqlite3", "shelve", "dbm", "site", "setuptools",
     "distutils", "pip", "torch.hub", "torch.jit", "torch._C", "torch.ops", "torch.classes", "torch.package",
     "torch.utils.cpp_extension", "torch._dynamo", "torch._inductor", "torch.serialization", "numpy.f2py",
@@ -133,8 +134,16 @@ _TORCH_DTYPES = {
     "complex32", "cfloat", "cdouble", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
     "float8_e8m0fnu", "qint8", "quint8", "qint32",
 }  # fmt: skip
-_DTYPE_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
-                  "short": "int16", "cfloat": "complex64", "cdouble": "complex128"}  # fmt: skip
+_DTYPE_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
+}
 
 
 def _int_tuple(x: Any) -> tuple[int, ...]:
@@ -148,7 +157,14 @@ def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any, *
 
 
 def _rebuild_tensor_v3(
-    storage: Any, storage_offset: int, size: Any, stride: Any, requires_grad: Any, hooks: Any, dtype: Any, *_: Any
+    storage: Any,
+    storage_offset: int,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    hooks: Any,
+    dtype: Any,
+    *_: Any,
 ) -> TensorRef:
     ref = _rebuild_tensor(storage, storage_offset, size, stride)
     ref.dtype = dtype.name if isinstance(dtype, TorchDtype) else None
@@ -224,8 +240,11 @@ def _np_dtype(code: Any, *_: Any) -> NumpyDType:
 
 
 def _np_scalar(dtype: Any, data: Any = None) -> Any:
-    return NumpyArray(shape=(), dtype=dtype.code if isinstance(dtype, NumpyDType) else "?",
-                      data=bytes(data) if isinstance(data, (bytes, bytearray)) else None)  # fmt: skip
+    return NumpyArray(
+        shape=(),
+        dtype=dtype.code if isinstance(dtype, NumpyDType) else "?",
+        data=bytes(data) if isinstance(data, (bytes, bytearray)) else None,
+    )
 
 
 def _torch_size(dims: Any = ()) -> tuple[int, ...]:
@@ -240,6 +259,8 @@ class _Builder:
     """Wraps a safe builder so a pickle cannot set attributes on it (BUILD needs a ``__dict__``)."""
 
     __slots__ = ("fn", "name")
+    fn: Callable[..., Any]
+    name: str
 
     def __init__(self, name: str, fn: Callable[..., Any]) -> None:
         object.__setattr__(self, "fn", fn)
@@ -309,7 +330,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.dangerous: dict[str, None] = {}
         self._stub_classes: dict[str, type[Stub]] = {}
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - the whole point of the class
+    def find_class(self, module: str, name: str) -> Any:
         # Protocol 0-2 pickles use Python 2 names (__builtin__, commands.Popen for subprocess.Popen); map them
         # the way pickle's own fix_imports does, so that policy below sees the real module.
         if (module, name) in _compat_pickle.NAME_MAPPING:
@@ -360,7 +381,7 @@ def scan_globals(data: bytes) -> list[str]:
         for op, arg, _ in pickletools.genops(data):
             if op.name == "GLOBAL" and isinstance(arg, str):
                 found[arg.replace(" ", ".", 1)] = None
-            elif isinstance(arg, str) and "UNICODE" in op.name or op.name in ("STRING", "BINSTRING"):
+            elif (isinstance(arg, str) and "UNICODE" in op.name) or op.name in ("STRING", "BINSTRING"):
                 strings.append(str(arg))
             elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
                 memo[int(arg)] = strings[-1]  # type: ignore[arg-type]
@@ -370,7 +391,7 @@ def scan_globals(data: bytes) -> list[str]:
                 strings.append(memo[int(arg)])  # type: ignore[arg-type]
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                 found[f"{strings[-2]}.{strings[-1]}"] = None
-    except Exception:  # noqa: BLE001 - a broken pickle still yields the globals seen so far
+    except Exception:
         pass
     return list(found)
 
@@ -389,7 +410,7 @@ def unpickle(data: bytes | BinaryIO, persistent_load: Callable[[Any], Any]) -> P
     root: Any = None
     try:
         root = unpickler.load()
-    except Exception as exc:  # noqa: BLE001 - re-raised below unless the file is unsafe anyway
+    except Exception as exc:
         error = exc
     dangerous = list(unpickler.dangerous)
     if error is not None:

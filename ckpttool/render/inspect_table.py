@@ -19,14 +19,30 @@ def human_bytes(n: float) -> str:
 
 
 def render_inspect(r: InspectReport) -> str:
-    lines = [f"{r.path}", f"  format   {r.format}, {human_bytes(r.size)}", f"  profile  {r.profile}: {r.description}"]
+    lines = [
+        f"{r.path}",
+        f"  format   {r.format}, {human_bytes(r.size)}",
+        f"  profile  {r.profile}: {r.description}",
+    ]
     if r.version:
         lines.append(f"  version  {r.version}")
     lines.append("")
     if r.networks:
-        rows = [[n.label, n.path or "<root>", n.tensors, f"{n.numel:,}", human_bytes(n.nbytes),
-                 ", ".join(f"{k}×{v}" for k, v in n.dtypes.items()), ", ".join(n.devices)] for n in r.networks]  # fmt: skip
-        lines.append(tabulate(rows, headers=["network", "key", "tensors", "values", "bytes", "dtypes", "device"]))
+        rows = [
+            [
+                n.label,
+                n.path or "<root>",
+                n.tensors,
+                f"{n.numel:,}",
+                human_bytes(n.nbytes),
+                ", ".join(f"{k}×{v}" for k, v in n.dtypes.items()),
+                ", ".join(n.devices),
+            ]
+            for n in r.networks
+        ]
+        lines.append(
+            tabulate(rows, headers=["network", "key", "tensors", "values", "bytes", "dtypes", "device"])
+        )
         lines.append("")
     rows = []
     for p in r.pieces:
@@ -61,7 +77,9 @@ def render_tensors(tensors: list[TensorInfo]) -> str:
     out = []
     for prefix, items in groups.items():
         out.append(f"{prefix}  ({len(items)} tensors, {human_bytes(sum(t.nbytes for t in items))})")
-        rows = [[t.path, t.dtype, "×".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes)] for t in items]
+        rows = [
+            [t.path, t.dtype, "×".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes)] for t in items
+        ]
         out.append(tabulate(rows, tablefmt="plain"))
     return "\n".join(out)
 
