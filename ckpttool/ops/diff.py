@@ -1,0 +1,357 @@
+"""``diff``: two checkpoints, their configs, and which config change explains each shape change.
+
+Structure is compared from metadata alone (no tensor bytes). Known patterns are named instead of listed key by
+key: a ``module.``/``_orig_mod.`` prefix (one rename suggestion), an export without ``enc_q``, a LoRA-only file,
+a discriminator with extra periods. ``values=True`` streams one tensor pair at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from ckpttool.interpret.pieces import interpret, network_params
+from ckpttool.interpret.profiles import PIECES, detect_layout
+from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.readers import open_checkpoint
+from ckpttool.values import StorageReader
+
+SCHEMA = "ckpttool.diff/1"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.module.")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class KeyGroup:
+    """Keys present on one side only, sharing a module prefix."""
+
+    prefix: str
+    count: int
+    examples: list[str]
+    pattern: str | None = None  # a recognised, usually harmless reason
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ShapeChange:
+    name: str
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+    explained_by: list[str] = field(default_factory=list)
+    explanation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape_a": list(self.shape_a), "shape_b": list(self.shape_b),
+                "explained_by": self.explained_by, "explanation": self.explanation}  # fmt: skip
+
+
+@dataclass
+class ValueDelta:
+    name: str
+    max_abs: float
+    rel_l2: float
+    cosine: float
+    nonfinite_a: int
+    nonfinite_b: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class NetworkDiff:
+    name: str
+    path_a: str
+    path_b: str
+    common: int
+    rename: str | None
+    only_a: list[KeyGroup]
+    only_b: list[KeyGroup]
+    shape_changes: list[ShapeChange]
+    dtype_changes: dict[str, int]  # "float32->float16": count
+    values: list[ValueDelta] | None = None
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.rename or self.only_a or self.only_b or self.shape_changes or self.dtype_changes) or any(
+            v.max_abs != 0 or v.nonfinite_a != v.nonfinite_b for v in self.values or []
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path_a": self.path_a, "path_b": self.path_b, "common": self.common,
+            "rename": self.rename, "only_a": [g.to_json() for g in self.only_a],
+            "only_b": [g.to_json() for g in self.only_b],
+            "shape_changes": [c.to_json() for c in self.shape_changes], "dtype_changes": self.dtype_changes,
+            "values": None if self.values is None else [v.to_json() for v in self.values],
+        }  # fmt: skip
+
+
+@dataclass
+class Change:
+    """A scalar-level difference: a piece's status, a counter, an optimizer hyper-parameter, a config value."""
+
+    what: str
+    a: Any
+    b: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "a": self.a, "b": self.b}
+
+
+@dataclass
+class Explanation:
+    key: str
+    old: Any
+    new: Any
+    explains: int
+    total: int
+
+    def sentence(self) -> str:
+        return f"{self.key} {self.old} -> {self.new} explains {self.explains} of {self.total} shape changes"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "summary": self.sentence()}
+
+
+@dataclass
+class DiffReport:
+    path_a: str
+    path_b: str
+    profile_a: str
+    profile_b: str
+    networks: list[NetworkDiff]
+    pieces: list[Change]
+    state: list[Change]
+    config: list[Change]
+    explanations: list[Explanation]
+    unexplained: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def differs(self) -> bool:
+        return bool(any(n.differs for n in self.networks) or self.pieces or self.state or self.config)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "a": self.path_a, "b": self.path_b,
+            "profile_a": self.profile_a, "profile_b": self.profile_b, "differs": self.differs,
+            "networks": [n.to_json() for n in self.networks], "pieces": [c.to_json() for c in self.pieces],
+            "state": [c.to_json() for c in self.state], "config": [c.to_json() for c in self.config],
+            "explanations": [e.to_json() for e in self.explanations], "unexplained": self.unexplained,
+            "notes": self.notes,
+        }  # fmt: skip
+
+
+def _module_prefix(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+def _strip_wrapper(names: set[str]) -> tuple[str, set[str]] | None:
+    for prefix in WRAPPER_PREFIXES:
+        if names and all(n.startswith(prefix) for n in names):
+            return prefix, {n[len(prefix) :] for n in names}
+    return None
+
+
+def _group(keys: list[str], side: str, other: set[str]) -> list[KeyGroup]:
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(_module_prefix(k), []).append(k)
+    out = []
+    for prefix, items in groups.items():
+        out.append(KeyGroup(prefix, len(items), items[:3], _pattern(prefix, items, side, other)))
+    return out
+
+
+def _pattern(prefix: str, items: list[str], side: str, other: set[str]) -> str | None:
+    if prefix.startswith("enc_q") and side == "a":
+        return "posterior encoder enc_q: GPT-SoVITS/RVC exports drop it (only training needs it)"
+    if m := re.match(r"discriminators\.(\d+)", prefix):
+        return f"discriminator period #{m.group(1)}: the other file has fewer periods (v2Pro/v2ProPlus add 17, 23)"
+    if all("lora_" in k for k in items):
+        return "LoRA adapter weights: a LoRA-only file holds just these"
+    if prefix.startswith(("sv_emb", "ge_to512", "prelu")):
+        return "v2Pro/v2ProPlus speaker-verification modules"
+    return None
+
+
+def _compare_network(name: str, pa: str, pb: str, ta: dict[str, TensorInfo], tb: dict[str, TensorInfo]) -> NetworkDiff:
+    rename = None
+    ka, kb = set(ta), set(tb)
+    sa, sb = _strip_wrapper(ka), _strip_wrapper(kb)
+    if sa and not sb and not (ka & kb):
+        rename = f"every key of A has the prefix {sa[0]!r} (DDP/torch.compile wrapper); strip it to match B"
+        ta = {k[len(sa[0]) :]: v for k, v in ta.items()}
+    elif sb and not sa and not (ka & kb):
+        rename = f"every key of B has the prefix {sb[0]!r} (DDP/torch.compile wrapper); strip it to match A"
+        tb = {k[len(sb[0]) :]: v for k, v in tb.items()}
+    only_a = [k for k in ta if k not in tb]
+    only_b = [k for k in tb if k not in ta]
+    shapes: list[ShapeChange] = []
+    dtypes: dict[str, int] = {}
+    common = 0
+    for k, a in ta.items():
+        b = tb.get(k)
+        if b is None:
+            continue
+        common += 1
+        if a.shape != b.shape:
+            shapes.append(ShapeChange(k, a.shape, b.shape))
+        if a.dtype != b.dtype:
+            key = f"{a.dtype}->{b.dtype}"
+            dtypes[key] = dtypes.get(key, 0) + 1
+    return NetworkDiff(name, pa, pb, common, rename, _group(only_a, "a", set(tb)), _group(only_b, "b", set(ta)),
+                       shapes, dtypes)  # fmt: skip
+
+
+def _pair_networks(la: dict[str, str], lb: dict[str, str]) -> list[tuple[str, str, str]]:
+    pairs = [(label, la[label], lb[label]) for label in la if label in lb]
+    if not pairs and len(la) == 1 and len(lb) == 1:
+        (na, pa), (nb, pb) = next(iter(la.items())), next(iter(lb.items()))
+        pairs = [(na if na == nb else f"{na}/{nb}", pa, pb)]
+    return pairs
+
+
+def explain_generic(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) -> None:
+    """Attribute each changed dim to config keys whose old/new values stand in the same ratio as the dims."""
+    numeric = {k: (Fraction(o), Fraction(n)) for k, (o, n) in changes.items()
+               if _is_int(o) and _is_int(n) and o and n and o != n}  # fmt: skip
+    for change in shapes:
+        keys: list[str] = []
+        reasons: list[str] = []
+        if len(change.shape_a) != len(change.shape_b):
+            continue
+        for dim, (da, db) in enumerate(zip(change.shape_a, change.shape_b, strict=True)):
+            if da == db:
+                continue
+            for key, (old, new) in numeric.items():
+                ratio = Fraction(da) / old
+                if Fraction(db) / new == ratio:
+                    keys.append(key)
+                    factor = "" if ratio == 1 else f"{ratio}*"
+                    reasons.append(f"dim {dim}: {da} -> {db} = {factor}{key}")
+                    break
+        if keys:
+            change.explained_by = sorted(set(keys))
+            change.explanation = "; ".join(reasons)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def summarise(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) -> list[Explanation]:
+    counts: dict[str, int] = {}
+    for c in shapes:
+        for k in c.explained_by:
+            counts[k] = counts.get(k, 0) + 1
+    return [Explanation(k, *changes.get(k, (None, None)), n, len(shapes))
+            for k, n in sorted(counts.items(), key=lambda kv: -kv[1])]  # fmt: skip
+
+
+def _piece_changes(ia: Any, ib: Any) -> list[Change]:
+    out = []
+    pa = {p.name: p for p in ia.pieces}
+    pb = {p.name: p for p in ib.pieces}
+    for name in PIECES:
+        if pa[name].status != pb[name].status:
+            out.append(Change(f"piece {name}", pa[name].status, pb[name].status))
+    return out
+
+
+def _state_changes(ca: Checkpoint, cb: Checkpoint, ia: Any, ib: Any) -> list[Change]:
+    from ckpttool.interpret.pieces import _value
+
+    out: list[Change] = []
+    for name in ("step", "epoch"):
+        va = _value(ca, getattr(ia.layout, name))
+        vb = _value(cb, getattr(ib.layout, name))
+        if va != vb:
+            out.append(Change(name, va, vb))
+    opts_a = {o.network: o for o in ia.optimizers}
+    for ob in ib.optimizers:
+        oa = opts_a.get(ob.network)
+        if oa is None:
+            continue
+        if len(oa.groups) != len(ob.groups):
+            out.append(Change(f"optimizer {ob.network} groups", len(oa.groups), len(ob.groups)))
+        for ga, gb in zip(oa.groups, ob.groups, strict=False):
+            if ga.lr != gb.lr:
+                out.append(Change(f"optimizer {ob.network} group {ga.index} lr", ga.lr, gb.lr))
+        if oa.step_range != ob.step_range and oa.step_range and ob.step_range:
+            out.append(Change(f"optimizer {ob.network} Adam step", oa.step_range[1], ob.step_range[1]))
+    return out
+
+
+def diff_checkpoints(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    *,
+    config_a: dict[str, Any] | None = None,
+    config_b: dict[str, Any] | None = None,
+    values: bool = False,
+    progress: Progress | None = None,
+) -> DiffReport:
+    """Compare two checkpoints (any formats the readers accept). Configs are optional explanations."""
+    ca, cb = open_checkpoint(a), open_checkpoint(b)
+    la, lb = detect_layout(ca), detect_layout(cb)
+    with StorageReader() as reader:
+        ia = interpret(ca, la, lambda ts: [reader.scalar(t) for t in ts])
+        ib = interpret(cb, lb, lambda ts: [reader.scalar(t) for t in ts])
+    networks = [
+        _compare_network(name, pa, pb, network_params(ca, pa), network_params(cb, pb))
+        for name, pa, pb in _pair_networks(la.networks, lb.networks)
+    ]
+    notes: list[str] = []
+    if not networks and (la.networks or lb.networks):
+        notes.append("the two files hold different networks; nothing to compare key by key")
+    from ckpttool.ops.explain import explain
+
+    config_changes, explanations, unexplained = explain(ca, cb, networks, config_a, config_b, notes)
+    if values:
+        _values(networks, ca, cb, progress)
+    return DiffReport(ca.path, cb.path, la.profile, lb.profile, networks, _piece_changes(ia, ib),
+                      _state_changes(ca, cb, ia, ib), config_changes, explanations, unexplained, notes)  # fmt: skip
+
+
+def _values(networks: list[NetworkDiff], ca: Checkpoint, cb: Checkpoint, progress: Progress | None) -> None:
+    import torch
+
+    for net in networks:
+        ta, tb = network_params(ca, net.path_a), network_params(cb, net.path_b)
+        strip_a = net.rename and "of A" in net.rename
+        strip_b = net.rename and "of B" in net.rename
+        if strip_a:
+            ta = {k.split(".", 1)[1]: v for k, v in ta.items()}
+        if strip_b:
+            tb = {k.split(".", 1)[1]: v for k, v in tb.items()}
+        names = [k for k in ta if k in tb and ta[k].shape == tb[k].shape]
+        net.values = []
+        with StorageReader() as reader:
+            for i, name in enumerate(names):
+                if progress:
+                    progress(i, len(names), name)
+                x = reader.tensor(ta[name]).double()
+                y = reader.tensor(tb[name]).double()
+                bad_a = int((~torch.isfinite(x)).sum())
+                bad_b = int((~torch.isfinite(y)).sum())
+                d = (x - y).nan_to_num(0.0, 0.0, 0.0)
+                max_abs = float(d.abs().max()) if d.numel() else 0.0
+                norm_x = float(x.nan_to_num(0.0, 0.0, 0.0).norm())
+                rel = float(d.norm()) / norm_x if norm_x else (0.0 if max_abs == 0 else math.inf)
+                xf, yf = x.flatten().nan_to_num(0.0, 0.0, 0.0), y.flatten().nan_to_num(0.0, 0.0, 0.0)
+                denom = float(xf.norm() * yf.norm())
+                cos = float(xf @ yf) / denom if denom else (1.0 if max_abs == 0 else 0.0)
+                net.values.append(ValueDelta(name, max_abs, rel, cos, bad_a, bad_b))
+                del x, y, d, xf, yf
+        if progress:
+            progress(len(names), len(names), "")
