@@ -93,7 +93,32 @@ def _vits_trainer(ckpt: Checkpoint, model: Any) -> str:
         return "rvc"
     if any(k.startswith("enc_p.emb.") for k in keys):
         return "vits"
+    if any(k.startswith("discriminators.8.") for k in keys):
+        return "rvc"  # MultiPeriodDiscriminatorV2: periods 2..37 give 9 discriminators
+    if name.startswith("D_"):
+        return _sibling_g_trainer(p, name)
     return "vits-family"
+
+
+def _sibling_g_trainer(path: str, name: str) -> str:
+    """A D file's discriminator is the same across VITS-family trainers; its G sibling names the trainer.
+
+    Only the sibling's pickle is parsed (no tensor bytes); any problem with it leaves the answer generic.
+    """
+    from ckpttool.errors import CkptError
+    from ckpttool.readers import open_checkpoint  # local: readers import the model, not the reverse
+
+    sibling = os.path.join(os.path.dirname(path), "G_" + name[2:])
+    if not os.path.isfile(sibling):
+        return "vits-family"
+    try:
+        g = open_checkpoint(sibling)
+    except CkptError:
+        return "vits-family"
+    model = g.root.get("model") if isinstance(g.root, dict) else None
+    if not isinstance(model, dict):
+        return "vits-family"
+    return _vits_trainer(g, model)
 
 
 def _vits(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
@@ -208,7 +233,11 @@ def _lightning(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
             layout.scaler = key
     layout.meaning["epoch"] = "'epoch' is Lightning's 0-based current_epoch"
     layout.meaning["step"] = "'global_step' counts optimizer steps"
-    _structural_extras(root, layout, skip={"state_dict", "optimizer_states", "lr_schedulers"})
+    # callbacks hold ModelCheckpoint.best_k_models (path -> score tensor) and loops hold progress counters:
+    # tensors, but never a network.
+    _structural_extras(
+        root, layout, skip={"state_dict", "optimizer_states", "lr_schedulers", "callbacks", "loops"}
+    )
     return layout
 
 

@@ -62,7 +62,10 @@ class ValueDelta:
     nonfinite_b: int
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in self.__dict__.items()
+        }
 
 
 @dataclass
@@ -80,9 +83,9 @@ class NetworkDiff:
 
     @property
     def differs(self) -> bool:
-        return bool(self.rename or self.only_a or self.only_b or self.shape_changes or self.dtype_changes) or any(
-            v.max_abs != 0 or v.nonfinite_a != v.nonfinite_b for v in self.values or []
-        )
+        return bool(
+            self.rename or self.only_a or self.only_b or self.shape_changes or self.dtype_changes
+        ) or any(v.max_abs != 0 or v.nonfinite_a != v.nonfinite_b for v in self.values or [])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,7 +187,9 @@ def _pattern(prefix: str, items: list[str], side: str, other: set[str]) -> str |
     return None
 
 
-def _compare_network(name: str, pa: str, pb: str, ta: dict[str, TensorInfo], tb: dict[str, TensorInfo]) -> NetworkDiff:
+def _compare_network(
+    name: str, pa: str, pb: str, ta: dict[str, TensorInfo], tb: dict[str, TensorInfo]
+) -> NetworkDiff:
     rename = None
     ka, kb = set(ta), set(tb)
     sa, sb = _strip_wrapper(ka), _strip_wrapper(kb)
