@@ -193,7 +193,7 @@ def _pieces(
         if path is not None:
             meaning = layout.meaning.get(name)
             pieces.append(
-                Piece(name, "present", required, path, "; ".join(x for x in (detail, meaning) if x))
+                Piece(name, "present", required, path, "; ".join(dict.fromkeys(x for x in (detail, meaning) if x)))
             )
         elif name in layout.rebuilt:
             pieces.append(Piece(name, "rebuilt", required, None, layout.rebuilt[name]))
@@ -343,7 +343,7 @@ def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list
             Finding(
                 "info",
                 "adam-step",
-                f"{o.path}: {hi:.0f} optimizer steps over {epoch} epoch(s), about {hi / epoch:.0f} per epoch",
+                f"{o.path}: {hi:.0f} optimizer steps over {epoch} epoch(s), about {hi / epoch:.3g} per epoch",
             )
         )
     return out
