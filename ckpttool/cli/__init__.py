@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 from ckpttool.cli.common import json_mode
+from ckpttool.cli.diff_cmd import diff_cmd
 from ckpttool.cli.inspect_cmd import inspect_cmd
 from ckpttool.errors import EXIT_UNREADABLE, EXIT_USAGE, CkptError
 from ckpttool.render import to_json
@@ -31,6 +32,7 @@ def cli() -> None:
 
 
 cli.add_command(inspect_cmd)
+cli.add_command(diff_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,11 +20,28 @@ from ckpttool.render.inspect_table import render_inspect
     metavar="PIECES",
     help="Comma-separated pieces that must be present (e.g. optimizer,scheduler,step); exit 1 if not.",
 )
-def inspect_cmd(path: str, as_json: bool, tensors: bool, require: str | None) -> int:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Run config (JSON or YAML, e.g. s2.json) to check every tensor shape against; exit 1 on a mismatch. "
+    "Without it, a config embedded in the checkpoint is used.",
+)
+@click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
+)
+def inspect_cmd(
+    path: str,
+    as_json: bool,
+    tensors: bool,
+    require: str | None,
+    config_path: str | None,
+    sets: tuple[str, ...],
+) -> int:
     """Show which training-state pieces PATH holds and whether training can resume from it.
 
     Reads only the pickle and archive directory: no code from the file runs, no tensor data is loaded.
     """
-    report = inspect_checkpoint(path, require=require, with_tensors=tensors)
+    report = inspect_checkpoint(path, require=require, with_tensors=tensors, config=config_path, sets=sets)
     emit(to_json(report.to_json()) if as_json else render_inspect(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -193,7 +193,13 @@ def _pieces(
         if path is not None:
             meaning = layout.meaning.get(name)
             pieces.append(
-                Piece(name, "present", required, path, "; ".join(dict.fromkeys(x for x in (detail, meaning) if x)))
+                Piece(
+                    name,
+                    "present",
+                    required,
+                    path,
+                    "; ".join(dict.fromkeys(x for x in (detail, meaning) if x)),
+                )
             )
         elif name in layout.rebuilt:
             pieces.append(Piece(name, "rebuilt", required, None, layout.rebuilt[name]))

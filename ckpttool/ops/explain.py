@@ -7,7 +7,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from ckpttool.interpret.structure import to_plain
+from ckpttool.configs import embedded_config as _embedded
 from ckpttool.model import Checkpoint
 from ckpttool.ops.diff import Change, Explanation, NetworkDiff, explain_generic, summarise
 
@@ -23,16 +23,8 @@ def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def embedded_config(ckpt: Checkpoint) -> dict[str, Any] | None:
-    root = ckpt.root
-    if not isinstance(root, dict):
-        return None
-    for key in ("config", "hyper_parameters", "hparams", "hps", "args"):
-        if key in root:
-            plain = to_plain(root[key])
-            if isinstance(plain, dict):
-                inner = plain.get("config")
-                return inner if key == "hyper_parameters" and isinstance(inner, dict) else plain
-    return None
+    found = _embedded(ckpt)
+    return found[1] if found else None
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:

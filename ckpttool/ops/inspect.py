@@ -12,6 +12,7 @@ from ckpttool.interpret.optimizer import OptimizerReport
 from ckpttool.interpret.pieces import Finding, Network, Piece, interpret
 from ckpttool.interpret.profiles import PIECES, detect_layout
 from ckpttool.model import TensorInfo
+from ckpttool.ops.architecture import Architecture, check_architectures, identify
 from ckpttool.readers import open_checkpoint
 from ckpttool.values import StorageReader
 
@@ -36,11 +37,16 @@ class InspectReport:
     required_missing: list[str] = field(default_factory=list)
     tensors: list[TensorInfo] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    architectures: list[Architecture] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """False when a ``--require``d piece is absent or the file has error findings."""
-        return not self.required_missing and not any(f.severity == "error" for f in self.findings)
+        """False when a ``--require``d piece is absent, the file has error findings, or a config disagrees."""
+        return (
+            not self.required_missing
+            and not any(f.severity == "error" for f in self.findings)
+            and all(a.check is None or a.check.ok for a in self.architectures)
+        )
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -59,6 +65,7 @@ class InspectReport:
             "findings": [f.to_json() for f in self.findings],
             "notes": self.notes,
             "required_missing": self.required_missing,
+            "architectures": [a.to_json() for a in self.architectures],
             "ok": self.ok,
         }
         if self.tensors is not None:
@@ -80,12 +87,23 @@ def parse_require(spec: str | Iterable[str] | None) -> list[str]:
 
 
 def inspect_checkpoint(
-    path: str | os.PathLike[str], *, require: str | Iterable[str] | None = None, with_tensors: bool = False
+    path: str | os.PathLike[str],
+    *,
+    require: str | Iterable[str] | None = None,
+    with_tensors: bool = False,
+    config: str | None = None,
+    sets: Iterable[str] = (),
 ) -> InspectReport:
-    """Read ``path`` (structure only, plus Adam step scalars) and judge whether training can resume from it."""
+    """Read ``path`` (structure only, plus Adam step scalars) and judge whether training can resume from it.
+
+    When a network matches an architecture spec, its family, version and implied config are reported, and
+    checked against ``config`` (a JSON/YAML file) or else the config embedded in the checkpoint.
+    """
     required = parse_require(require)
     ckpt = open_checkpoint(path)
     layout = detect_layout(ckpt)
+    archs = identify(ckpt, layout)
+    check_architectures(ckpt, layout, archs, config, sets)
     with StorageReader() as reader:
         result = interpret(ckpt, layout, lambda ts: [reader.scalar(t) for t in ts])
     missing = [p.name for p in result.pieces if p.name in required and p.status == "absent"]
@@ -106,4 +124,5 @@ def inspect_checkpoint(
         required_missing=missing,
         tensors=list(ckpt.tensors) if with_tensors else None,
         meta=ckpt.meta,
+        architectures=archs,
     )

@@ -44,6 +44,8 @@ def render_inspect(r: InspectReport) -> str:
             tabulate(rows, headers=["network", "key", "tensors", "values", "bytes", "dtypes", "device"])
         )
         lines.append("")
+    if r.architectures:
+        lines.extend(render_architectures(r))
     rows = []
     for p in r.pieces:
         need = "yes" if p.required else ""
@@ -66,6 +68,65 @@ def render_inspect(r: InspectReport) -> str:
         lines.append("")
         lines.append(render_tensors(r.tensors))
     return "\n".join(lines) + "\n"
+
+
+def _fmt_values(values: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def render_architectures(r: InspectReport) -> list[str]:
+    lines = []
+    for a in r.architectures:
+        fp = a.fingerprint
+        head = f"{a.network}: {fp.family}" + (f" {fp.version}" if fp.version else "")
+        head += f" ({fp.title}); {fp.matched}/{fp.expected} expected tensors present"
+        if fp.prefix:
+            head += f" (every key wrapped in {fp.prefix!r})"
+        if fp.unexpected:
+            head += f", {len(fp.unexpected)} unexpected"
+        lines.append(f"  architecture  {head}")
+        for label in fp.partial:
+            lines.append(f"                partial file: {label}")
+        if fp.also:
+            lines.append(f"                the same tensors also fit: {', '.join(fp.also)}")
+        if fp.inferred:
+            lines.append(f"  implied config  {_fmt_values(fp.inferred)}")
+        if fp.constants:
+            consts = ", ".join(
+                f"{k}={here} (real models: {real})" for k, (here, real) in fp.constants.items()
+            )
+            lines.append(f"  non-standard    {consts}")
+        for c in fp.conflicts[:3]:
+            lines.append(f"  warning  shapes disagree with the spec: {c}")
+        if len(fp.conflicts) > 3:
+            lines.append(f"           ... {len(fp.conflicts) - 3} more disagreements")
+        if a.check is not None:
+            ck = a.check
+            if ck.ok:
+                lines.append(f"  config check  {a.config_source}: every tensor shape agrees")
+            else:
+                lines.append(f"  config check  {a.config_source}: MISMATCH")
+                for key, e in ck.key_summary.items():
+                    lines.append(
+                        f"    {key}: config {e['config']}, checkpoint {e['checkpoint']} "
+                        f"({e['tensors']} tensor(s))"
+                    )
+                for m in ck.mismatches[:40]:
+                    lines.append(f"    {m.sentence(ck.values)}")
+                if len(ck.mismatches) > 40:
+                    lines.append(f"    ... {len(ck.mismatches) - 40} more (see --json)")
+                if ck.missing:
+                    lines.append(
+                        f"    {len(ck.missing)} tensor(s) the config implies are missing, e.g. {ck.missing[0]}"
+                    )
+                if ck.unexpected:
+                    lines.append(
+                        f"    {len(ck.unexpected)} tensor(s) the config does not imply, e.g. {ck.unexpected[0]}"
+                    )
+            for v in ck.violations:
+                lines.append(f"    warning: the config breaks a model constraint: {v}")
+    lines.append("")
+    return lines
 
 
 def render_tensors(tensors: list[TensorInfo]) -> str:

@@ -1,0 +1,131 @@
+"""Run configs from files, from inside checkpoints, and from ``--set key=value`` overrides.
+
+Everything becomes a plain nested dict, so specs read ``model.inter_channels`` the same way whether it came
+from GPT-SoVITS's ``s2.json``, an ``s1*.yaml``, the ``utils.HParams`` pickled into a SoVITS export, Lightning's
+``hyper_parameters`` or RVC's 18-value list.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ckpttool.errors import ConfigError
+from ckpttool.interpret.structure import to_plain
+from ckpttool.model import Checkpoint
+
+# train/process_ckpt.py savee(): the order of RVC's config list (formats.md §7.2)
+RVC_CONFIG_FIELDS = (
+    "spec_channels", "segment_size", "inter_channels", "hidden_channels", "filter_channels", "n_heads",
+    "n_layers", "kernel_size", "p_dropout", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes",
+    "upsample_rates", "upsample_initial_channel", "upsample_kernel_sizes", "spk_embed_dim", "gin_channels",
+    "sampling_rate",
+)  # fmt: skip
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """JSON or YAML by content (the seed accepts either); never executes anything (yaml.safe_load)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as json_exc:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = (
+                f"JSON: {json_exc.msg} at line {json_exc.lineno}" if p.suffix == ".json" else f"YAML: {first}"
+            )
+            raise ConfigError(f"{p}: not a valid JSON or YAML config ({hint})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of keys to values, found {type(data).__name__}")
+    return data
+
+
+def apply_overrides(config: dict[str, Any] | None, assignments: Iterable[str]) -> dict[str, Any] | None:
+    """``model.inter_channels=256`` style overrides; values are parsed as YAML scalars (256, true, [1, 2])."""
+    items = list(assignments)
+    if not items:
+        return config
+    out = copy.deepcopy(config) if config is not None else {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example model.inter_channels=256")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def embedded_config(ckpt: Checkpoint) -> tuple[str, dict[str, Any]] | None:
+    """(where, config) for a config stored inside the checkpoint, as a plain nested dict."""
+    root = ckpt.root
+    if not isinstance(root, dict):
+        return None
+    cfg = root.get("config")
+    if isinstance(cfg, list | tuple) and len(cfg) == len(RVC_CONFIG_FIELDS):
+        model = dict(zip(RVC_CONFIG_FIELDS, (to_plain(v) for v in cfg), strict=True))
+        spec = model.get("spec_channels")
+        data: dict[str, Any] = {"filter_length": (spec - 1) * 2} if isinstance(spec, int) else {}
+        data["sampling_rate"] = model.get("sampling_rate")
+        return "config (RVC list)", {"model": model, "data": data}
+    for key in ("config", "hyper_parameters", "hparams", "hps", "args"):
+        if key in root:
+            plain = to_plain(root[key])
+            if isinstance(plain, dict):
+                inner = plain.get("config")
+                if key == "hyper_parameters" and isinstance(inner, dict):
+                    return "hyper_parameters.config", inner
+                return key, plain
+    return None
+
+
+def run_config_beside(checkpoint_path: str) -> Path | None:
+    """GPT-SoVITS/VITS/RVC keep the run config as logs/<exp>/config.json, one level above logs_s2_<v>/."""
+    here = Path(checkpoint_path).resolve().parent
+    for candidate in (here / "config.json", here.parent / "config.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_config(
+    ckpt: Checkpoint | None, path: str | None, assignments: Iterable[str] = ()
+) -> tuple[str, dict[str, Any]] | None:
+    """The config to check against: a file when given, else the embedded one, else the run's config.json
+    beside the checkpoint; then the overrides."""
+    sets = list(assignments)
+    if path is not None:
+        where, config = path, load_config_file(path)
+    elif ckpt is not None and (found := embedded_config(ckpt)) is not None:
+        where, config = found
+    elif ckpt is not None and (beside := run_config_beside(ckpt.path)) is not None:
+        where, config = str(beside), load_config_file(beside)
+    elif sets:
+        where, config = "--set", {}
+    else:
+        return None
+    result = apply_overrides(config, sets)
+    assert result is not None
+    return (where + (" + --set" if sets and where != "--set" else "")), result

@@ -1,0 +1,66 @@
+"""Per network: which architecture spec it matches, the config its shapes imply, and a config check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ckpttool.configs import resolve_config
+from ckpttool.interpret.profiles import Layout
+from ckpttool.interpret.structure import get_path
+from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.specs.match import ConfigCheck, Fingerprint, check_config, fingerprint
+from ckpttool.specs.model import get_spec
+
+# A trainer name (profiles.Layout.trainer) -> the family-name prefix its specs use.
+TRAINER_HINTS = {"gpt-sovits": "gpt-sovits-s2", "vits": "vits", "vits-family": "vits"}
+MIN_MATCH = 0.5  # below this share of the file's tensors a spec "matches" by accident, not by design
+
+
+@dataclass
+class Architecture:
+    network: str
+    fingerprint: Fingerprint
+    config_source: str | None = None
+    check: ConfigCheck | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"network": self.network, **self.fingerprint.to_json(), "config_source": self.config_source}
+        doc["config_check"] = self.check.to_json() if self.check else None
+        return doc
+
+
+def network_shapes(ckpt: Checkpoint, layout: Layout) -> dict[str, dict[str, tuple[int, ...]]]:
+    out = {}
+    for label, path in layout.networks.items():
+        sd = get_path(ckpt.root, path) if path else ckpt.root
+        if isinstance(sd, dict):
+            out[label] = {str(k): tuple(v.shape) for k, v in sd.items() if isinstance(v, TensorInfo)}
+    return out
+
+
+def identify(ckpt: Checkpoint, layout: Layout) -> list[Architecture]:
+    hint = TRAINER_HINTS.get(layout.trainer or "")
+    found = []
+    for label, shapes in network_shapes(ckpt, layout).items():
+        fp = fingerprint(shapes, hint=hint)
+        if fp is not None and fp.matched >= MIN_MATCH * max(1, len(shapes)):
+            found.append(Architecture(label, fp))
+    return found
+
+
+def check_architectures(
+    ckpt: Checkpoint, layout: Layout, archs: list[Architecture], config_path: str | None, sets: Iterable[str]
+) -> None:
+    """Fill in each architecture's config check, from --config/--set or the config embedded in the file."""
+    resolved = resolve_config(ckpt, config_path, sets)
+    if resolved is None:
+        return
+    where, config = resolved
+    shapes = network_shapes(ckpt, layout)
+    for arch in archs:
+        arch.config_source = where
+        arch.check = check_config(
+            get_spec(arch.fingerprint.family), shapes[arch.network], config, arch.fingerprint
+        )

@@ -1,0 +1,402 @@
+"""From a state dict's names and shapes to a family, a version and the config values that produced it.
+
+Why solve rather than look up: users change widths (``inter_channels``, ``gin_channels``) and layer counts, and
+a file's shapes are the only reliable record of what it was trained with — configs get edited after the fact.
+Each expected dimension is an expression over config variables; any expression with a single unknown is
+inverted numerically, and repeating that until nothing new is learned solves chains like
+``hidden_channels // n_heads``. Every solved value is then checked against every dimension.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ckpttool.specs import expr as ex
+from ckpttool.specs.model import Spec, TensorSpec, builtin_specs
+
+Shapes = Mapping[str, tuple[int, ...]]
+WRAPPERS = ("module.", "_orig_mod.", "model.")
+
+
+@dataclass
+class Fingerprint:
+    family: str
+    title: str
+    role: str
+    version: str | None
+    matched: int
+    expected: int
+    missing: list[str]
+    unexpected: list[str]
+    partial: list[str]
+    values: dict[str, Any]  # every variable: solved where the shapes say, structure, defaults otherwise
+    inferred: dict[str, Any]  # config variables the shapes determine (what the user wants to see)
+    constants: dict[
+        str, tuple[Any, Any]
+    ]  # architecture constants that differ from the real model: (here, real)
+    conflicts: list[str]
+    prefix: str = ""  # wrapper prefix stripped from the names (module., _orig_mod.)
+    also: list[str] = field(default_factory=list)  # other families that fit as well
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "title": self.title,
+            "role": self.role,
+            "version": self.version,
+            "matched": self.matched,
+            "expected": self.expected,
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "partial": self.partial,
+            "inferred_config": self.inferred,
+            "nonstandard_constants": {k: {"here": a, "real": b} for k, (a, b) in self.constants.items()},
+            "conflicts": self.conflicts,
+            "also_matches": self.also,
+        }
+
+
+class _Probe:
+    """The helper functions detection rules may call: has, dim, count, any_key."""
+
+    def __init__(self, shapes: Shapes) -> None:
+        self.shapes = shapes
+
+    def env(self) -> dict[str, Any]:
+        return {"has": self.has, "dim": self.dim, "count": self.count, "any_key": self.any_key}
+
+    def has(self, name: str) -> bool:
+        return name in self.shapes
+
+    def dim(self, name: str, d: int) -> int:
+        shape = self.shapes.get(name)
+        return shape[d] if shape is not None and -len(shape) <= d < len(shape) else -1
+
+    def count(self, pattern: str) -> int:
+        """Distinct values of the first ``*`` among names matching the pattern (layer indices)."""
+        rx = re.compile(re.escape(pattern).replace(r"\*", r"([^.]+)"))
+        seen = {m.group(1) for n in self.shapes if (m := rx.fullmatch(n))}
+        return len(seen)
+
+    def any_key(self, prefix: str) -> bool:
+        return any(n.startswith(prefix) for n in self.shapes)
+
+
+def strip_wrapper(shapes: Shapes) -> tuple[str, dict[str, tuple[int, ...]]]:
+    for prefix in WRAPPERS:
+        if shapes and all(n.startswith(prefix) for n in shapes):
+            return prefix, {n[len(prefix) :]: s for n, s in shapes.items()}
+    return "", dict(shapes)
+
+
+def _eval_rule(text: str, probe: _Probe) -> Any:
+    try:
+        return ex.evaluate(text, probe.env())
+    except (ex.ExprError, TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+def detect_version(spec: Spec, probe: _Probe) -> str | None:
+    for version, rule in spec.detect.get("version") or []:
+        if _eval_rule(rule, probe):
+            return str(version)
+    return spec.defaults().get("version") if "version" in spec.variables else None
+
+
+def structure(spec: Spec, probe: _Probe) -> dict[str, Any]:
+    out = {}
+    for name, rule in (spec.detect.get("structure") or {}).items():
+        val = _eval_rule(rule, probe)
+        if val is not None:
+            out[name] = val
+    return out
+
+
+def fingerprint(
+    shapes: Shapes, hint: str | None = None, specs: Mapping[str, Spec] | None = None
+) -> Fingerprint | None:
+    """Best-fitting family for these tensors, or None when no spec's detection keys are present.
+
+    ``hint`` (a trainer name such as ``gpt-sovits`` or ``vits``) breaks ties between families whose
+    tensors are identical, like the VITS and GPT-SoVITS v1/v2 discriminators.
+    """
+    prefix, plain = strip_wrapper(shapes)
+    probe = _Probe(plain)
+    results: list[tuple[float, int, Fingerprint]] = []
+    for spec in (specs or builtin_specs()).values():
+        if not any(k in plain for k in spec.detect.get("any_of") or []):
+            continue
+        fp = _fit(spec, plain, probe)
+        fp.prefix = prefix
+        union = len(set(plain) | {*fp.missing, *plain}) or 1
+        score = fp.matched / union
+        bonus = 1 if hint and spec.family.startswith(hint) else 0
+        results.append((score, bonus, fp))
+    if not results:
+        return None
+    results.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    best = results[0][2]
+    best.also = [r[2].family for r in results[1:] if abs(r[0] - results[0][0]) < 1e-9]
+    return best
+
+
+def _fit(spec: Spec, shapes: Shapes, probe: _Probe) -> Fingerprint:
+    version = detect_version(spec, probe)
+    base = spec.defaults(version)
+    base.update(structure(spec, probe))
+    expected = spec.expand(base)
+    names = {t.name for t in expected}
+    values, solved, conflicts = solve(spec, expected, shapes, base)
+    inferred = {k: values[k] for k in spec.config_keys if k in solved}
+    for k in spec.detect.get("structure") or {}:
+        if k in spec.config_keys and k in base and not isinstance(base[k], list):
+            inferred.setdefault(k, base[k])
+    for k, v in base.items():  # lists solved element by element
+        if (
+            isinstance(v, list)
+            and k in spec.config_keys
+            and all(f"{k}[{i}]" in solved for i in range(len(v)))
+        ):
+            inferred[k] = values[k]
+    real = spec.defaults(version)
+    constants = {
+        k: (values[k], real[k])
+        for k, var in spec.variables.items()
+        if var.config is None and (k in solved or any(a.startswith(k + "[") for a in solved))
+        and values[k] != real[k]
+    }  # fmt: skip
+    active = [(str(r[0]), str(r[2])) for r in spec.detect.get("partial") or [] if _eval_rule(r[1], probe)]
+    partial = [label for label, _ in active]
+    absent_ok = tuple(prefix for _, prefix in active)
+    return Fingerprint(
+        family=spec.family,
+        title=spec.title,
+        role=spec.role,
+        version=version,
+        matched=len(names & set(shapes)),
+        expected=len(names),
+        missing=[t.name for t in expected if t.name not in shapes and not t.name.startswith(absent_ok)],
+        unexpected=[n for n in shapes if n not in names],
+        partial=partial,
+        values=values,
+        inferred=inferred,
+        constants=constants,
+        conflicts=conflicts,
+    )
+
+
+# --- solving ------------------------------------------------------------------------------------------------
+def _with(values: Mapping[str, Any], atom: str, value: Any) -> dict[str, Any]:
+    out = {k: (list(v) if isinstance(v, list) else v) for k, v in values.items()}
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
+    if m:
+        name, idx = m.group(1), int(m.group(2))
+        lst = out.setdefault(name, [])
+        while len(lst) <= idx:
+            lst.append(0)
+        lst[idx] = value
+    else:
+        out[atom] = value
+    return out
+
+
+def _invert(node: Any, atom: str, observed: int, values: Mapping[str, Any]) -> int | None:
+    def f(x: int) -> Any:
+        return ex.evaluate(node, _with(values, atom, x))
+
+    try:
+        x1, x2 = 1 << 20, 1 << 21
+        y1, y2 = f(x1), f(x2)
+        slope = (y2 - y1) / (x2 - x1)
+        if slope == 0:
+            return None
+        guess = round(x1 + (observed - y1) / slope)
+        for x in (guess, guess - 1, guess + 1):
+            if x >= 0 and f(x) == observed:
+                return x
+    except (ex.ExprError, TypeError, ZeroDivisionError, ValueError, IndexError):
+        return None
+    return None
+
+
+def solve(
+    spec: Spec, expected: list[TensorSpec], shapes: Shapes, base: Mapping[str, Any]
+) -> tuple[dict[str, Any], set[str], list[str]]:
+    """Values for every atom the shapes pin down; returns (values, solved atoms, conflicts)."""
+    equations = []
+    for t in expected:
+        shape = shapes.get(t.name)
+        if shape is None or len(shape) != len(t.shape):
+            continue
+        for d, text in enumerate(t.exprs):
+            node = ex.parse(text)
+            atoms = ex.atoms(node)
+            if atoms:
+                equations.append((t.name, d, node, atoms, int(shape[d])))
+    values = dict(base)
+    solved: set[str] = set()
+    progress = True
+    while progress:
+        progress = False
+        for _name, _d, node, atoms, observed in equations:
+            unknown = atoms - solved
+            if len(unknown) != 1:
+                continue
+            atom = next(iter(unknown))
+            x = _invert(node, atom, observed, values)
+            if x is not None:
+                values = _with(values, atom, x)
+                solved.add(atom)
+                progress = True
+    conflicts = []
+    for name, d, node, atoms, observed in equations:
+        if atoms <= solved:
+            try:
+                got = ex.evaluate(node, values)
+            except ex.ExprError:
+                continue
+            if got != observed:
+                conflicts.append(f"{name} dim {d} is {observed}, but {ex.text(node)} = {got}")
+    return values, solved, conflicts
+
+
+def count_matching(expected: list[TensorSpec], pattern: str) -> int:
+    return sum(1 for t in expected if fnmatch.fnmatchcase(t.name, pattern))
+
+
+# --- checking a config ----------------------------------------------------------------------------------------
+@dataclass
+class DimMismatch:
+    tensor: str
+    dim: int
+    actual: int
+    expected: int
+    expression: str
+    keys: list[str]  # config variables in the expression
+    implied: dict[str, Any]  # what the file's shapes say those variables are
+
+    def sentence(self, config_values: Mapping[str, Any]) -> str:
+        given = ", ".join(f"{k}={config_values.get(k)!r}" for k in self.keys)
+        implied = ", ".join(f"{k}={v!r}" for k, v in self.implied.items())
+        text = f"{self.tensor} dim {self.dim} is {self.actual}"
+        text += f" = {self.expression} with {implied}" if implied else ""
+        return text + f", but the config gives {self.expected}" + (f" ({given})" if given else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tensor": self.tensor,
+            "dim": self.dim,
+            "actual": self.actual,
+            "expected": self.expected,
+            "expression": self.expression,
+            "config_keys": self.keys,
+            "implied": self.implied,
+        }
+
+
+@dataclass
+class ConfigCheck:
+    family: str
+    values: dict[str, Any]  # the config's variable values (defaults filled in)
+    mismatches: list[DimMismatch]
+    missing: list[str]  # tensors the config implies that the file lacks (partial files excluded)
+    unexpected: list[str]
+    key_summary: dict[str, dict[str, Any]]  # key -> {config, checkpoint, tensors}
+    violations: list[str]  # constraints the config breaks (e.g. v2 gin_channels != 512)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.mismatches or self.missing or self.unexpected)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "ok": self.ok,
+            "mismatches": [m.to_json() for m in self.mismatches],
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "keys": self.key_summary,
+            "constraint_violations": self.violations,
+        }
+
+
+def config_values(spec: Spec, config: Mapping[str, Any], fp: Fingerprint | None = None) -> dict[str, Any]:
+    """Variable values a (nested, plain) run config sets; defaults for the rest, by the config's version.
+
+    Architecture constants come from the fingerprint when there is one: no config can set them, so a tiny
+    or unusual model must not be reported as contradicting its config over them.
+    """
+    found: dict[str, Any] = {}
+    for name, path in spec.config_keys.items():
+        node: Any = config
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None and isinstance(config.get(path.rsplit(".", 1)[-1]), int | str | list | bool):
+            node = config.get(path.rsplit(".", 1)[-1])  # flat configs (RVC list, argparse namespaces)
+        if node is not None:
+            found[name] = node
+    version = found.get("version") or (fp.version if fp else None)
+    values = spec.defaults(version)
+    if fp is not None:
+        for name, var in spec.variables.items():
+            if var.config is None:
+                values[name] = fp.values.get(name, values[name])
+    values.update(found)
+    return values
+
+
+def check_config(
+    spec: Spec, shapes: Shapes, config: Mapping[str, Any], fp: Fingerprint | None = None
+) -> ConfigCheck:
+    _, plain = strip_wrapper(shapes)
+    values = config_values(spec, config, fp)
+    expected = spec.expand(values)
+    implied = fp.values if fp else {}
+    mismatches: list[DimMismatch] = []
+    summary: dict[str, dict[str, Any]] = {}
+    for t in expected:
+        shape = plain.get(t.name)
+        if shape is None:
+            continue
+        for d, text in enumerate(t.exprs):
+            actual = shape[d] if d < len(shape) else -1
+            if d < len(shape) and actual == t.shape[d] and len(shape) == len(t.shape):
+                continue
+            atoms = sorted(ex.atoms(ex.parse(text)))
+            keys = [a for a in atoms if a.split("[")[0] in spec.config_keys]
+            imp = {a: _atom_value(implied, a) for a in keys if _atom_value(implied, a) is not None}
+            mismatches.append(DimMismatch(t.name, d, actual, t.shape[d], text, keys, imp))
+            for k in keys or ["(fixed size)"]:
+                entry = summary.setdefault(
+                    k, {"config": _atom_value(values, k), "checkpoint": imp.get(k), "tensors": 0}
+                )
+                entry["tensors"] += 1
+    # one entry per tensor and key, not per dim, in the counts
+    for k, entry in summary.items():
+        entry["tensors"] = len(
+            {m.tensor for m in mismatches if k in m.keys or (not m.keys and k == "(fixed size)")}
+        )
+    names = {t.name for t in expected}
+    absent_ok = tuple(str(r[2]) for r in spec.detect.get("partial") or [] if fp and str(r[0]) in fp.partial)
+    missing = [t.name for t in expected if t.name not in plain and not t.name.startswith(absent_ok)]
+    unexpected = [n for n in plain if n not in names]
+    return ConfigCheck(
+        spec.family, values, mismatches, missing, unexpected, summary, spec.check_constraints(values)
+    )
+
+
+def _atom_value(values: Mapping[str, Any], atom: str) -> Any:
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
+    if m:
+        lst = values.get(m.group(1))
+        idx = int(m.group(2))
+        return lst[idx] if isinstance(lst, list) and idx < len(lst) else None
+    return values.get(atom)
