@@ -104,7 +104,10 @@ def embedded_config(ckpt: Checkpoint) -> tuple[str, dict[str, Any]] | None:
 def run_config_beside(checkpoint_path: str) -> Path | None:
     """GPT-SoVITS/VITS/RVC keep the run config as logs/<exp>/config.json, one level above logs_s2_<v>/."""
     here = Path(checkpoint_path).resolve().parent
-    for candidate in (here / "config.json", here.parent / "config.json"):
+    candidates = [here / "config.json"]
+    if here.name.startswith(("logs_s2", "logs_s1")):
+        candidates.append(here.parent / "config.json")
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     return None

@@ -9,6 +9,7 @@ as expressions. Expansion walks that tree for one set of variable values and yie
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -246,13 +247,18 @@ def parse_spec(data: dict[str, Any], common_blocks: Mapping[str, Any], where: st
 
 @lru_cache(maxsize=1)
 def builtin_specs() -> dict[str, Spec]:
-    """Every spec shipped with ckpttool, by family name."""
+    """Every spec shipped with ckpttool, plus the ``*.yaml`` files in the folders ``$CKPTTOOL_SPECS`` lists
+    (``os.pathsep``-separated), by family name; a user's family with a built-in name replaces it."""
     folder = resources.files(DATA)
     common = _read_yaml(folder.joinpath(COMMON).read_text(), COMMON).get("blocks", {})
     out: dict[str, Spec] = {}
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml") and entry.name != COMMON:
             spec = parse_spec(_read_yaml(entry.read_text(), entry.name), common, entry.name)
+            out[spec.family] = spec
+    for extra in filter(None, os.environ.get("CKPTTOOL_SPECS", "").split(os.pathsep)):
+        for path in sorted(Path(extra).glob("*.yaml")):
+            spec = load_spec_file(path)
             out[spec.family] = spec
     return out
 
