@@ -256,3 +256,27 @@ def test_malformed_spec_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("family: x\n")
     with pytest.raises(ConfigError, match="malformed spec"):
         load_spec_file(path)
+
+
+def test_generator_writes_a_run_for_any_config(tmp_path: Path) -> None:
+    """fixtures/make_fixtures.py --run: spec-driven G/D with 4-group AdamW in logs/<exp>/logs_s2_<v>/."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", ROOT / "fixtures" / "make_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    exp = tmp_path / "logs" / "exp"
+    config, g_file, d_file = gen.write_run(exp, "v2Pro", {"inter_channels": 8, "n_layers": 4})
+    assert g_file == exp / "logs_s2_v2Pro" / "G_8.pth" and config == exp / "config.json"
+    doc = run_cli("inspect", g_file, "--json").json()
+    (arch,) = doc["architectures"]
+    assert (arch["version"], arch["inferred_config"]["inter_channels"], arch["inferred_config"]["n_layers"]) == (
+        "v2Pro", 8, 4)  # fmt: skip
+    assert arch["config_check"]["ok"] and arch["config_source"] == str(config.resolve())
+    (opt,) = doc["optimizers"]
+    assert len(opt["groups"]) == 4 and opt["aligned"]
+    assert "the shapes say G: gpt-sovits-s2-g v2Pro" in doc["pieces"]["version"]["detail"]
+    d_doc = run_cli("inspect", d_file, "--json").json()
+    assert d_doc["architectures"][0]["family"] == "gpt-sovits-s2-d"
+    assert d_doc["architectures"][0]["expected"] == 147

@@ -106,6 +106,11 @@ def inspect_checkpoint(
     check_architectures(ckpt, layout, archs, config, sets)
     with StorageReader() as reader:
         result = interpret(ckpt, layout, lambda ts: [reader.scalar(t) for t in ts])
+    for piece in result.pieces:
+        versions = [f"{a.network}: {a.fingerprint.family} {a.fingerprint.version}" for a in archs
+                    if a.fingerprint.version]  # fmt: skip
+        if piece.name == "version" and piece.status == "absent" and versions:
+            piece.detail = "not stored, but the shapes say " + "; ".join(versions)
     missing = [p.name for p in result.pieces if p.name in required and p.status == "absent"]
     return InspectReport(
         path=ckpt.path,
