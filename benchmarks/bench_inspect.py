@@ -25,14 +25,14 @@ BUDGET_MB = 80.0
 BUDGET_SPEEDUP = 5.0
 
 
-def build_checkpoint(path: Path, total_gb: float, n_tensors: int = 750) -> int:
+def build_checkpoint(path: Path, total_gb: float, n_tensors: int = 750, seed: int = 0) -> int:
     """Write a G-style training bundle: model + AdamW state (3x the parameter bytes) + step/epoch."""
     import torch
 
     param_bytes = total_gb * 1e9 / 3
     per_tensor = int(param_bytes / 4 / (n_tensors * 4 // 5))  # the biases are negligible
     side = max(1, int(per_tensor**0.5))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     model = {}
     for i in range(n_tensors):
         # Mix big matrices with the small biases real networks carry, so the tensor count is realistic.

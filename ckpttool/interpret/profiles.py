@@ -80,7 +80,10 @@ REBUILD_RULES["vits-family"] = REBUILD_RULES["vits"]
 def _vits_trainer(ckpt: Checkpoint, model: Any) -> str:
     p = ckpt.path.replace("\\", "/")
     name = os.path.basename(p)
-    keys = list(model) if isinstance(model, dict) else []
+    keys = [str(k) for k in model] if isinstance(model, dict) else []
+    for wrapper in ("module.", "_orig_mod."):  # saved from a DDP / torch.compile wrapper
+        if keys and all(k.startswith(wrapper) for k in keys):
+            keys = [k[len(wrapper) :] for k in keys]
     if (
         "logs_s2" in p
         or "233333333333" in name

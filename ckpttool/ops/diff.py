@@ -137,6 +137,7 @@ class DiffReport:
     explanations: list[Explanation]
     unexplained: list[str]
     notes: list[str] = field(default_factory=list)
+    architectures: list[Any] = field(default_factory=list)  # explain.FamilyPair per compared network
 
     @property
     def differs(self) -> bool:
@@ -149,7 +150,7 @@ class DiffReport:
             "networks": [n.to_json() for n in self.networks], "pieces": [c.to_json() for c in self.pieces],
             "state": [c.to_json() for c in self.state], "config": [c.to_json() for c in self.config],
             "explanations": [e.to_json() for e in self.explanations], "unexplained": self.unexplained,
-            "notes": self.notes,
+            "architectures": [p.to_json() for p in self.architectures], "notes": self.notes,
         }  # fmt: skip
 
 
@@ -166,9 +167,12 @@ def _strip_wrapper(names: set[str]) -> tuple[str, set[str]] | None:
 
 
 def _group(keys: list[str], side: str, other: set[str]) -> list[KeyGroup]:
+    """Group by two-level prefix, or by top-level module when the other side has none of that module."""
+    tops = {k.split(".", 1)[0] for k in other}
     groups: dict[str, list[str]] = {}
     for k in keys:
-        groups.setdefault(_module_prefix(k), []).append(k)
+        top = k.split(".", 1)[0]
+        groups.setdefault(top if top not in tops and "." in k else _module_prefix(k), []).append(k)
     out = []
     for prefix, items in groups.items():
         out.append(KeyGroup(prefix, len(items), items[:3], _pattern(prefix, items, side, other)))
@@ -321,11 +325,14 @@ def diff_checkpoints(
         notes.append("the two files hold different networks; nothing to compare key by key")
     from ckpttool.ops.explain import explain
 
-    config_changes, explanations, unexplained = explain(ca, cb, networks, config_a, config_b, notes)
+    config_changes, explanations, unexplained, pairs, spec_notes = explain(
+        ca, cb, la, lb, networks, config_a, config_b
+    )
     if values:
         _values(networks, ca, cb, progress)
     return DiffReport(ca.path, cb.path, la.profile, lb.profile, networks, _piece_changes(ia, ib),
-                      _state_changes(ca, cb, ia, ib), config_changes, explanations, unexplained, notes)  # fmt: skip
+                      _state_changes(ca, cb, ia, ib), config_changes, explanations, unexplained,
+                      [*spec_notes, *notes], pairs)  # fmt: skip
 
 
 def _values(networks: list[NetworkDiff], ca: Checkpoint, cb: Checkpoint, progress: Progress | None) -> None:

@@ -1,25 +1,43 @@
-"""Attribute shape changes to config changes: through architecture specs when the family is known,
-otherwise by matching old/new dimension values against changed config values (including simple multiples)."""
+"""Attribute shape changes to config changes.
+
+First through the architecture specs: when both networks are the same family, each changed dimension has an
+expression (``2 * inter_channels``) and the shapes of each side imply its variables, so the variables whose
+implied values differ are the cause — no config file needed, and nothing is guessed. A dimension whose
+expression differs between the two versions (322 vs 732 text-embedding rows) is a version difference.
+Whatever remains is matched generically: old/new dims against changed config values in the same ratio.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from deepdiff import DeepDiff
 
 from ckpttool.configs import embedded_config as _embedded
+from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint
+from ckpttool.ops.architecture import TRAINER_HINTS
 from ckpttool.ops.diff import Change, Explanation, NetworkDiff, explain_generic, summarise
+from ckpttool.specs import expr as ex
+from ckpttool.specs.match import Fingerprint, fingerprint
+from ckpttool.specs.model import get_spec
 
 
-def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(config, dict):
-        for k, v in config.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        out[prefix] = config
-    return out
+@dataclass
+class FamilyPair:
+    network: str
+    a: Fingerprint | None
+    b: Fingerprint | None
+
+    def to_json(self) -> dict[str, Any]:
+        def side(fp: Fingerprint | None) -> dict[str, Any] | None:
+            if fp is None:
+                return None
+            return {"family": fp.family, "version": fp.version, "inferred_config": fp.inferred}
+
+        return {"network": self.network, "a": side(self.a), "b": side(self.b)}
 
 
 def embedded_config(ckpt: Checkpoint) -> dict[str, Any] | None:
@@ -51,27 +69,96 @@ def _path(deepdiff_path: str) -> str:
     return ".".join(parts)
 
 
+def _atom_value(values: dict[str, Any], atom: str) -> Any:
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
+    if m:
+        lst = values.get(m.group(1))
+        i = int(m.group(2))
+        return lst[i] if isinstance(lst, list) and i < len(lst) else None
+    return values.get(atom)
+
+
+def _shapes(ckpt: Checkpoint, path: str) -> dict[str, tuple[int, ...]]:
+    from ckpttool.interpret.pieces import network_params
+
+    return {k: tuple(v.shape) for k, v in network_params(ckpt, path).items()}
+
+
+def explain_with_specs(
+    ca: Checkpoint, cb: Checkpoint, la: Layout, lb: Layout, networks: list[NetworkDiff]
+) -> tuple[list[FamilyPair], dict[str, tuple[Any, Any]], list[str]]:
+    """Mark shape changes the specs explain; return the families, the changed variables and notes."""
+    pairs: list[FamilyPair] = []
+    changed: dict[str, tuple[Any, Any]] = {}
+    notes: list[str] = []
+    for net in networks:
+        fa = fingerprint(_shapes(ca, net.path_a), hint=TRAINER_HINTS.get(la.trainer or ""))
+        fb = fingerprint(_shapes(cb, net.path_b), hint=TRAINER_HINTS.get(lb.trainer or ""))
+        pairs.append(FamilyPair(net.name, fa, fb))
+        if fa is None or fb is None:
+            continue
+        if fa.family != fb.family:
+            notes.append(f"{net.name}: A is {fa.family}, B is {fb.family}: different architectures")
+            continue
+        if fa.version != fb.version:
+            notes.append(f"{net.name}: version {fa.version} -> {fb.version} ({fa.family})")
+        spec = get_spec(fa.family)
+        ta = {t.name: t for t in spec.expand(fa.values)}
+        tb = {t.name: t for t in spec.expand(fb.values)}
+        for change in net.shape_changes:
+            ea, eb = ta.get(change.name), tb.get(change.name)
+            if ea is None or eb is None or len(change.shape_a) != len(change.shape_b):
+                continue
+            keys: list[str] = []
+            reasons: list[str] = []
+            for d, (da, db) in enumerate(zip(change.shape_a, change.shape_b, strict=True)):
+                if da == db or d >= len(ea.exprs) or d >= len(eb.exprs):
+                    continue
+                xa, xb = ea.exprs[d], eb.exprs[d]
+                atoms = sorted(ex.atoms(ex.parse(xa)) | ex.atoms(ex.parse(xb)))
+                moved = [a for a in atoms if _atom_value(fa.values, a) != _atom_value(fb.values, a)]
+                if moved:
+                    keys += moved
+                    for a in moved:
+                        changed[a] = (_atom_value(fa.values, a), _atom_value(fb.values, a))
+                    detail = ", ".join(f"{a} {changed[a][0]} -> {changed[a][1]}" for a in moved)
+                    reasons.append(f"dim {d}: {da} -> {db} = {xb} ({detail})")
+                elif fa.version != fb.version and xa != xb:
+                    keys.append("version")
+                    changed["version"] = (fa.version, fb.version)
+                    reasons.append(f"dim {d}: {da} -> {db} ({fa.version}: {xa}, {fb.version}: {xb})")
+            if keys and len(reasons) == sum(
+                1 for x, y in zip(change.shape_a, change.shape_b, strict=True) if x != y
+            ):
+                change.explained_by = sorted(set(keys))
+                change.explanation = "; ".join(reasons)
+    return pairs, changed, notes
+
+
 def explain(
     ca: Checkpoint,
     cb: Checkpoint,
+    la: Layout,
+    lb: Layout,
     networks: list[NetworkDiff],
     config_a: dict[str, Any] | None,
     config_b: dict[str, Any] | None,
-    notes: list[str],
-) -> tuple[list[Change], list[Explanation], list[str]]:
+) -> tuple[list[Change], list[Explanation], list[str], list[FamilyPair], list[str]]:
     conf_a = config_a if config_a is not None else embedded_config(ca)
     conf_b = config_b if config_b is not None else embedded_config(cb)
     changes: list[Change] = []
     if conf_a is not None and conf_b is not None:
         changes = config_diff(conf_a, conf_b)
+    shapes = [s for n in networks for s in n.shape_changes]
+    for s in shapes:
+        s.explained_by, s.explanation = [], None
+    pairs, spec_changed, notes = explain_with_specs(ca, cb, la, lb, networks)
     numeric: dict[str, tuple[Any, Any]] = {}
     for c in changes:
         numeric[c.what] = (c.a, c.b)
         numeric.setdefault(c.what.rsplit(".", 1)[-1], (c.a, c.b))
-    shapes = [s for n in networks for s in n.shape_changes]
-    for s in shapes:
-        s.explained_by, s.explanation = [], None
-    explain_generic(shapes, {k: v for k, v in numeric.items() if "." not in k} or numeric)
-    explanations = summarise(shapes, {k: v for k, v in numeric.items()})
+    rest = [s for s in shapes if not s.explained_by]
+    explain_generic(rest, {k: v for k, v in numeric.items() if "." not in k} or numeric)
+    explanations = summarise(shapes, {**numeric, **spec_changed})
     unexplained = [s.name for s in shapes if not s.explained_by]
-    return changes, explanations, unexplained
+    return changes, explanations, unexplained, pairs, notes
