@@ -154,3 +154,15 @@ def test_inputs_untouched_and_copies_identical(tmp_path: Path) -> None:
     code, doc = _diff(src, copy, "--values")
     assert code == 0 and doc["differs"] is False
     assert sha256(copy) == sha256(src)
+
+
+def test_values_progress_reports_every_tensor() -> None:
+    from ckpttool.ops.diff import diff_checkpoints
+
+    seen: list[tuple[int, int]] = []
+    a = fixture("gpt_sovits/logs_s2_v2/G_233333333333.pth")
+    report = diff_checkpoints(
+        a, a, values=True, progress=lambda done, total, name: seen.append((done, total))
+    )
+    total = report.networks[0].common
+    assert seen[0] == (0, total) and seen[-1] == (total, total) and len(seen) == total + 1

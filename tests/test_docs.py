@@ -36,3 +36,32 @@ def test_exit_codes_documented() -> None:
     text = (ROOT / "docs" / "exit-codes.md").read_text()
     for code in ("0", "1", "2", "3"):
         assert f"| {code} " in text
+
+
+def _documented_keys(schema: str) -> set[str]:
+    """Top-level keys of the example document under a schema's heading in docs/json-schema.md."""
+    import json
+    import re
+
+    text = (ROOT / "docs" / "json-schema.md").read_text()
+    section = text.split(f"## `{schema}`", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```json\n(.*?)```", section, re.S)
+    assert block, schema
+    return set(re.findall(r'^  "(\w+)":', block.group(1), re.M)) or set(json.loads(block.group(1)))
+
+
+def test_json_schemas_match_the_output() -> None:
+    """Every top-level field the commands emit is documented, and nothing documented is missing."""
+    from conftest import fixture, run_cli
+
+    inspect_doc = run_cli("inspect", fixture("gpt_sovits/logs_s2_v2/G_233333333333.pth"), "--json").json()
+    assert set(inspect_doc) == _documented_keys("ckpttool.inspect/1")
+    diff_doc = run_cli(
+        "diff",
+        fixture("gpt_sovits/variants/G_inter192.pth"),
+        fixture("gpt_sovits/variants/G_inter256.pth"),
+        "--json",
+    ).json()
+    assert set(diff_doc) == _documented_keys("ckpttool.diff/1")
+    error_doc = run_cli("inspect", fixture("malicious.pth"), "--json").json()
+    assert set(error_doc) == _documented_keys("ckpttool.error/1")
