@@ -87,8 +87,15 @@ def test_config_dependence_counts() -> None:
 def test_migration_facts_are_in_the_spec() -> None:
     spec = get_spec("gpt-sovits-s2-g")
     by_name = {t.name: t for t in spec.expand(spec.defaults("v2"))}
-    assert by_name["enc_p.proj.weight"].chunks == (0, ("m", "logs"))
-    assert by_name["enc_q.proj.bias"].chunks == (0, ("m", "logs"))
+    assert by_name["enc_p.proj.weight"].chunks == (0, ("m.x0", "m.x1", "logs.x0", "logs.x1"))
+    assert by_name["enc_q.proj.bias"].chunks == (0, ("m.x0", "m.x1", "logs.x0", "logs.x1"))
+    assert by_name["dec.conv_pre.weight"].chunks == (1, ("x0", "x1"))
+    assert by_name["enc_q.enc.cond_layer.weight_v"].chunks == (0, tuple(str(i) for i in range(32)))
+    assert by_name["enc_q.enc.in_layers.0.weight_v"].chunks == (0, ("tanh", "sigmoid"))
+    # a Flip reverses the channels between couplings: old channels end up at the end of each half in 2 and 6
+    assert by_name["flow.flows.2.pre.weight"].align == ((1, "end"),)
+    assert by_name["flow.flows.4.post.bias"].align == ((0, "start"),)
+    assert by_name["dec.ups.0.weight_v"].axes == ("in", "out", "kernel")
     assert by_name["dec.ups.0.weight_g"].shape == (512, 1, 1)  # transposed conv: g follows the input side
     assert by_name["dec.ups.0.weight_g"].follows == "dec.ups.0.weight_v"
     assert by_name["flow.flows.2.post.weight"].zero_init and not by_name["flow.flows.2.pre.weight"].zero_init

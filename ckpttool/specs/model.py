@@ -45,7 +45,10 @@ class TensorSpec:
     buffer: bool = False
     zero_init: bool = False
     follows: str | None = None  # weight_g: its dim 0 follows dim 0 of this sibling (weight_v)
-    chunks: tuple[int, tuple[str, ...]] | None = None  # (dim, part names): equal halves consumed separately
+    chunks: tuple[int, tuple[str, ...]] | None = None  # (dim, part names): equal parts consumed separately
+    align: tuple[tuple[int, str], ...] = ()  # (dim, "start"|"end"): where old values sit after a resize
+    axes: tuple[str, ...] | None = None  # per dim: "out", "in", "kernel" (how new entries are initialised)
+    fill: float | None = None  # the model's constant init for new entries (LayerNorm gamma: 1)
 
     def atoms(self, dim: int) -> set[str]:
         return ex.atoms(ex.parse(self.exprs[dim]))
@@ -156,7 +159,15 @@ class _Expander:
             if item.get("zero_init"):
                 inner["zero_init"] = True
             if "chunks" in item:
-                inner["chunks"] = (int(item["chunks"]["dim"]), tuple(item["chunks"]["parts"]))
+                parts = item["chunks"]["parts"]
+                if not isinstance(parts, list):
+                    parts = [str(i) for i in range(int(self.value(parts, subst)))]
+                inner["chunks"] = (int(item["chunks"]["dim"]), tuple(str(p) for p in parts))
+            if "align" in item:
+                side = str(self.value(item["align"]["side"], subst))
+                if side not in ("start", "end"):
+                    raise ConfigError(f"spec {self.spec.family}: {full} align side must be start or end")
+                inner["align"] = (*inner.get("align", ()), (int(item["align"]["dim"]), side))
             if "shape" in item:
                 yield self.tensor(full, item, subst, inner)
             elif "use" in item:
@@ -208,6 +219,9 @@ class _Expander:
             zero_init=bool(attrs.get("zero_init")),
             follows=full.rsplit(".", 1)[0] + "." + follows if follows else None,
             chunks=attrs.get("chunks") if attrs.get("chunks") and len(shape) > attrs["chunks"][0] else None,
+            align=tuple((d, side) for d, side in attrs.get("align", ()) if d < len(shape)),
+            axes=tuple(str(a) for a in item["axes"]) if item.get("axes") else None,
+            fill=float(item["fill"]) if item.get("fill") is not None else None,
         )
 
 
