@@ -84,6 +84,8 @@ class Stub:
     """
 
     qualname = "?"
+    module = "?"  # the global the pickle named, kept so a writer can name it again (never imported)
+    name = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args

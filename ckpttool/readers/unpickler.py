@@ -340,7 +340,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         full = f"{module}.{name}"
         if is_dangerous(module, name):
             self.dangerous[full] = None
-            return self._stub(full)
+            return self._stub(module, name)
         if full in _SAFE:
             return _Builder(full, _SAFE[full])
         if module == "torch" and name.endswith("Storage") and name in _STORAGE_DTYPES:
@@ -353,12 +353,13 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _Builder(full, self._reconstructor)
         if full not in _INERT_CLASSES:
             self.foreign[full] = None
-        return self._stub(full)
+        return self._stub(module, name)
 
-    def _stub(self, full: str) -> type[Stub]:
+    def _stub(self, module: str, name: str) -> type[Stub]:
+        full = f"{module}.{name}"
         cls = self._stub_classes.get(full)
         if cls is None:
-            cls = type(full.rsplit(".", 1)[-1], (Stub,), {"qualname": full})
+            cls = type(name.rsplit(".", 1)[-1], (Stub,), {"qualname": full, "module": module, "name": name})
             self._stub_classes[full] = cls
         return cls
 

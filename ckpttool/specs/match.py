@@ -329,7 +329,8 @@ class ConfigCheck:
 
 
 def config_values(spec: Spec, config: Mapping[str, Any], fp: Fingerprint | None = None) -> dict[str, Any]:
-    """Variable values a (nested, plain) run config sets; defaults for the rest, by the config's version.
+    """Variable values a (nested, plain) run config sets; the file's implied values (else the version's
+    defaults) for the rest.
 
     Architecture constants come from the fingerprint when there is one: no config can set them, so a tiny
     or unusual model must not be reported as contradicting its config over them.
@@ -346,9 +347,11 @@ def config_values(spec: Spec, config: Mapping[str, Any], fp: Fingerprint | None 
     version = found.get("version") or (fp.version if fp else None)
     values = spec.defaults(version)
     if fp is not None:
-        for name, var in spec.variables.items():
-            if var.config is None:
-                values[name] = fp.values.get(name, values[name])
+        # What the config does not state is taken from the file: a partial config (or --set alone) is
+        # checked for what it says, not for the defaults it leaves out. Constants always come from the file.
+        for name in spec.variables:
+            if name in fp.values and (name not in found):
+                values[name] = fp.values[name]
     values.update(found)
     return values
 

@@ -1,0 +1,560 @@
+"""``migrate``: carry weights and optimizer state across an architecture change, as planned in migrate_plan.
+
+Function-preserving where the architecture allows: new input channels get zeros and new output channels a small
+init, so old outputs are unchanged and new channels are ignored by their (zero) consumers; weight-norm pairs are
+rebuilt so every kept weight keeps its effective value; Adam moments follow their parameters (zeros for new
+entries). Source tensors are read one at a time; the output is written atomically, re-read and checked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ckpttool.errors import MigrationError, UsageError
+from ckpttool.interpret.optimizer import analyse
+from ckpttool.interpret.profiles import detect_layout
+from ckpttool.interpret.structure import get_path, is_optimizer
+from ckpttool.model import Checkpoint, Stub, TensorInfo
+from ckpttool.ops.migrate_plan import (
+    MigratePlan,
+    NetworkPlan,
+    TensorPlan,
+    axes_of,
+    load_target,
+    plan_network,
+)
+from ckpttool.readers import open_checkpoint
+from ckpttool.values import StorageReader
+from ckpttool.writers import atomic_write, check_output, materialise, torch_save_bytes
+
+if TYPE_CHECKING:
+    import torch
+
+OPTIMIZER_MODES = ("migrate", "reset", "drop")
+INIT_MODES = ("normal", "zeros", "template")
+FORMATS = ("pth", "safetensors")
+GPT_SOVITS_TAGS = {"v2Pro": b"05", "v2ProPlus": b"06"}  # formats.md §2.2: my_save2 header tags
+NEW_OUTPUT_STD = 0.01
+WN_PAIRS = (("weight_g", "weight_v"), ("original0", "original1"))
+
+
+@dataclass
+class MigrateReport:
+    plan: MigratePlan
+    written: str | None = None
+    size: int = 0
+    verified: bool = False
+    optimizer_results: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.plan.to_json()
+        doc.update(
+            written=self.written,
+            size=self.size,
+            verified=self.verified,
+            optimizer_results=self.optimizer_results,
+        )
+        return doc
+
+
+def migrate_checkpoint(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    *,
+    config: str | None = None,
+    sets: Iterable[str] = (),
+    template: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    optimizer: str = "migrate",
+    init: str = "normal",
+    to: str = "pth",
+    seed: int = 0,
+) -> MigrateReport:
+    """Plan a migration of ``src`` to a new config or template; unless ``dry_run``, apply it and write ``out``."""
+    if optimizer not in OPTIMIZER_MODES:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZER_MODES)}")
+    if init not in INIT_MODES:
+        raise UsageError(f"--init must be one of {', '.join(INIT_MODES)}")
+    if to not in FORMATS:
+        raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
+    if init == "template" and template is None:
+        raise UsageError("--init template needs --template T.pth to take the new values from")
+    if not dry_run:
+        if out is None:
+            raise UsageError("give the output file with -o OUT (or use --dry-run to only see the plan)")
+        check_output(out, [str(src), *([template] if template else [])], force)
+    ckpt = open_checkpoint(src)
+    layout = detect_layout(ckpt)
+    tmpl = open_checkpoint(template) if template else None
+    target = load_target(config, sets, tmpl, detect_layout(tmpl) if tmpl else None)
+    if not layout.networks:
+        raise MigrationError(f"{ckpt.path}: no network weights found to migrate")
+    plan = MigratePlan(ckpt.path, str(out) if out else None, [], optimizer, init, to)
+    for label, path in layout.networks.items():
+        net, warnings = plan_network(ckpt, layout, label, path, target)
+        plan.networks.append(net)
+        plan.warnings += warnings
+    if not plan.changes_anything:
+        plan.notes.append("every tensor keeps its shape: the output would equal the input")
+    if to == "safetensors":
+        plan.notes.append(
+            "safetensors holds the network weights only: optimizer, counters and config are left out"
+        )
+    if layout.trainer in ("gpt-sovits", "vits", "rvc", "vits-family") and layout.config is None:
+        changed = sorted({k for n in plan.networks for k in n.changes})
+        if changed:
+            plan.notes.append(
+                "this trainer reads the run config from logs/<exp>/config.json: set "
+                + ", ".join(changed) + " there before resuming"
+            )  # fmt: skip
+    report = MigrateReport(plan)
+    if dry_run:
+        return report
+    assert out is not None
+    _apply(ckpt, layout, plan, report, Path(out), tmpl, seed)
+    return report
+
+
+# --- applying -------------------------------------------------------------------------------------------------
+def _old_masks(plan: TensorPlan) -> list[torch.Tensor]:
+    import torch
+
+    assert plan.dst_shape is not None
+    masks = []
+    for d, size in enumerate(plan.dst_shape):
+        m = torch.zeros(size, dtype=torch.bool)
+        if plan.action == "copy":
+            m[:] = True
+        elif plan.action == "partial" and plan.segments is not None:
+            for _, _, d0, d1 in plan.segments[d]:
+                m[d0:d1] = True
+        masks.append(m)
+    return masks
+
+
+def _broadcast(mask: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    shape = [1] * ndim
+    shape[dim] = -1
+    return mask.view(shape)
+
+
+def _new_values(
+    plan: TensorPlan, dtype: Any, gen: torch.Generator, init: str, tmpl: torch.Tensor | None
+) -> Any:
+    """Values for the entries the source does not provide (the copy overwrites the rest)."""
+    import torch
+
+    assert plan.dst_shape is not None
+    shape = plan.dst_shape
+    if init == "template" and tmpl is not None and tuple(tmpl.shape) == shape:
+        return tmpl.to(dtype).clone()
+    t = plan.target
+    if t is not None and t.fill is not None:
+        return torch.full(shape, t.fill, dtype=dtype)
+    axes = axes_of(plan)
+    if (t is not None and t.zero_init) or plan.buffer or axes is None or init == "zeros" or not shape:
+        return torch.zeros(shape, dtype=dtype)
+    masks = _old_masks(plan)
+    ndim = len(shape)
+    in_new = torch.zeros(shape, dtype=torch.bool)
+    out_new = torch.zeros(shape, dtype=torch.bool)
+    for d, role in enumerate(axes[:ndim]):
+        new_here = _broadcast(~masks[d], d, ndim).expand(shape)
+        if role == "out":
+            out_new |= new_here
+        else:  # an input or kernel position that did not exist: zero keeps old outputs unchanged
+            in_new |= new_here
+    values = torch.empty(shape, dtype=torch.float32).normal_(0.0, NEW_OUTPUT_STD, generator=gen)
+    values[~out_new | in_new] = 0.0
+    return values.to(dtype)
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor, segments: list[list[tuple[int, int, int, int]]]) -> None:
+    for combo in itertools.product(*segments):
+        s = tuple(slice(a, b) for a, b, _, _ in combo)
+        d = tuple(slice(c, e) for _, _, c, e in combo)
+        dst[d] = src[s].to(dst.dtype)
+
+
+def build_tensor(
+    plan: TensorPlan, source: torch.Tensor | None, gen: torch.Generator, init: str, tmpl: torch.Tensor | None
+) -> torch.Tensor:
+    import torch
+
+    if plan.action == "copy":
+        assert source is not None
+        return source
+    dtype = source.dtype if source is not None else getattr(torch, plan.dtype or "float32")
+    out = _new_values(plan, dtype, gen, init, tmpl)
+    if plan.action == "partial" and source is not None and plan.segments is not None:
+        _copy_into(out, source, plan.segments)
+    return out
+
+
+def _row_map(plan: TensorPlan) -> dict[int, int]:
+    """dst row -> src row along dim 0 for a copy or partial plan."""
+    if plan.action == "copy" and plan.dst_shape is not None:
+        return {r: r for r in range(plan.dst_shape[0])}
+    if plan.action == "partial" and plan.segments is not None:
+        return {d0 + i: s0 + i for s0, s1, d0, _ in plan.segments[0] for i in range(s1 - s0)}
+    return {}
+
+
+def _fix_weight_norm(
+    net: NetworkPlan, built: dict[str, torch.Tensor], load: Any, gen: torch.Generator
+) -> list[str]:
+    """Rebuild each weight-norm magnitude so kept weights keep their effective values (g * v / |v|)."""
+    import torch
+
+    plans = {p.name: p for p in net.tensors}
+    fixed = []
+    for name, plan in plans.items():
+        leaf = name.rsplit(".", 1)[-1]
+        pair = next((v for g, v in WN_PAIRS if leaf == g), None)
+        if pair is None or plan.action == "drop" or plan.dst_shape is None:
+            continue
+        v_name = name[: -len(leaf)] + pair
+        v_plan = plans.get(v_name)
+        if v_plan is None or v_name not in built or (plan.action == "copy" and v_plan.action == "copy"):
+            continue
+        v_new = built[v_name]
+        rows = v_new.shape[0]
+        norms_new = v_new.double().reshape(rows, -1).norm(dim=1)
+        g_old = load(name) if plan.src_shape is not None else None
+        v_old = load(v_name) if v_plan.src_shape is not None else None
+        norms_old = v_old.double().reshape(v_old.shape[0], -1).norm(dim=1) if v_old is not None else None
+        g = torch.zeros(rows, dtype=torch.float64)
+        row_map = _row_map(v_plan)
+        for r in range(rows):
+            src_row = row_map.get(r)
+            if (
+                src_row is not None
+                and g_old is not None
+                and norms_old is not None
+                and src_row < g_old.numel()
+            ):
+                old_norm = float(norms_old[src_row])
+                g[r] = float(g_old.reshape(-1)[src_row]) * (
+                    float(norms_new[r]) / old_norm if old_norm else 1.0
+                )
+            elif float(norms_new[r]) == 0.0:
+                # an all-zero direction has no norm (NaN weights): give it a direction, and a zero magnitude
+                v_new[r] = (
+                    torch.empty(v_new[r].shape).normal_(0.0, NEW_OUTPUT_STD, generator=gen).to(v_new.dtype)
+                )
+                g[r] = 0.0
+            else:
+                g[r] = float(norms_new[r])
+        built[name] = g.reshape(plan.dst_shape).to(built[name].dtype if name in built else v_new.dtype)
+        fixed.append(name)
+    return fixed
+
+
+def _migrate_network(
+    net: NetworkPlan, ckpt: Checkpoint, reader: StorageReader, gen: torch.Generator, init: str,
+    tmpl_tensors: dict[str, TensorInfo], tmpl_reader: StorageReader | None,
+) -> OrderedDict[str, torch.Tensor]:  # fmt: skip
+    sd = get_path(ckpt.root, net.path) if net.path else ckpt.root
+    infos = {str(k)[len(net.prefix) :]: v for k, v in sd.items() if isinstance(v, TensorInfo)}
+
+    def load(name: str) -> torch.Tensor:
+        return reader.tensor(infos[name])
+
+    built: dict[str, torch.Tensor] = {}
+    for p in net.tensors:
+        if p.action == "drop":
+            continue
+        source = load(p.name) if p.src_shape is not None and p.action in ("copy", "partial") else None
+        tmpl = None
+        if init == "template" and p.name in tmpl_tensors and tmpl_reader is not None:
+            tmpl = tmpl_reader.tensor(tmpl_tensors[p.name])
+        built[p.name] = build_tensor(p, source, gen, init, tmpl)
+        del source
+    if init != "template":
+        _fix_weight_norm(net, built, load, gen)
+    return OrderedDict((net.prefix + name, t) for name, t in built.items())
+
+
+def _migrate_optimizer(
+    opt: dict[str, Any], path: str, net: NetworkPlan, ckpt: Checkpoint, layout: Any, reader: StorageReader,
+    mode: str,
+) -> tuple[Any, str]:  # fmt: skip
+    """The optimizer dict for the new network: moments cut and padded like their parameters."""
+    import torch
+
+    params = get_path(ckpt.root, net.path) if net.path else ckpt.root
+    report = analyse(path, net.label, opt, dict(params), layout.group_layout)
+    groups = opt.get("param_groups") or []
+    if mode == "drop":
+        return None, f"{path}: dropped (the trainer starts a fresh optimizer)"
+    plans = {p.name: p for p in net.tensors}
+    mapping = {sid: name[len(net.prefix) :] for sid, name in report.mapping.items()}
+    group_of: dict[str, int] = {}
+    for gi, g in enumerate(groups):
+        for sid in g.get("params", []):
+            if sid in mapping:
+                group_of[mapping[sid]] = gi
+    layout_groups = layout.group_layout or ()
+    order = [p.name for p in net.tensors if p.action != "drop" and not p.buffer and p.dst_shape is not None]
+
+    def group_for(name: str) -> int:
+        if name in group_of:
+            return group_of[name]
+        for k, prefixes in enumerate(layout_groups):
+            if name.startswith(prefixes) and k + 1 < len(groups):
+                return k + 1
+        return 0
+
+    new_groups: list[dict[str, Any]] = []
+    new_id: dict[str, int] = {}
+    counter = 0
+    for gi, g in enumerate(groups):
+        members = [
+            n for n in order if group_for(n) == gi and (n in group_of or not _is_buffer_like(n, plans))
+        ]
+        ids = list(range(counter, counter + len(members)))
+        counter += len(members)
+        new_id.update(zip(members, ids, strict=True))
+        hyper = materialise({k: v for k, v in g.items() if k != "params"}, reader.tensor)
+        new_groups.append({**hyper, "params": ids})
+    if mode == "reset" or not report.aligned:
+        why = (
+            "reset" if mode == "reset" else f"reset, because its state could not be mapped ({report.problem})"
+        )
+        return {"state": {}, "param_groups": new_groups}, f"{path}: {why}; hyper-parameters kept"
+    src_id = {name: sid for sid, name in mapping.items()}
+    state: dict[int, Any] = {}
+    carried = 0
+    for name, nid in new_id.items():
+        sid = src_id.get(name)
+        entry = (opt.get("state") or {}).get(sid) if sid is not None else None
+        plan = plans.get(name)
+        if entry is None or plan is None or plan.src_shape is None:
+            continue  # a new parameter: torch initialises its state at the first step
+        new_entry: dict[str, Any] = {}
+        for key, val in entry.items():
+            if (
+                isinstance(val, TensorInfo)
+                and tuple(val.shape) == plan.src_shape
+                and plan.dst_shape is not None
+            ):
+                src = reader.tensor(val)
+                if plan.action == "copy":
+                    new_entry[key] = src
+                else:
+                    moved = torch.zeros(plan.dst_shape, dtype=src.dtype)
+                    if plan.action == "partial" and plan.segments is not None:
+                        _copy_into(moved, src, plan.segments)
+                    new_entry[key] = moved
+            else:
+                new_entry[key] = materialise(val, reader.tensor)
+        state[nid] = new_entry
+        carried += 1
+    return (
+        {"state": state, "param_groups": new_groups},
+        f"{path}: moments of {carried} parameter(s) carried over (new entries zero), "
+        f"{len(new_id) - carried} new parameter(s) start fresh; {len(new_groups)} group(s) kept",
+    )
+
+
+def _is_buffer_like(name: str, plans: dict[str, TensorPlan]) -> bool:
+    p = plans.get(name)
+    return bool(p and p.buffer)
+
+
+def _set_config_value(node: Any, parts: list[str], value: Any) -> bool:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, Stub):
+            st = node.state
+            target = st if isinstance(st, dict) else st[0] if isinstance(st, tuple) and st else None
+            if not isinstance(target, dict) or part not in target:
+                return False
+            if last:
+                target[part] = value
+                return True
+            node = target[part]
+        elif isinstance(node, dict):
+            if part not in node:
+                return False
+            if last:
+                node[part] = value
+                return True
+            node = node[part]
+        else:
+            return False
+    return False
+
+
+def _apply(
+    ckpt: Checkpoint, layout: Any, plan: MigratePlan, report: MigrateReport, out: Path,
+    tmpl: Checkpoint | None, seed: int,
+) -> None:  # fmt: skip
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    replaced_paths = {n.path for n in plan.networks} | set(layout.optimizers)
+    placeholder = object()
+    skip_ids: set[int] = set()
+    for p in replaced_paths:
+        obj = get_path(ckpt.root, p) if p else ckpt.root
+        if isinstance(obj, dict):
+            for t in _tensors_in(obj):
+                skip_ids.add(id(t))
+    tmpl_layout = detect_layout(tmpl) if tmpl else None
+    with StorageReader() as reader, StorageReader() as tmpl_reader:
+        root = materialise(ckpt.root, lambda t: placeholder if id(t) in skip_ids else reader.tensor(t))
+        networks: dict[str, OrderedDict[str, torch.Tensor]] = {}
+        for net in plan.networks:
+            tmpl_tensors: dict[str, TensorInfo] = {}
+            if tmpl is not None and tmpl_layout is not None:
+                t_path = tmpl_layout.networks.get(net.label) or next(iter(tmpl_layout.networks.values()), "")
+                tsd = get_path(tmpl.root, t_path) if t_path else tmpl.root
+                if isinstance(tsd, dict):
+                    pre = _common_prefix(tsd)
+                    tmpl_tensors = {
+                        str(k)[len(pre) :]: v for k, v in tsd.items() if isinstance(v, TensorInfo)
+                    }
+            networks[net.label] = _migrate_network(
+                net, ckpt, reader, gen, plan.init, tmpl_tensors, tmpl_reader
+            )
+        by_label = {n.label: n for n in plan.networks}
+        for opt_path, label in layout.optimizers.items():
+            opt = get_path(ckpt.root, opt_path)
+            if not is_optimizer(opt) or label not in by_label:
+                continue
+            new_opt, message = _migrate_optimizer(opt, opt_path, by_label[label], ckpt, layout, reader,
+                                                  plan.optimizer)  # fmt: skip
+            root = _set_path(root, opt_path, new_opt)
+            report.optimizer_results.append(message)
+        for net in plan.networks:
+            root = _set_path(root, net.path, networks[net.label])
+        _update_embedded_config(root, layout, plan)
+    tag = _tag(ckpt, layout, plan)
+    data = _safetensors_bytes(plan, networks) if plan.to == "safetensors" else torch_save_bytes(root, tag=tag)
+    del root, networks
+
+    def verify(path: Path) -> None:
+        _verify(path, plan)
+
+    atomic_write(out, lambda fh: fh.write(data), verify)
+    report.written, report.size, report.verified = str(out), len(data), True
+
+
+def _tensors_in(obj: Any) -> Iterable[TensorInfo]:
+    stack = [obj]
+    seen: set[int] = set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, TensorInfo):
+            yield x
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple):
+            stack.extend(x)
+
+
+def _common_prefix(sd: dict[str, Any]) -> str:
+    for pre in ("module.", "_orig_mod."):
+        if sd and all(str(k).startswith(pre) for k in sd):
+            return pre
+    return ""
+
+
+def _set_path(root: Any, path: str, value: Any) -> Any:
+    if not path:
+        return value
+    parts = path.split(".")
+    node = root
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return root
+
+
+def _update_embedded_config(root: Any, layout: Any, plan: MigratePlan) -> None:
+    if not layout.config or not isinstance(root, dict):
+        return
+    from ckpttool.specs.model import get_spec
+
+    config = root.get(layout.config.split(".")[0])
+    for net in plan.networks:
+        if not net.family or not net.changes:
+            continue
+        spec = get_spec(net.family)
+        for key, (_, new) in net.changes.items():
+            path = spec.config_keys.get(key)
+            if path and not _set_config_value(config, path.split("."), new):
+                plan.warnings.append(
+                    f"could not update {path} in the embedded config; set it to {new!r} yourself"
+                )
+            elif path:
+                plan.notes.append(f"embedded config: {path} set to {new!r}")
+
+
+def _tag(ckpt: Checkpoint, layout: Any, plan: MigratePlan) -> bytes | None:
+    if layout.profile != "gpt-sovits-export":
+        return None
+    from ckpttool.readers.sniff import GPT_SOVITS_TAGS as TAG_VERSIONS
+
+    version = next((n.version_to for n in plan.networks if n.version_to), None)
+    if version in GPT_SOVITS_TAGS:
+        return GPT_SOVITS_TAGS[version]
+    src_tag = ckpt.meta.get("gpt_sovits_tag")
+    if src_tag and version in (None, src_tag):
+        return {v: k for k, v in TAG_VERSIONS.items()}.get(src_tag)
+    return None
+
+
+def _safetensors_bytes(plan: MigratePlan, networks: dict[str, OrderedDict[str, Any]]) -> bytes:
+    from safetensors.torch import save
+
+    flat: dict[str, Any] = {}
+    single = len(networks) == 1
+    for label, sd in networks.items():
+        for name, t in sd.items():
+            flat[name if single else f"{label}.{name}"] = t.contiguous()
+    meta = {"ckpttool.migrated_from": os.path.basename(plan.src)}
+    for net in plan.networks:
+        for key, (_, new) in net.changes.items():
+            meta[f"{net.label}.{key}"] = str(new)
+    return bytes(save(flat, metadata=meta))
+
+
+def _verify(path: Path, plan: MigratePlan) -> None:
+    """Re-read what was written and check every network tensor against the target shapes."""
+    written = open_checkpoint(path)
+    single = len(plan.networks) == 1
+    for net in plan.networks:
+        if plan.to == "safetensors":
+            prefix = "" if single else f"{net.label}."
+            tensors = {t.path[len(prefix) :]: t for t in written.tensors if t.path.startswith(prefix)}
+        else:
+            sd = get_path(written.root, net.path) if net.path else written.root
+            if not isinstance(sd, dict):
+                raise MigrationError(
+                    f"verification failed: {net.label} ({net.path}) is missing from the output"
+                )
+            tensors = {str(k)[len(net.prefix) :]: v for k, v in sd.items() if isinstance(v, TensorInfo)}
+        expected = {p.name: p.dst_shape for p in net.tensors if p.action != "drop"}
+        if set(tensors) != set(expected):
+            raise MigrationError(f"verification failed: {net.label} holds other tensors than planned")
+        bad = [n for n, shape in expected.items() if tuple(tensors[n].shape) != shape]
+        if bad:
+            raise MigrationError(
+                f"verification failed: {len(bad)} tensor(s) of {net.label} have the wrong shape"
+            )
