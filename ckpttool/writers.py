@@ -165,11 +165,20 @@ def atomic_write(path: Path, data: Callable[[BinaryIO], object], verify: Callabl
         raise
 
 
-def torch_save_bytes(obj: Any, tag: bytes | None = None) -> bytes:
-    """torch.save into memory with stand-ins re-emitted; ``tag`` replaces the first two bytes (GPT-SoVITS)."""
+def torch_save_to(fh: BinaryIO, obj: Any, tag: bytes | None = None) -> None:
+    """torch.save with stand-ins re-emitted; ``tag`` replaces the first two bytes (GPT-SoVITS my_save2)."""
     import torch
 
+    start = fh.tell()
+    torch.save(obj, fh, pickle_module=PICKLE_MODULE, pickle_protocol=2)
+    if tag:
+        end = fh.tell()
+        fh.seek(start)
+        fh.write(tag[:2])
+        fh.seek(end)
+
+
+def torch_save_bytes(obj: Any, tag: bytes | None = None) -> bytes:
     buf = io.BytesIO()
-    torch.save(obj, buf, pickle_module=PICKLE_MODULE, pickle_protocol=2)
-    data = buf.getvalue()
-    return tag + data[2:] if tag else data
+    torch_save_to(buf, obj, tag)
+    return buf.getvalue()

@@ -63,5 +63,14 @@ def test_json_schemas_match_the_output() -> None:
         "--json",
     ).json()
     assert set(diff_doc) == _documented_keys("ckpttool.diff/1")
+    migrate_doc = run_cli(
+        "migrate",
+        fixture("gpt_sovits/variants/G_inter192.pth"),
+        "--set",
+        "model.inter_channels=256",
+        "--dry-run",
+        "--json",
+    ).json()
+    assert set(migrate_doc) == _documented_keys("ckpttool.migrate/1")
     error_doc = run_cli("inspect", fixture("malicious.pth"), "--json").json()
     assert set(error_doc) == _documented_keys("ckpttool.error/1")

@@ -280,3 +280,18 @@ def test_no_spec_falls_back_loudly(tmp_path: Path) -> None:
     out = _load(tmp_path / "o.pth")
     assert torch.equal(out["enc.weight"][:4], torch.ones(4, 3)) and out["head.weight"].shape == (2, 6)
     assert torch.count_nonzero(out["head.weight"][:, 4:]) == 0  # new inputs of the consumer are zero
+
+
+def test_safetensors_input_stays_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "w.safetensors"
+    save_file({"enc.weight": torch.ones(4, 3), "head.weight": torch.ones(2, 4)}, str(src))
+    tmpl = tmp_path / "t.safetensors"
+    save_file({"enc.weight": torch.zeros(5, 3), "head.weight": torch.zeros(2, 5)}, str(tmpl))
+    out = tmp_path / "o.safetensors"
+    r = run_cli("migrate", src, "-o", out, "--template", tmpl)
+    assert r.code == 0, r.stderr
+    assert out.read_bytes()[8:9] == b"{"  # a safetensors header, not a torch zip
+    got = load_file(str(out))
+    assert got["enc.weight"].shape == (5, 3) and torch.equal(got["enc.weight"][:4], torch.ones(4, 3))

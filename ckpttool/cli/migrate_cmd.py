@@ -28,12 +28,12 @@ from ckpttool.render.migrate_table import render_migrate
 @click.option("--init", type=click.Choice(INIT_MODES), default="normal", show_default=True,
               help="New entries: normal = function-preserving (zeros on new inputs, small normal on new outputs); "
               "zeros; template = values from --template.")  # fmt: skip
-@click.option("--to", "to", type=click.Choice(FORMATS), default="pth", show_default=True,
-              help="Output format (safetensors: network weights only).")  # fmt: skip
+@click.option("--to", "to", type=click.Choice(FORMATS), default=None,
+              help="Output format; default: the input's (safetensors holds network weights only).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the new entries' init.")
 @json_option
 def migrate_cmd(src: str, out: str | None, config_path: str | None, sets: tuple[str, ...], template: str | None,
-                dry_run: bool, force: bool, optimizer: str, init: str, to: str, seed: int,
+                dry_run: bool, force: bool, optimizer: str, init: str, to: str | None, seed: int,
                 as_json: bool) -> int:  # fmt: skip
     """Carry weights and optimizer state of SRC over to a changed architecture (inter_channels, gin_channels,
     version ...), chunk-aware and function-preserving where the architecture spec allows.

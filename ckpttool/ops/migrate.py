@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ckpttool.errors import MigrationError, UsageError
 from ckpttool.interpret.optimizer import analyse
@@ -31,7 +31,7 @@ from ckpttool.ops.migrate_plan import (
 )
 from ckpttool.readers import open_checkpoint
 from ckpttool.values import StorageReader
-from ckpttool.writers import atomic_write, check_output, materialise, torch_save_bytes
+from ckpttool.writers import atomic_write, check_output, materialise, torch_save_to
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +74,7 @@ def migrate_checkpoint(
     force: bool = False,
     optimizer: str = "migrate",
     init: str = "normal",
-    to: str = "pth",
+    to: str | None = None,
     seed: int = 0,
 ) -> MigrateReport:
     """Plan a migration of ``src`` to a new config or template; unless ``dry_run``, apply it and write ``out``."""
@@ -82,7 +82,7 @@ def migrate_checkpoint(
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZER_MODES)}")
     if init not in INIT_MODES:
         raise UsageError(f"--init must be one of {', '.join(INIT_MODES)}")
-    if to not in FORMATS:
+    if to is not None and to not in FORMATS:
         raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
     if init == "template" and template is None:
         raise UsageError("--init template needs --template T.pth to take the new values from")
@@ -92,6 +92,7 @@ def migrate_checkpoint(
         check_output(out, [str(src), *([template] if template else [])], force)
     ckpt = open_checkpoint(src)
     layout = detect_layout(ckpt)
+    to = to or ("safetensors" if ckpt.format == "safetensors" else "pth")  # keep the input's format
     tmpl = open_checkpoint(template) if template else None
     target = load_target(config, sets, tmpl, detect_layout(tmpl) if tmpl else None)
     if not layout.networks:
@@ -438,14 +439,19 @@ def _apply(
             root = _set_path(root, net.path, networks[net.label])
         _update_embedded_config(root, layout, plan)
     tag = _tag(ckpt, layout, plan)
-    data = _safetensors_bytes(plan, networks) if plan.to == "safetensors" else torch_save_bytes(root, tag=tag)
-    del root, networks
+
+    def write(fh: BinaryIO) -> None:
+        # Straight into the temporary file: the output is held in memory once (as tensors), not twice.
+        if plan.to == "safetensors":
+            fh.write(_safetensors_bytes(plan, networks))
+        else:
+            torch_save_to(fh, root, tag=tag)
 
     def verify(path: Path) -> None:
         _verify(path, plan)
 
-    atomic_write(out, lambda fh: fh.write(data), verify)
-    report.written, report.size, report.verified = str(out), len(data), True
+    atomic_write(out, write, verify)
+    report.written, report.size, report.verified = str(out), out.stat().st_size, True
 
 
 def _tensors_in(obj: Any) -> Iterable[TensorInfo]:
