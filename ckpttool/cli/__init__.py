@@ -17,6 +17,7 @@ from ckpttool.cli.common import json_mode
 from ckpttool.cli.diff_cmd import diff_cmd
 from ckpttool.cli.inspect_cmd import inspect_cmd
 from ckpttool.cli.migrate_cmd import migrate_cmd
+from ckpttool.cli.verify_cmd import verify_cmd
 from ckpttool.errors import EXIT_UNREADABLE, EXIT_USAGE, CkptError
 from ckpttool.render import to_json
 
@@ -35,6 +36,7 @@ def cli() -> None:
 cli.add_command(inspect_cmd)
 cli.add_command(diff_cmd)
 cli.add_command(migrate_cmd)
+cli.add_command(verify_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,189 @@
+"""``verify-resume``: static checks, then a shadow run (and optionally a recipe run) proving the resume."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ckpttool.configs import load_config_file, run_config_beside
+from ckpttool.errors import DeviceError, UsageError
+from ckpttool.interpret.pieces import interpret
+from ckpttool.interpret.profiles import detect_layout
+from ckpttool.readers import open_checkpoint
+from ckpttool.resume.schedulers import DEFAULT_GAMMA, RULES
+from ckpttool.resume.static import (
+    Check,
+    Source,
+    lr_rule_checks,
+    optimizer_checks,
+    piece_checks,
+    scaler_check,
+    scheduler_checks,
+    stage_check,
+)
+from ckpttool.values import StorageReader
+
+if TYPE_CHECKING:
+    import torch
+
+SCHEMA = "ckpttool.verify-resume/1"
+DEFAULT_STEPS = 4
+
+
+@dataclass
+class VerifyReport:
+    paths: list[str]
+    device: str
+    checks: list[Check]
+    shadow: list[dict[str, Any]] = field(default_factory=list)
+    recipe: dict[str, Any] | None = None
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "paths": self.paths,
+            "device": self.device,
+            "strict": self.strict,
+            "verified": self.ok,
+            "checks": [c.to_json() for c in self.checks],
+            "shadow_runs": self.shadow,
+            "recipe_run": self.recipe,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UsageError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
+
+
+def _run_config(paths: list[str], config: str | None) -> tuple[dict[str, Any] | None, str]:
+    if config:
+        return load_config_file(config), config
+    for p in paths:
+        beside = run_config_beside(p)
+        if beside is not None:
+            return load_config_file(beside), str(beside)
+    return None, ""
+
+
+def verify_resume(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    config: str | None = None,
+    steps: int = DEFAULT_STEPS,
+    device: str = "auto",
+    recipe: str | None = None,
+    strict: bool = False,
+    shadow: bool = True,
+    optimizer_class: str | None = None,
+    scheduler_class: str | None = None,
+) -> VerifyReport:
+    """Check that training resumed from ``paths`` continues exactly as if it had never stopped."""
+    files = [str(p) for p in paths]
+    if not files:
+        raise UsageError("give at least one checkpoint (a bundle, or a G file and its D file)")
+    if steps < 2:
+        raise UsageError("--steps must be at least 2 (half before the save, half after)")
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    sources = []
+    for f in files:
+        ckpt = open_checkpoint(f)
+        layout = detect_layout(ckpt)
+        with StorageReader() as reader:
+            interp = interpret(ckpt, layout, lambda ts, r=reader: [r.scalar(t) for t in ts])
+        sources.append(Source(ckpt, layout, interp))
+    run_config, config_from = _run_config(files, config)
+    train = run_config.get("train", {}) if isinstance(run_config, dict) else {}
+    gamma = float(train.get("lr_decay", DEFAULT_GAMMA)) if isinstance(train, dict) else DEFAULT_GAMMA
+    gamma_from = f"train.lr_decay in {config_from}" if isinstance(train, dict) and "lr_decay" in train else (
+        "the GPT-SoVITS/VITS default; pass --config to use the run's")  # fmt: skip
+    fp16 = train.get("fp16_run") if isinstance(train, dict) else None
+    if fp16 is None and any(s.layout.trainer == "gpt-sovits" for s in sources):
+        fp16 = True  # s2.json's default
+
+    report = VerifyReport(files, str(dev), [], strict=strict)
+    runnable = []
+    for s in sources:
+        basics = piece_checks(s) + optimizer_checks(s)
+        if not any(c.status == "fail" for c in basics):
+            runnable.append(s)
+        report.checks += basics
+        report.checks += scheduler_checks(s, scheduler_class)
+        report.checks += lr_rule_checks(s, gamma, gamma_from, strict)
+        report.checks += scaler_check(s, fp16)
+    report.checks += stage_check(sources)
+
+    if shadow:
+        from ckpttool.resume.shadow import shadow_run
+
+        with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as tmp:
+            for s in sources:
+                if s not in runnable or not s.layout.optimizers:
+                    report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run (nothing to resume, or "
+                                               "the static checks above already fail)"))  # fmt: skip
+                    continue
+                try:
+                    res = shadow_run(s.ckpt, s.layout, dev, steps, Path(tmp), gamma=gamma,
+                                     optimizer_override=optimizer_class)  # fmt: skip
+                except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+                    report.checks.append(Check("shadow-run", "fail", f"{s.name}: the shadow run failed: "
+                                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))  # fmt: skip
+                    continue
+                report.shadow.append({"path": s.name, **res.to_json()})
+                report.checks += _shadow_checks(s, res, strict)
+    if recipe:
+        from ckpttool.resume.recipe import run_recipe
+
+        with tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
+            rr = run_recipe(recipe, [Path(f) for f in files], dev, steps, Path(tmp))
+        report.recipe = rr.to_json()
+        status = "pass" if rr.identical else "fail"
+        detail = "identical end states" if rr.identical else "; ".join(rr.differences[:6])
+        report.checks.append(
+            Check("recipe-run", status, f"{recipe}: {rr.steps} steps straight vs split: {detail}")
+        )
+    return report
+
+
+def _shadow_checks(s: Source, res: Any, strict: bool) -> list[Check]:
+    out = []
+    where = f"{s.name}: {res.steps} steps straight vs {res.steps // 2} + save/reload + {res.steps - res.steps // 2}"
+    if res.exact.identical:
+        kind = "bit-identical" if res.device == "cpu" else "identical within rtol 1e-6"
+        out.append(Check("shadow-run", "pass", f"{where}: {kind} parameters, optimizer state, LR and counters "
+                         f"({res.parameters:,} parameters, {res.seconds:.1f} s on {res.device})"))  # fmt: skip
+    else:
+        out.append(Check("shadow-run", "fail", f"{where}: the reload changed the training state: "
+                         + "; ".join(res.exact.differences[:6])))  # fmt: skip
+    if res.trainer is not None:
+        rule = RULES[res.trainer_rule].description if res.trainer_rule in RULES else res.trainer_rule
+        if res.trainer.identical:
+            out.append(Check("trainer-resume", "pass", f"{s.name}: resuming the way the trainer does ({rule}) "
+                             "matches the uninterrupted run"))  # fmt: skip
+        else:
+            out.append(Check("trainer-resume", "fail" if strict else "warn",
+                             f"{s.name}: resuming the way the trainer does ({rule}) drifts from the uninterrupted "
+                             "run: " + "; ".join(res.trainer.differences[:4])))  # fmt: skip
+    return out

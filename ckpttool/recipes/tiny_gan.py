@@ -1,0 +1,161 @@
+"""A tiny VITS-like G/D GAN recipe: weight-normed convs, AdamW(0.8, 0.99), ExponentialLR, one step = one epoch.
+
+``recipe`` saves and restores everything (models, optimizers, schedulers, counters): resume is exact.
+``vits_style`` saves only what VITS's ``utils.save_checkpoint`` saves (model, iteration, optimizer,
+learning_rate) and rebuilds the scheduler on load as VITS does (``ExponentialLR(last_epoch=epoch-2)``, the
+interrupted epoch re-run): verify-resume shows how far that drifts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import weight_norm as _legacy_weight_norm
+
+
+def weight_norm(module: nn.Module) -> nn.Module:
+    """The legacy weight norm VITS and GPT-SoVITS use (weight_g/weight_v keys), without its deprecation noise."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _legacy_weight_norm(module)
+
+
+GAMMA = 0.999875
+LR = 2e-4
+
+
+class TinyG(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_pre = nn.Conv1d(4, 8, 3, padding=1)
+        self.ups = nn.ModuleList([weight_norm(nn.ConvTranspose1d(8, 4, 4, 2, padding=1))])
+        self.conv_post = nn.Conv1d(4, 1, 7, padding=3, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.leaky_relu(self.conv_pre(z), 0.1)
+        x = nn.functional.leaky_relu(self.ups[0](x), 0.1)
+        return torch.tanh(self.conv_post(x))
+
+
+class TinyD(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [weight_norm(nn.Conv1d(1, 4, 5, 2, padding=2)), weight_norm(nn.Conv1d(4, 4, 3))]
+        )
+        self.conv_post = weight_norm(nn.Conv1d(4, 1, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for c in self.convs:
+            x = nn.functional.leaky_relu(c(x), 0.1)
+        return self.conv_post(x)
+
+
+class TinyGAN:
+    """The trainer object of the recipe protocol."""
+
+    save_scheduler = True
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        torch_state = torch.get_rng_state()
+        torch.manual_seed(1234)  # module init draws from the global RNG; put the caller's state back after
+        self.net_g, self.net_d = TinyG().to(device), TinyD().to(device)
+        torch.set_rng_state(torch_state)
+        kw: dict[str, Any] = {"lr": LR, "betas": (0.8, 0.99), "eps": 1e-9}
+        self.optim_g = torch.optim.AdamW(self.net_g.parameters(), **kw)
+        self.optim_d = torch.optim.AdamW(self.net_d.parameters(), **kw)
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, GAMMA)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, GAMMA)
+        self.epoch = 0
+
+    def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(10_000 + index)
+        z = torch.randn(2, 4, 16, generator=gen)
+        real = torch.tanh(torch.randn(2, 1, 32, generator=gen))
+        return z.to(self.device), real.to(self.device)
+
+    def train_step(self, index: int) -> None:
+        z, real = self._batch(index)
+        fake = self.net_g(z)
+        loss_d = ((self.net_d(real) - 1) ** 2).mean() + (self.net_d(fake.detach()) ** 2).mean()
+        self.optim_d.zero_grad()
+        loss_d.backward()
+        self.optim_d.step()
+        loss_g = ((self.net_d(fake) - 1) ** 2).mean() + (fake - real).abs().mean()
+        self.optim_g.zero_grad()
+        loss_g.backward()
+        self.optim_g.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        self.epoch += 1
+
+    def save(self, folder: Path) -> list[Path]:
+        paths = [folder / f"G_{self.epoch}.pth", folder / f"D_{self.epoch}.pth"]
+        for path, net, opt, sched in ((paths[0], self.net_g, self.optim_g, self.sched_g),
+                                      (paths[1], self.net_d, self.optim_d, self.sched_d)):  # fmt: skip
+            obj: dict[str, Any]
+            if self.save_scheduler:
+                obj = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                       "epoch": self.epoch}  # fmt: skip
+            else:  # exactly what VITS's utils.save_checkpoint writes
+                obj = {"model": net.state_dict(), "iteration": self.epoch, "optimizer": opt.state_dict(),
+                       "learning_rate": LR}  # fmt: skip
+            torch.save(obj, path)
+        return paths
+
+    def load(self, paths: list[Path]) -> None:
+        for path in paths:
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
+            is_d = Path(path).name.startswith("D_")
+            net, opt = (self.net_d, self.optim_d) if is_d else (self.net_g, self.optim_g)
+            net.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            self.epoch = int(ckpt["epoch"] if "epoch" in ckpt else ckpt["iteration"])
+            if "scheduler" in ckpt:
+                (self.sched_d if is_d else self.sched_g).load_state_dict(ckpt["scheduler"])
+            else:  # VITS: ExponentialLR(optim, gamma, last_epoch=epoch_str-2), and the epoch is re-run
+                sched = torch.optim.lr_scheduler.ExponentialLR(opt, GAMMA, last_epoch=self.epoch - 2)
+                if is_d:
+                    self.sched_d = sched
+                else:
+                    self.sched_g = sched
+        if not self.save_scheduler:
+            self.epoch -= 1
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for prefix, net, opt in (("G", self.net_g, self.optim_g), ("D", self.net_d, self.optim_d)):
+            for k, v in net.state_dict().items():
+                out[f"{prefix}.{k}"] = v.detach().cpu()
+            for i, entry in opt.state_dict()["state"].items():
+                for k, v in entry.items():
+                    out[f"{prefix}.optimizer.{i}.{k}"] = torch.as_tensor(v).detach().cpu()
+            out[f"{prefix}.lr"] = torch.tensor([g["lr"] for g in opt.param_groups], dtype=torch.float64)
+        out["epoch"] = torch.tensor(self.epoch)
+        return out
+
+
+class VitsStyleGAN(TinyGAN):
+    save_scheduler = False
+
+
+def recipe(device: torch.device) -> TinyGAN:
+    return TinyGAN(device)
+
+
+def vits_style(device: torch.device) -> TinyGAN:
+    return VitsStyleGAN(device)
+
+
+def make_checkpoint(folder: Path, steps: int = 4) -> list[Path]:
+    """The starting point used by the tests and the demo: the recipe trained ``steps`` steps, then saved."""
+    trainer = TinyGAN(torch.device("cpu"))
+    for i in range(steps):
+        trainer.train_step(i)
+    return trainer.save(folder)

@@ -1,0 +1,1 @@
+"""Resume verification: static checks, the shadow run, recipe runs."""

@@ -1,0 +1,230 @@
+"""A checkpoint turned back into live training state: parameters, optimizers, schedulers and counters.
+
+No model code is needed: parameters are rebuilt from the tensors, the optimizer from its class (inferred from
+its state) and ``param_groups``, the scheduler from its saved state or from the trainer's rebuild rule. The same
+builder reads the original file and the file the shadow run saves, so a save/reload round trip goes through
+ckpttool's own reader exactly as a resume goes through the trainer's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ckpttool.errors import UsageError
+from ckpttool.interpret.optimizer import analyse, guess_kind
+from ckpttool.interpret.pieces import network_params
+from ckpttool.interpret.profiles import Layout
+from ckpttool.interpret.structure import get_path, is_optimizer
+from ckpttool.model import Checkpoint
+from ckpttool.resume.schedulers import DEFAULT_GAMMA, RULES, infer_class
+from ckpttool.values import StorageReader
+from ckpttool.writers import materialise
+
+if TYPE_CHECKING:
+    import torch
+
+OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD")
+REBUILDABLE = ("ExponentialLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "ConstantLR", "LinearLR")
+
+
+@dataclass
+class LiveOptimizer:
+    path: str
+    network: str
+    kind: str
+    optimizer: Any
+    names: list[str]  # parameter name per position in the optimizer (groups concatenated)
+
+
+@dataclass
+class LiveScheduler:
+    path: str | None  # None: rebuilt by the trainer's rule, not stored in the file
+    optimizer: str
+    kind: str
+    scheduler: Any
+
+
+@dataclass
+class Live:
+    networks: dict[str, dict[str, torch.Tensor]]  # label -> name -> tensor (parameters require grad)
+    optimizers: list[LiveOptimizer]
+    schedulers: list[LiveScheduler]
+    step: int | None
+    epoch: int | None
+    notes: list[str] = field(default_factory=list)
+    rule: str | None = None  # the trainer whose scheduler rebuild rule applies (it saves no scheduler)
+    next_epoch: int | None = None  # the epoch the (resumed) run trains next
+
+    def params(self, label: str) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.networks[label].items() if v.requires_grad}
+
+
+def _counter(ckpt: Checkpoint, path: str | None) -> int | None:
+    if not path or path == "info":
+        return None
+    value = get_path(ckpt.root, path)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def optimizer_class(kind: str, override: str | None) -> Any:
+    import torch
+
+    name = override or kind.split(" ")[0]
+    if name not in OPTIMIZERS:
+        raise UsageError(
+            f"cannot rebuild a {kind!r} optimizer; name its class with --optimizer-class ({', '.join(OPTIMIZERS)})"
+        )
+    return getattr(torch.optim, name)
+
+
+def driven_optimizer(sched_path: str, opt_paths: list[str], layout: Layout) -> str | None:
+    """Which optimizer a saved scheduler drives: the one for the same network (scheduler_g -> the G optimizer),
+    the one at the same index (Lightning's lists), or the only one."""
+    leaf = sched_path.rsplit(".", 1)[-1]
+    for suffix, label in (("_g", "G"), ("_d", "D")):
+        if leaf.endswith(suffix):
+            return next((p for p in opt_paths if layout.optimizers.get(p) == label), None)
+    for p in opt_paths:
+        if leaf.isdigit() and p.rsplit(".", 1)[-1] == leaf:
+            return p
+    return opt_paths[0] if len(opt_paths) == 1 else None
+
+
+def build_live(
+    ckpt: Checkpoint,
+    layout: Layout,
+    device: torch.device,
+    *,
+    trainer_rule: bool = False,
+    gamma: float = DEFAULT_GAMMA,
+    optimizer_override: str | None = None,
+) -> Live:
+    """Rebuild the training state. ``trainer_rule``: rebuild a missing scheduler (and the resumed epoch) the
+    way the trainer does; otherwise continue it exactly as an uninterrupted run would."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # Rebuilding a scheduler steps it before any optimizer step, as the trainers themselves do.
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+        return _build_live(ckpt, layout, device, trainer_rule, gamma, optimizer_override)
+
+
+def _build_live(
+    ckpt: Checkpoint, layout: Layout, device: torch.device, trainer_rule: bool, gamma: float,
+    optimizer_override: str | None,
+) -> Live:  # fmt: skip
+    live = Live({}, [], [], _counter(ckpt, layout.step), _counter(ckpt, layout.epoch))
+    with StorageReader() as reader:
+        for label, path in layout.networks.items():
+            tensors: dict[str, torch.Tensor] = {}
+            for name, info in network_params(ckpt, path).items():
+                t = reader.tensor(info, device=str(device))
+                if t.is_floating_point():
+                    t = t.detach().clone().requires_grad_(True)
+                tensors[str(name)] = t
+            live.networks[label] = tensors
+        opt_paths = [p for p in layout.optimizers if is_optimizer(get_path(ckpt.root, p))]
+        for opt_path in opt_paths:
+            label = layout.optimizers[opt_path]
+            tree = get_path(ckpt.root, opt_path)
+            params = network_params(ckpt, layout.networks[label]) if label in layout.networks else {}
+            report = analyse(
+                opt_path, label, tree, dict(params), layout.group_layout if label == "G" else None
+            )
+            if not report.aligned:
+                raise ValueError(
+                    f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}"
+                )
+            cls = optimizer_class(guess_kind(tree), optimizer_override)
+            live_params = live.networks[label]
+            groups, names = [], []
+            for g in tree.get("param_groups") or []:
+                hyper = materialise({k: v for k, v in g.items() if k != "params"}, reader.tensor)
+                members = [report.mapping[i] for i in g.get("params", [])]
+                names += members
+                groups.append({**hyper, "params": [live_params[str(n)] for n in members]})
+            opt = cls(groups)
+            state = materialise(tree, lambda t: reader.tensor(t))
+            opt.load_state_dict(state)
+            live.optimizers.append(LiveOptimizer(opt_path, label, cls.__name__, opt, [str(n) for n in names]))
+        by_path = {o.path: o for o in live.optimizers}
+        for sched_path in layout.schedulers:
+            state = get_path(ckpt.root, sched_path)
+            target = driven_optimizer(sched_path, list(by_path), layout)
+            if not isinstance(state, dict) or target is None:
+                continue
+            plain = materialise(state, reader.tensor)
+            live.schedulers.append(_rebuild_saved(sched_path, plain, by_path[target], live.notes))
+    rule = RULES.get(layout.trainer or "")
+    if rule is not None and not layout.schedulers:
+        live.rule = rule.trainer
+        for o in live.optimizers:
+            live.schedulers.append(_rebuild_by_rule(o, rule.trainer, gamma, live.epoch, trainer_rule))
+        if live.epoch is not None:
+            # These trainers save at the end of an epoch, before that epoch's scheduler step.
+            live.next_epoch = rule.resumed_epoch(live.epoch) if trainer_rule else live.epoch + 1
+    elif live.epoch is not None:
+        live.next_epoch = live.epoch + 1
+    return live
+
+
+def _rebuild_saved(path: str, state: dict[str, Any], opt: LiveOptimizer, notes: list[str]) -> LiveScheduler:
+    import torch
+
+    kind = infer_class(state) or "unknown"
+    optimizer = opt.optimizer
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    if kind not in REBUILDABLE:
+        notes.append(
+            f"{path}: a {kind} scheduler cannot be rebuilt without its code; the LR is held constant"
+        )
+        return LiveScheduler(path, opt.path, kind, None)
+    args: dict[str, Any] = {}
+    if kind in ("ExponentialLR", "StepLR", "MultiStepLR"):
+        args["gamma"] = state["gamma"]
+    if kind == "StepLR":
+        args["step_size"] = state["step_size"]
+    if kind == "MultiStepLR":
+        args["milestones"] = list(dict(state["milestones"]))
+    if kind == "CosineAnnealingLR":
+        args.update(T_max=state["T_max"], eta_min=state["eta_min"])
+    if kind in ("ConstantLR", "LinearLR"):
+        args.update(
+            {k: state[k] for k in ("factor", "start_factor", "end_factor", "total_iters") if k in state}
+        )
+    sched = getattr(torch.optim.lr_scheduler, kind)(optimizer, **args)
+    sched.load_state_dict(state)
+    for g, lr in zip(optimizer.param_groups, lrs, strict=True):  # constructing stepped once; undo that
+        g["lr"] = lr
+    return LiveScheduler(path, opt.path, kind, sched)
+
+
+def _rebuild_by_rule(
+    opt: LiveOptimizer, trainer: str, gamma: float, epoch: int | None, as_trainer: bool
+) -> LiveScheduler:
+    import torch
+
+    optimizer = opt.optimizer
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    if not as_trainer or epoch is None:
+        # An uninterrupted run: the file was saved before the epoch's scheduler step, which happens next; the
+        # chainable ExponentialLR multiplies the current lr by gamma at each step.
+        sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        for g, lr in zip(optimizer.param_groups, lrs, strict=True):
+            g["lr"] = lr
+        sched.step()
+        return LiveScheduler(None, opt.path, "ExponentialLR (continued)", sched)
+    if trainer == "gpt-sovits":
+        sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma, last_epoch=-1)
+        for _ in range(epoch + 1):
+            sched.step()
+    else:
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+        sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma, last_epoch=epoch - 2)
+    return LiveScheduler(None, opt.path, f"ExponentialLR (rebuilt like {trainer})", sched)
+
+
+def lr_of(live: Live) -> list[float]:
+    return [float(g["lr"]) for o in live.optimizers for g in o.optimizer.param_groups]

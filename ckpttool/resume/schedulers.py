@@ -1,0 +1,117 @@
+"""LR schedulers as the state dicts describe them, and the trainers' scheduler rebuild rules.
+
+A scheduler's ``state_dict()`` does not name its class, and ``load_state_dict`` accepts any dict without a
+word, so a state from another scheduler class loads silently. The class is therefore inferred from the keys
+that only it has, and each chainable scheduler's closed form says which LR its state implies: a state that
+does not imply the LR its optimizer holds does not belong to that optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# class -> keys only its state has (checked in order: the first class whose keys are all present wins)
+SIGNATURES: list[tuple[str, frozenset[str]]] = [
+    ("OneCycleLR", frozenset({"total_steps", "_schedule_phases"})),
+    ("CyclicLR", frozenset({"max_lrs", "total_size"})),
+    ("ReduceLROnPlateau", frozenset({"patience", "best", "num_bad_epochs"})),
+    ("CosineAnnealingWarmRestarts", frozenset({"T_0", "T_i", "T_cur"})),
+    ("CosineAnnealingLR", frozenset({"T_max", "eta_min"})),
+    ("MultiStepLR", frozenset({"milestones", "gamma"})),
+    ("StepLR", frozenset({"step_size", "gamma"})),
+    ("PolynomialLR", frozenset({"total_iters", "power"})),
+    ("LinearLR", frozenset({"start_factor", "end_factor", "total_iters"})),
+    ("ConstantLR", frozenset({"factor", "total_iters"})),
+    ("SequentialLR", frozenset({"_schedulers", "_milestones"})),
+    ("LambdaLR", frozenset({"lr_lambdas"})),
+    ("MultiplicativeLR", frozenset({"lr_lambdas"})),
+    ("ExponentialLR", frozenset({"gamma"})),
+]
+
+
+def infer_class(state: Mapping[str, Any]) -> str | None:
+    keys = set(state)
+    for name, needed in SIGNATURES:
+        if needed <= keys:
+            return name
+    return None
+
+
+def closed_form_lr(kind: str, state: Mapping[str, Any], base_lr: float) -> float | None:
+    """The LR this scheduler class gives at the state's ``last_epoch``, from ``base_lr`` (None when unknown)."""
+    t = state.get("last_epoch")
+    if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+        return None
+    try:
+        if kind == "ExponentialLR":
+            return base_lr * float(state["gamma"]) ** t
+        if kind == "StepLR":
+            return base_lr * float(state["gamma"]) ** (t // int(state["step_size"]))
+        if kind == "MultiStepLR":
+            milestones = state["milestones"]
+            passed = sum(int(n) for m, n in dict(milestones).items() if int(m) <= t)
+            return base_lr * float(state["gamma"]) ** passed
+        if kind == "CosineAnnealingLR":
+            t_max, eta_min = int(state["T_max"]), float(state["eta_min"])
+            return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2
+        if kind == "ConstantLR":
+            return base_lr * (float(state["factor"]) if t < int(state["total_iters"]) else 1.0)
+        if kind == "LinearLR":
+            s, e, n = float(state["start_factor"]), float(state["end_factor"]), int(state["total_iters"])
+            return base_lr * (s + (e - s) * min(t, n) / n)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+@dataclass
+class RebuildRule:
+    """How a trainer that does not save its scheduler rebuilds it on resume (formats.md §1.3, §7)."""
+
+    trainer: str
+    description: str
+
+    def resumed_epoch(self, saved_epoch: int) -> int:
+        # GPT-SoVITS adds one to the finished epoch; VITS and RVC re-run the saved one.
+        return saved_epoch + 1 if self.trainer == "gpt-sovits" else saved_epoch
+
+    def resumed_lr(self, saved_lr: float, initial_lr: float, gamma: float, saved_epoch: int) -> float:
+        """The LR the trainer's rebuilt scheduler leaves in the optimizer, computed by running the installed
+        torch's ExponentialLR exactly as the trainer calls it (its first step changed between torch versions)."""
+        import warnings
+
+        import torch
+
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=saved_lr)
+        opt.param_groups[0]["initial_lr"] = initial_lr
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.trainer == "gpt-sovits":
+                # ExponentialLR(last_epoch=-1), then `for _ in range(epoch_str): step()` over the saved lr
+                sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma, last_epoch=-1)
+                for _ in range(saved_epoch + 1):
+                    sched.step()
+            else:  # ExponentialLR(last_epoch=epoch_str-2) over the saved lr
+                torch.optim.lr_scheduler.ExponentialLR(opt, gamma, last_epoch=saved_epoch - 2)
+        return float(opt.param_groups[0]["lr"])
+
+    def uninterrupted_lr(self, initial_lr: float, gamma: float, saved_epoch: int) -> float:
+        """The LR an uninterrupted run uses for the epoch the resumed run starts with."""
+        if self.trainer == "gpt-sovits":
+            return initial_lr * gamma ** self.resumed_epoch(saved_epoch)
+        return initial_lr * gamma ** (self.resumed_epoch(saved_epoch) - 1)
+
+
+RULES = {
+    "gpt-sovits": RebuildRule(
+        "gpt-sovits", "ExponentialLR rebuilt, then stepped epoch+1 times over the saved LR"
+    ),
+    "vits": RebuildRule("vits", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
+    "vits-family": RebuildRule("vits", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
+    "rvc": RebuildRule("rvc", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
+}
+DEFAULT_GAMMA = 0.999875  # train.lr_decay in GPT-SoVITS s2.json and the VITS configs

@@ -1,0 +1,194 @@
+"""Static resume checks: what can be proven from the files alone, before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ckpttool.interpret.pieces import Interpretation
+from ckpttool.interpret.profiles import Layout
+from ckpttool.interpret.structure import get_path, is_optimizer
+from ckpttool.model import Checkpoint
+from ckpttool.resume.live import driven_optimizer
+from ckpttool.resume.schedulers import RULES, closed_form_lr, infer_class
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | fail | warn | skip
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "message": self.message, "data": self.data}
+
+
+@dataclass
+class Source:
+    """One input file, read and interpreted."""
+
+    ckpt: Checkpoint
+    layout: Layout
+    interp: Interpretation
+
+    @property
+    def name(self) -> str:
+        return self.ckpt.path
+
+
+def piece_checks(src: Source) -> list[Check]:
+    out = []
+    missing = [p for p in src.interp.pieces if p.required and p.status == "absent"]
+    for p in missing:
+        out.append(Check("pieces", "fail", f"{src.name}: no {p.name}: {p.consequence or 'needed to resume'}"))
+    if src.layout.optimizers:  # a training file: every network needs its own optimizer state
+        driven = set(src.layout.optimizers.values())
+        for label, path in src.layout.networks.items():
+            if label not in driven:
+                missing.append(src.interp.pieces[0])
+                out.append(Check("pieces", "fail", f"{src.name}: no optimizer state for {label} ({path}): its "
+                                 "Adam moments restart from zero; expect a loss spike"))  # fmt: skip
+    if not missing:
+        needed = [p.name for p in src.interp.pieces if p.required]
+        out.append(
+            Check(
+                "pieces", "pass", f"{src.name}: every piece needed to resume is there ({', '.join(needed)})"
+            )
+        )
+    return out
+
+
+def optimizer_checks(src: Source) -> list[Check]:
+    out = []
+    for f in src.interp.findings:
+        if f.code in ("optimizer-misaligned", "optimizer-shape"):
+            out.append(Check("optimizer", "fail", f.message))
+        elif f.code in ("optimizer-partial", "optimizer-unchecked", "adam-step") and f.severity == "warning":
+            out.append(Check("optimizer", "warn", f.message))
+        elif f.code == "g-d-stage":
+            out.append(Check("g-d-stage", "fail", f"{src.name}: {f.message}"))
+    aligned = [o for o in src.interp.optimizers if o.aligned]
+    if aligned and not any(c.status == "fail" for c in out):
+        out.append(Check("optimizer", "pass", "; ".join(
+            f"{o.path}: {o.n_state} state entries fit their parameters" for o in aligned)))  # fmt: skip
+    return out
+
+
+def stage_check(sources: list[Source]) -> list[Check]:
+    """A G file and a D file given together must come from the same save."""
+    if len(sources) < 2:
+        return []
+    stages = []
+    for s in sources:
+        epoch = get_path(s.ckpt.root, s.layout.epoch) if s.layout.epoch and s.layout.epoch != "info" else None
+        step = get_path(s.ckpt.root, s.layout.step) if s.layout.step and s.layout.step != "info" else None
+        adam = max((o.step_range[1] for o in s.interp.optimizers if o.step_range), default=None)
+        stages.append((s, epoch, step, adam))
+    keys = {(e, st, a) for _, e, st, a in stages}
+
+    def describe(e: Any, st: Any, a: Any) -> str:
+        parts = [f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
+                 for k, v in (("epoch", e), ("step", st), ("Adam step", a)) if v is not None]  # fmt: skip
+        return ", ".join(parts) or "no counters"
+
+    text = "; ".join(f"{s.name}: {describe(e, st, a)}" for s, e, st, a in stages)
+    if len(keys) > 1:
+        return [
+            Check(
+                "g-d-stage",
+                "fail",
+                f"the files come from different stages ({text}); resume both from one save",
+            )
+        ]
+    return [Check("g-d-stage", "pass", f"the files come from the same stage ({text})")]
+
+
+def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
+    out = []
+    opt_paths = [p for p in src.layout.optimizers if is_optimizer(get_path(src.ckpt.root, p))]
+    for path in src.layout.schedulers:
+        state = get_path(src.ckpt.root, path)
+        if not isinstance(state, dict):
+            continue
+        kind = infer_class(state)
+        if expected_class and kind != expected_class:
+            out.append(Check("scheduler", "fail", f"{path}: the trainer builds {expected_class}, but the saved state "
+                             f"is a {kind or 'scheduler of unknown class'} (keys {sorted(state)}); torch would load "
+                             "it without complaint"))  # fmt: skip
+            continue
+        target = driven_optimizer(path, opt_paths, src.layout)
+        if kind is None or target is None:
+            out.append(
+                Check("scheduler", "warn", f"{path}: scheduler class not recognised; its LR is not checked")
+            )
+            continue
+        groups = get_path(src.ckpt.root, target).get("param_groups") or []
+        base_lrs = state.get("base_lrs") or [g.get("initial_lr") for g in groups]
+        bad = []
+        for i, g in enumerate(groups):
+            base = base_lrs[i] if i < len(base_lrs) else None
+            lr = g.get("lr")
+            implied = closed_form_lr(kind, state, float(base)) if isinstance(base, int | float) else None
+            if implied is None or not isinstance(lr, int | float):
+                continue
+            if abs(implied - lr) > 1e-9 + 1e-6 * abs(lr):
+                bad.append(f"group {i}: the {kind} state (last_epoch {state.get('last_epoch')}) implies lr "
+                           f"{implied:.6g}, the optimizer holds {lr:.6g}")  # fmt: skip
+        if bad:
+            out.append(Check("scheduler", "fail", f"{path} does not belong to {target}: " + "; ".join(bad)
+                             + ". A scheduler state of another class or run loads silently and changes the LR"))  # fmt: skip
+        else:
+            out.append(Check("scheduler", "pass", f"{path}: {kind} state consistent with {target}'s LR"))
+    return out
+
+
+def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -> list[Check]:
+    """Trainers that rebuild their scheduler: the LR they resume with against the uninterrupted run's."""
+    rule = RULES.get(src.layout.trainer or "")
+    if rule is None or src.layout.schedulers:
+        return []
+    epoch = get_path(src.ckpt.root, src.layout.epoch) if src.layout.epoch else None
+    if not isinstance(epoch, int):
+        return []
+    out = []
+    for path in src.layout.optimizers:
+        opt = get_path(src.ckpt.root, path)
+        if not is_optimizer(opt) or not opt.get("param_groups"):
+            continue
+        g = opt["param_groups"][0]
+        lr, lr0 = g.get("lr"), g.get("initial_lr", g.get("lr"))
+        if not isinstance(lr, int | float) or not isinstance(lr0, int | float):
+            continue
+        resumed = rule.resumed_lr(float(lr), float(lr0), gamma, epoch)
+        wanted = rule.uninterrupted_lr(float(lr0), gamma, epoch)
+        rel = (resumed - wanted) / wanted if wanted else 0.0
+        data = {"epoch": rule.resumed_epoch(epoch), "resumed_lr": resumed, "uninterrupted_lr": wanted,
+                "relative_error": rel, "gamma": gamma, "gamma_from": gamma_source}  # fmt: skip
+        import torch
+
+        data["torch"] = torch.__version__
+        message = (
+            f"{path}: {rule.description}: the first resumed epoch ({rule.resumed_epoch(epoch)}) runs at lr "
+            f"{resumed:.6g} instead of {wanted:.6g} (relative error {rel:+.3%}; gamma {gamma} from {gamma_source}; "
+            f"torch {torch.__version__})"
+        )
+        if rule.resumed_epoch(epoch) == epoch:
+            message += f"; the saved epoch {epoch} is trained again from its start"
+        status = (
+            "pass"
+            if abs(rel) < 1e-12 and rule.resumed_epoch(epoch) > epoch
+            else ("fail" if strict else "warn")
+        )
+        out.append(Check("lr-after-resume", status, message, data))
+    return out
+
+
+def scaler_check(src: Source, fp16: bool | None) -> list[Check]:
+    if src.layout.scaler is not None:
+        return [Check("scaler", "pass", f"{src.name}: AMP GradScaler state saved")]
+    if fp16:
+        return [Check("scaler", "warn", f"{src.name}: training used fp16 but the GradScaler state is not saved: it "
+                      "restarts at scale 65536 and skips the first steps whose gradients overflow while it "
+                      "re-calibrates (a few steps, no lasting effect)")]  # fmt: skip
+    return []
