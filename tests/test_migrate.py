@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +17,7 @@ from ckpttool.specs import get_spec
 from ckpttool.specs.match import fingerprint
 
 LOW_LR = ("enc_p.text_embedding", "enc_p.encoder_text", "enc_p.mrte")  # GPT-SoVITS optimizer groups 1..3
+G_TRAIN = "gpt_sovits/logs_s2_v2/G_233333333333.pth"
 
 
 def _generator() -> ModuleType:
@@ -269,10 +271,11 @@ def test_export_keeps_fp16_tag_and_updates_its_config(tmp_path: Path) -> None:
 
 def test_no_spec_falls_back_loudly(tmp_path: Path) -> None:
     a, t = tmp_path / "a.pth", tmp_path / "t.pth"
-    torch.save({"enc.weight": torch.ones(4, 3), "enc.bias": torch.ones(4)}, a)
     torch.save(
-        {"enc.weight": torch.zeros(6, 3), "enc.bias": torch.zeros(6), "head.weight": torch.zeros(2, 6)}, t
+        {"enc.weight": torch.ones(4, 3), "enc.bias": torch.ones(4), "head.weight": torch.ones(2, 4)}, a
     )
+    torch.save({"enc.weight": torch.zeros(6, 3), "enc.bias": torch.zeros(6), "head.weight": torch.zeros(2, 6),
+                "extra.weight": torch.zeros(3, 3)}, t)  # fmt: skip
     r = run_cli("migrate", a, "-o", tmp_path / "o.pth", "--template", t, "--json")
     assert r.code == 0, r.stderr
     doc = r.json()
@@ -280,6 +283,7 @@ def test_no_spec_falls_back_loudly(tmp_path: Path) -> None:
     out = _load(tmp_path / "o.pth")
     assert torch.equal(out["enc.weight"][:4], torch.ones(4, 3)) and out["head.weight"].shape == (2, 6)
     assert torch.count_nonzero(out["head.weight"][:, 4:]) == 0  # new inputs of the consumer are zero
+    assert torch.count_nonzero(out["extra.weight"]) == 9  # a wholly new weight is initialised, trainable
 
 
 def test_safetensors_input_stays_safetensors(tmp_path: Path) -> None:
@@ -295,3 +299,100 @@ def test_safetensors_input_stays_safetensors(tmp_path: Path) -> None:
     assert out.read_bytes()[8:9] == b"{"  # a safetensors header, not a torch zip
     got = load_file(str(out))
     assert got["enc.weight"].shape == (5, 3) and torch.equal(got["enc.weight"][:4], torch.ones(4, 3))
+
+
+def test_template_of_another_network_is_refused(tmp_path: Path) -> None:
+    r = run_cli("migrate", fixture(G_TRAIN), "-o", tmp_path / "o.pth", "--template",
+                fixture("gpt_sovits/logs_s2_v2/D_233333333333.pth"))  # fmt: skip
+    assert r.code == 2 and "a template must be the same model" in r.stderr
+    assert not (tmp_path / "o.pth").exists()
+
+
+@pytest.mark.parametrize("value", [0, -4])
+def test_empty_or_negative_sizes_are_refused(tmp_path: Path, value: int) -> None:
+    r = run_cli(
+        "migrate", fixture(G_TRAIN), "-o", tmp_path / "o.pth", "--set", f"model.inter_channels={value}"
+    )
+    assert r.code == 2 and "a dimension of" in r.stderr
+
+
+def test_frozen_layers_and_buffers_stay_out_of_the_optimizer(tmp_path: Path) -> None:
+    """Only what the source optimizer held (plus genuinely new parameters) goes into the new groups."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    net[0] = torch.nn.Linear(3, 4, bias=False)  # its shape differs from every trainable one: a unique match
+    net[0].requires_grad_(False)  # frozen, like GPT-SoVITS's ssl_proj with freeze_quantizer
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    net(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    src = tmp_path / "src.pth"
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 1}, src)
+    wide = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, bias=False), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 5)
+    )
+    tmpl = tmp_path / "tmpl.pth"
+    torch.save({"model": {**wide.state_dict(), "3.weight": torch.zeros(5, 5)}, "epoch": 0}, tmpl)
+    r = run_cli("migrate", src, "-o", tmp_path / "out.pth", "--template", tmpl)
+    assert r.code == 0, r.stderr
+    out = _load(tmp_path / "out.pth")
+    (group,) = out["optimizer"]["param_groups"]
+    assert len(group["params"]) == 4 + 1  # BatchNorm weight/bias, head weight/bias, the new 3.weight
+    inspect_doc = run_cli("inspect", src, "--json").json()
+    assert inspect_doc["optimizers"][0]["aligned"] and "1 frozen or unused skipped: 0.weight" in (
+        inspect_doc["optimizers"][0]["alignment_method"])  # fmt: skip
+    model = {
+        k: torch.nn.Parameter(v) for k, v in out["model"].items() if k.split(".")[-1] in ("weight", "bias")
+    }
+    trainable = [model[k] for k in ("1.weight", "1.bias", "2.weight", "2.bias", "3.weight")]
+    fresh = torch.optim.AdamW(trainable, lr=1e-3)
+    fresh.load_state_dict(out["optimizer"])  # the group sizes match: frozen 0.* and BN buffers are not in it
+    assert torch.equal(fresh.state[model["2.weight"]]["exp_avg"][:2], opt.state[net[2].weight]["exp_avg"])
+
+
+def test_shared_tensors_and_untied_optimizers_are_written_whole(tmp_path: Path) -> None:
+    w = torch.randn(4, 3)
+    p = torch.nn.Parameter(torch.randn(2, 2))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = torch.ones(2, 2)
+    opt.step()
+    src = tmp_path / "shared.pth"
+    torch.save({"model": {"enc.weight": w}, "extra": [w], "opt": opt.state_dict()}, src)
+    r = run_cli("migrate", src, "-o", tmp_path / "o.pth", "--set", "model.x=1")
+    assert r.code == 0, r.stderr
+    out = torch.load(tmp_path / "o.pth", weights_only=True)  # loads: no placeholder leaked
+    assert torch.equal(out["extra"][0], w) and torch.equal(out["model"]["enc.weight"], w)
+
+
+def test_new_layers_are_trainable_and_add_nothing_at_first(tmp_path: Path) -> None:
+    out = tmp_path / "deep.pth"
+    r = run_cli("migrate", fixture(G_TRAIN), "-o", out, "--set", "model.n_layers=4")
+    assert r.code == 0, r.stderr
+    model = _load(out)["model"]
+    new = "enc_p.encoder_text.attn_layers.3"
+    assert torch.count_nonzero(model[f"{new}.conv_q.weight"]) > 0  # not a dead zero layer
+    assert torch.count_nonzero(model[f"{new}.conv_o.weight"]) == 0  # its residual output starts at zero
+    assert torch.count_nonzero(model["enc_p.encoder_text.ffn_layers.3.conv_1.weight"]) > 0
+    assert torch.equal(model["enc_p.encoder_text.norm_layers_1.3.gamma"], torch.ones(4))
+
+
+def test_template_init_keeps_weight_norm_effective_values(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.pth"
+    assert (
+        run_cli("migrate", fixture(G_TRAIN), "-o", wide, "--set", "model.upsample_initial_channel=16").code
+        == 0
+    )
+    out = tmp_path / "t.pth"
+    r = run_cli("migrate", fixture(G_TRAIN), "-o", out, "--template", wide, "--init", "template")
+    assert r.code == 0, r.stderr
+    old, new = _load(fixture(G_TRAIN))["model"], _load(out)["model"]
+    w_old = torch._weight_norm(old["dec.ups.0.weight_v"], old["dec.ups.0.weight_g"], 0)
+    w_new = torch._weight_norm(new["dec.ups.0.weight_v"], new["dec.ups.0.weight_g"], 0)
+    torch.testing.assert_close(w_new[:8, :4], w_old, rtol=1e-6, atol=1e-7)
+
+
+def test_output_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    out = tmp_path / "m.pth"
+    assert run_cli("migrate", fixture(G_TRAIN), "-o", out, "--set", "model.inter_channels=8").code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

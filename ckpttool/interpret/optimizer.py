@@ -207,6 +207,17 @@ def _align(
                 break
         if best is not None and best[0] == 0:
             break
+    if best is None or best[0] > 0:
+        subset = _by_subset(order, shapes, names_nobuf, params, group_layout)
+        if subset is not None:
+            assigned, skipped = subset
+            report.method = (
+                f"an ordered subset of the parameters ({len(skipped)} frozen or unused skipped: "
+                f"{', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''})"
+            )
+            report.mapping = dict(zip(order, assigned, strict=True))
+            report.aligned = True
+            return
     if best is None:
         report.aligned = False
         report.problem = (
@@ -224,6 +235,42 @@ def _align(
             f"{len(mismatches)} optimizer state entries do not have the shape of their parameter; "
             "loading works but the first optimizer.step() fails"
         )
+
+
+def _subsequence(wanted: list[Shape], names: list[str], params: dict[str, TensorInfo]) -> list[str] | None:
+    out, i = [], 0
+    for n in names:
+        if i < len(wanted) and params[n].shape == wanted[i]:
+            out.append(n)
+            i += 1
+    return out if i == len(wanted) else None
+
+
+def _by_subset(
+    order: list[Any],
+    shapes: dict[Any, Shape | None],
+    names: list[str],
+    params_of: dict[str, TensorInfo],
+    group_layout: tuple[tuple[str, ...], ...] | None,
+) -> tuple[list[str], list[str]] | None:
+    """An optimizer over some of the parameters (frozen layers filtered out with requires_grad): the state
+    shapes, in order, matched as a subsequence of the parameters. Accepted only when the match is unique
+    (matching from the front and from the back agree), so equal shapes cannot be assigned by guesswork."""
+    wanted = [shapes.get(i) for i in order]
+    if not wanted or any(w is None for w in wanted) or len(wanted) >= len(names):
+        return None
+    candidates = [names]
+    if group_layout is not None:
+        by_prefix = _by_prefix(names, [{}] * (len(group_layout) + 1), group_layout)
+        if by_prefix is not None:
+            candidates.insert(0, by_prefix)
+    for cand in candidates:
+        known = [w for w in wanted if w is not None]
+        front = _subsequence(known, cand, params_of)
+        back = _subsequence(known[::-1], cand[::-1], params_of)
+        if front is not None and back is not None and front == back[::-1]:
+            return front, [n for n in cand if n not in set(front)]
+    return None
 
 
 def _by_prefix(

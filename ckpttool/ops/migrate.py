@@ -9,6 +9,7 @@ entries). Source tensors are read one at a time; the output is written atomicall
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -160,7 +161,16 @@ def _new_values(
     if t is not None and t.fill is not None:
         return torch.full(shape, t.fill, dtype=dtype)
     axes = axes_of(plan)
-    if (t is not None and t.zero_init) or plan.buffer or axes is None or init == "zeros" or not shape:
+    if (
+        (t is not None and (t.zero_init or (t.preserve and plan.action == "init")))
+        or plan.buffer
+        or not shape
+    ):
+        return torch.zeros(shape, dtype=dtype)
+    if plan.action == "init" and axes is not None and init != "zeros":
+        # A wholly new weight: zeros would leave it (and the zero layers around it) without gradients.
+        return torch.empty(shape, dtype=torch.float32).normal_(0.0, NEW_OUTPUT_STD, generator=gen).to(dtype)
+    if axes is None or init == "zeros":
         return torch.zeros(shape, dtype=dtype)
     masks = _old_masks(plan)
     ndim = len(shape)
@@ -209,7 +219,7 @@ def _row_map(plan: TensorPlan) -> dict[int, int]:
 
 
 def _fix_weight_norm(
-    net: NetworkPlan, built: dict[str, torch.Tensor], load: Any, gen: torch.Generator
+    net: NetworkPlan, built: dict[str, torch.Tensor], load: Any, gen: torch.Generator, template_g: Any = None
 ) -> list[str]:
     """Rebuild each weight-norm magnitude so kept weights keep their effective values (g * v / |v|)."""
     import torch
@@ -226,11 +236,18 @@ def _fix_weight_norm(
         if v_plan is None or v_name not in built or (plan.action == "copy" and v_plan.action == "copy"):
             continue
         v_new = built[v_name]
-        rows = v_new.shape[0]
+        rows = v_new.shape[0] if v_new.dim() else 0
+        if rows == 0 or v_new.numel() == 0 or math.prod(plan.dst_shape) != rows:
+            continue  # weight_norm(dim=None) or an empty tensor: nothing per-row to rescale
         norms_new = v_new.double().reshape(rows, -1).norm(dim=1)
         g_old = load(name) if plan.src_shape is not None else None
         v_old = load(v_name) if v_plan.src_shape is not None else None
-        norms_old = v_old.double().reshape(v_old.shape[0], -1).norm(dim=1) if v_old is not None else None
+        norms_old = (
+            v_old.double().reshape(v_old.shape[0], -1).norm(dim=1)
+            if v_old is not None and v_old.numel() and g_old is not None and g_old.numel() == v_old.shape[0]
+            else None
+        )
+        g_tmpl = template_g(name) if template_g is not None else None
         g = torch.zeros(rows, dtype=torch.float64)
         row_map = _row_map(v_plan)
         for r in range(rows):
@@ -245,6 +262,8 @@ def _fix_weight_norm(
                 g[r] = float(g_old.reshape(-1)[src_row]) * (
                     float(norms_new[r]) / old_norm if old_norm else 1.0
                 )
+            elif g_tmpl is not None and g_tmpl.numel() == rows:
+                g[r] = float(g_tmpl.reshape(-1)[r])
             elif float(norms_new[r]) == 0.0:
                 # an all-zero direction has no norm (NaN weights): give it a direction, and a zero magnitude
                 v_new[r] = (
@@ -278,16 +297,26 @@ def _migrate_network(
             tmpl = tmpl_reader.tensor(tmpl_tensors[p.name])
         built[p.name] = build_tensor(p, source, gen, init, tmpl)
         del source
-    if init != "template":
-        _fix_weight_norm(net, built, load, gen)
+
+    def template_g(name: str) -> torch.Tensor | None:
+        if init == "template" and name in tmpl_tensors and tmpl_reader is not None:
+            return tmpl_reader.tensor(tmpl_tensors[name])
+        return None
+
+    _fix_weight_norm(net, built, load, gen, template_g)
     return OrderedDict((net.prefix + name, t) for name, t in built.items())
 
 
 def _migrate_optimizer(
     opt: dict[str, Any], path: str, net: NetworkPlan, ckpt: Checkpoint, layout: Any, reader: StorageReader,
-    mode: str,
+    mode: str, new_owned: set[str],
 ) -> tuple[Any, str]:  # fmt: skip
-    """The optimizer dict for the new network: moments cut and padded like their parameters."""
+    """The optimizer dict for the new network: moments cut and padded like their parameters.
+
+    Membership follows the source optimizer: a tensor it did not hold (a frozen layer, a buffer, another
+    optimizer's half of a GAN) stays out; a brand-new parameter joins the optimizer (``new_owned``) and the
+    group (the trainer's prefix rule, else its nearest sibling's) it belongs to.
+    """
     import torch
 
     params = get_path(ckpt.root, net.path) if net.path else ckpt.root
@@ -303,7 +332,14 @@ def _migrate_optimizer(
             if sid in mapping:
                 group_of[mapping[sid]] = gi
     layout_groups = layout.group_layout or ()
-    order = [p.name for p in net.tensors if p.action != "drop" and not p.buffer and p.dst_shape is not None]
+    order = [p.name for p in net.tensors if p.action != "drop" and p.dst_shape is not None]
+
+    def member(name: str) -> bool:
+        if name in group_of:
+            return True
+        if mapping:
+            return name in new_owned
+        return not _is_buffer_like(name, plans) and not _looks_like_buffer(name)
 
     def group_for(name: str) -> int:
         if name in group_of:
@@ -311,19 +347,20 @@ def _migrate_optimizer(
         for k, prefixes in enumerate(layout_groups):
             if name.startswith(prefixes) and k + 1 < len(groups):
                 return k + 1
-        return 0
+        nearest = max(group_of, key=lambda h: _shared_prefix(name, h), default=None)
+        return group_of[nearest] if nearest is not None else 0
 
     new_groups: list[dict[str, Any]] = []
     new_id: dict[str, int] = {}
     counter = 0
     for gi, g in enumerate(groups):
-        members = [
-            n for n in order if group_for(n) == gi and (n in group_of or not _is_buffer_like(n, plans))
-        ]
+        members = [n for n in order if member(n) and group_for(n) == gi]
         ids = list(range(counter, counter + len(members)))
         counter += len(members)
         new_id.update(zip(members, ids, strict=True))
         hyper = materialise({k: v for k, v in g.items() if k != "params"}, reader.tensor)
+        if "param_names" in hyper:  # torch >= 2.6 records the names; keep them true
+            hyper["param_names"] = [net.prefix + n for n in members]
         new_groups.append({**hyper, "params": ids})
     if mode == "reset" or not report.aligned:
         why = (
@@ -401,25 +438,29 @@ def _apply(
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    replaced_paths = {n.path for n in plan.networks} | set(layout.optimizers)
-    placeholder = object()
+    labels = {n.label for n in plan.networks}
+    replaced_paths = {n.path for n in plan.networks}
+    replaced_paths |= {p for p, label in layout.optimizers.items() if label in labels}
     skip_ids: set[int] = set()
     for p in replaced_paths:
         obj = get_path(ckpt.root, p) if p else ckpt.root
         if isinstance(obj, dict):
             for t in _tensors_in(obj):
                 skip_ids.add(id(t))
-    tmpl_layout = detect_layout(tmpl) if tmpl else None
+    for p, label in layout.optimizers.items():
+        if label not in labels:
+            plan.warnings.append(f"{p}: not tied to a migrated network; copied unchanged")
     with StorageReader() as reader, StorageReader() as tmpl_reader:
-        root = materialise(ckpt.root, lambda t: placeholder if id(t) in skip_ids else reader.tensor(t))
+        # Tensors about to be replaced are not read; a placeholder remembers each, in case the same tensor is
+        # also referenced from somewhere that is kept (it is read then, at the end).
+        root = materialise(ckpt.root, lambda t: _Pending(t) if id(t) in skip_ids else reader.tensor(t))
         networks: dict[str, OrderedDict[str, torch.Tensor]] = {}
         for net in plan.networks:
             tmpl_tensors: dict[str, TensorInfo] = {}
-            if tmpl is not None and tmpl_layout is not None:
-                t_path = tmpl_layout.networks.get(net.label) or next(iter(tmpl_layout.networks.values()), "")
-                tsd = get_path(tmpl.root, t_path) if t_path else tmpl.root
+            if tmpl is not None and net.template_path is not None:
+                tsd = get_path(tmpl.root, net.template_path) if net.template_path else tmpl.root
                 if isinstance(tsd, dict):
-                    pre = _common_prefix(tsd)
+                    pre = net.template_prefix
                     tmpl_tensors = {
                         str(k)[len(pre) :]: v for k, v in tsd.items() if isinstance(v, TensorInfo)
                     }
@@ -427,16 +468,18 @@ def _apply(
                 net, ckpt, reader, gen, plan.init, tmpl_tensors, tmpl_reader
             )
         by_label = {n.label: n for n in plan.networks}
+        owners = _new_param_owners(ckpt, layout, by_label)
         for opt_path, label in layout.optimizers.items():
             opt = get_path(ckpt.root, opt_path)
             if not is_optimizer(opt) or label not in by_label:
                 continue
             new_opt, message = _migrate_optimizer(opt, opt_path, by_label[label], ckpt, layout, reader,
-                                                  plan.optimizer)  # fmt: skip
+                                                  plan.optimizer, owners.get(opt_path, set()))  # fmt: skip
             root = _set_path(root, opt_path, new_opt)
             report.optimizer_results.append(message)
         for net in plan.networks:
             root = _set_path(root, net.path, networks[net.label])
+        root = _resolve_pending(root, reader)
         _update_embedded_config(root, layout, plan)
     tag = _tag(ckpt, layout, plan)
 
@@ -448,10 +491,81 @@ def _apply(
             torch_save_to(fh, root, tag=tag)
 
     def verify(path: Path) -> None:
-        _verify(path, plan)
+        _verify(path, plan, set(ckpt.foreign_globals))
 
     atomic_write(out, write, verify)
     report.written, report.size, report.verified = str(out), out.stat().st_size, True
+
+
+class _Pending:
+    """A source tensor not read yet (its container is being replaced)."""
+
+    def __init__(self, info: TensorInfo) -> None:
+        self.info = info
+
+
+def _resolve_pending(obj: Any, reader: StorageReader) -> Any:
+    """Read the tensors that are still referenced after the replacements (shared with kept containers)."""
+    seen: set[int] = set()
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, _Pending):
+            return reader.tensor(x.info)
+        if id(x) in seen:
+            return x
+        seen.add(id(x))
+        if isinstance(x, dict):
+            for k in list(x):
+                x[k] = walk(x[k])
+        elif isinstance(x, list):
+            x[:] = [walk(v) for v in x]
+        elif isinstance(x, tuple):
+            return tuple(walk(v) for v in x)
+        elif isinstance(x, Stub):
+            x.args = tuple(walk(v) for v in x.args)
+            x.state = walk(x.state) if x.state is not None else None
+            x.items = {k: walk(v) for k, v in x.items.items()}
+            x.list_items = [walk(v) for v in x.list_items]
+        return x
+
+    return walk(obj)
+
+
+def _new_param_owners(ckpt: Checkpoint, layout: Any, nets: dict[str, NetworkPlan]) -> dict[str, set[str]]:
+    """Which optimizer takes each brand-new parameter: the one holding its nearest sibling (by name)."""
+    held: dict[str, set[str]] = {}
+    for opt_path, label in layout.optimizers.items():
+        opt = get_path(ckpt.root, opt_path)
+        net = nets.get(label)
+        if net is None or not is_optimizer(opt):
+            continue
+        params = get_path(ckpt.root, net.path) if net.path else ckpt.root
+        report = analyse(opt_path, label, opt, dict(params), layout.group_layout)
+        held[opt_path] = {n[len(net.prefix) :] for n in report.mapping.values()}
+    owners: dict[str, set[str]] = {p: set() for p in held}
+    for label, net in nets.items():
+        paths = [p for p, lab in layout.optimizers.items() if lab == label and p in held]
+        for p in net.tensors:
+            if p.action != "init" or p.src_shape is not None or p.buffer or _looks_like_buffer(p.name):
+                continue
+            best = max(paths, key=lambda op: max((_shared_prefix(p.name, h) for h in held[op]), default=0),
+                       default=None)  # fmt: skip
+            if best is not None:
+                owners[best].add(p.name)
+    return owners
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("."), b.split("."), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _looks_like_buffer(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _tensors_in(obj: Any) -> Iterable[TensorInfo]:
@@ -468,13 +582,6 @@ def _tensors_in(obj: Any) -> Iterable[TensorInfo]:
             stack.extend(x.values())
         elif isinstance(x, list | tuple):
             stack.extend(x)
-
-
-def _common_prefix(sd: dict[str, Any]) -> str:
-    for pre in ("module.", "_orig_mod."):
-        if sd and all(str(k).startswith(pre) for k in sd):
-            return pre
-    return ""
 
 
 def _set_path(root: Any, path: str, value: Any) -> Any:
@@ -541,9 +648,13 @@ def _safetensors_bytes(plan: MigratePlan, networks: dict[str, OrderedDict[str, A
     return bytes(save(flat, metadata=meta))
 
 
-def _verify(path: Path, plan: MigratePlan) -> None:
-    """Re-read what was written and check every network tensor against the target shapes."""
+def _verify(path: Path, plan: MigratePlan, source_globals: set[str]) -> None:
+    """Re-read what was written and check every network tensor against the target shapes, and that it names
+    no class the source did not (nothing of ckpttool's own may leak into a trainer's file)."""
     written = open_checkpoint(path)
+    leaked = set(written.foreign_globals) - source_globals
+    if leaked:
+        raise MigrationError(f"verification failed: the output would name {', '.join(sorted(leaked))}")
     single = len(plan.networks) == 1
     for net in plan.networks:
         if plan.to == "safetensors":

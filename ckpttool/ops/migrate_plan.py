@@ -68,6 +68,8 @@ class NetworkPlan:
     changes: dict[str, tuple[Any, Any]]
     tensors: list[TensorPlan]
     values: dict[str, Any] = field(default_factory=dict)  # target variable values (spec networks)
+    template_path: str | None = None  # the template's network this one takes its shapes from
+    template_prefix: str = ""
 
     def count(self, action: str) -> int:
         return sum(1 for t in self.tensors if t.action == action)
@@ -245,6 +247,7 @@ def plan_network(
     source_specs = {t.name: t for t in spec.expand(fp.values)} if spec and fp else {}
 
     dst_shapes: dict[str, tuple[int, ...]]
+    template_prefix, template_path = "", None
     target_specs: dict[str, TensorSpec] = {}
     values: dict[str, Any] = {}
     changes: dict[str, tuple[Any, Any]] = {}
@@ -253,17 +256,26 @@ def plan_network(
         t_layout = target.template_layout
         assert t_layout is not None
         t_path = t_layout.networks.get(label)
-        if t_path is None and len(t_layout.networks) == 1:
-            t_path = next(iter(t_layout.networks.values()))
+        if t_path is None and len(t_layout.networks) == 1 and len(layout.networks) == 1:
+            t_path = next(iter(t_layout.networks.values()))  # one network each: pair them whatever the labels
         if t_path is None:
             raise UsageError(
-                f"the template has no network {label!r} (it has {', '.join(t_layout.networks) or 'none'})"
+                f"the template has no network {label!r} (it has {', '.join(t_layout.networks) or 'none'}); "
+                "give a template of the same kind of file"
             )
-        _, dst_shapes = strip_wrapper(
+        template_prefix, dst_shapes = strip_wrapper(
             {k: tuple(v.shape) for k, v in _network_tensors(target.template, t_path).items()}
         )
+        template_path = t_path
         tfp = fingerprint(dst_shapes, hint=hint)
-        if spec is not None and tfp is not None and tfp.family == spec.family:
+        if tfp is not None and tfp.matched < 0.5 * len(dst_shapes):
+            tfp = None
+        if (fp is None) != (tfp is None) or (fp and tfp and fp.family != tfp.family):
+            raise UsageError(
+                f"network {label}: the source is {fp.family if fp else 'of no known family'} but the template's is "
+                f"{tfp.family if tfp else 'of no known family'}; a template must be the same model, changed"
+            )
+        if spec is not None and tfp is not None and fp is not None:
             target_specs = {t.name: t for t in spec.expand(tfp.values)}
             values, version_to = tfp.values, tfp.version
             changes = _changes(spec, fp, tfp.values)
@@ -293,6 +305,14 @@ def plan_network(
                 f"{label}: no architecture spec matches this network, so the config cannot say its new shapes; "
                 "it is copied unchanged (use --template to migrate it)"
             )
+    bad = sorted(n for n, shape in dst_shapes.items() if any(d <= 0 for d in shape) and n not in infos)
+    bad += sorted(n for n, shape in dst_shapes.items() if any(d <= 0 for d in shape) and n in infos
+                  and not any(d <= 0 for d in infos[n].shape))  # fmt: skip
+    if bad:
+        raise UsageError(
+            f"network {label}: the new shapes give {bad[0]} a dimension of {min(min(dst_shapes[bad[0]]), 0)}"
+            f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; check the values you set"
+        )
     ordered = list(dst_shapes)
     plans = [
         _plan_tensor(n, infos.get(n), dst_shapes[n], target_specs.get(n), source_specs.get(n))
@@ -310,7 +330,7 @@ def plan_network(
             "for dims made of parts (like [m; logs]); check the result"
         )
     net = NetworkPlan(label, path, prefix, fp.family if fp else None, fp.version if fp else None, version_to,
-                      changes, plans, values)  # fmt: skip
+                      changes, plans, values, template_path, template_prefix)  # fmt: skip
     return net, warnings
 
 
@@ -353,6 +373,12 @@ def describe_init(plan: TensorPlan) -> str:
         return "weight-norm g: rescaled so kept weights keep their values; new rows |v|"
     if plan.buffer:
         return "zeros (buffer)"
+    if plan.action == "init":
+        if t is not None and t.preserve:
+            return "zeros (a residual branch's output: the new layer adds nothing at first)"
+        if (plan.dst_shape is not None and len(plan.dst_shape) >= 2) or axes_of(plan) is not None:
+            return "N(0, 0.01) (a new tensor: trainable from the first step)"
+        return "zeros"
     axes = axes_of(plan)
     if axes is None:
         return "zeros"

@@ -49,6 +49,7 @@ class TensorSpec:
     align: tuple[tuple[int, str], ...] = ()  # (dim, "start"|"end"): where old values sit after a resize
     axes: tuple[str, ...] | None = None  # per dim: "out", "in", "kernel" (how new entries are initialised)
     fill: float | None = None  # the model's constant init for new entries (LayerNorm gamma: 1)
+    preserve: bool = False  # a residual branch's output: zero it when the whole layer is new (identity)
 
     def atoms(self, dim: int) -> set[str]:
         return ex.atoms(ex.parse(self.exprs[dim]))
@@ -158,6 +159,8 @@ class _Expander:
             inner = dict(attrs)
             if item.get("zero_init"):
                 inner["zero_init"] = True
+            if item.get("preserve"):
+                inner["preserve"] = True
             if "chunks" in item:
                 parts = item["chunks"]["parts"]
                 if not isinstance(parts, list):
@@ -222,6 +225,7 @@ class _Expander:
             align=tuple((d, side) for d, side in attrs.get("align", ()) if d < len(shape)),
             axes=tuple(str(a) for a in item["axes"]) if item.get("axes") else None,
             fill=float(item["fill"]) if item.get("fill") is not None else None,
+            preserve=bool(attrs.get("preserve")),
         )
 
 
