@@ -12,6 +12,8 @@ step "$CK" inspect "$F/gpt_sovits/SoVITS_weights_v2Pro/demo_e8_s144.pth" --requi
 step "$CK" diff "$F/gpt_sovits/variants/G_inter192.pth" "$F/gpt_sovits/variants/G_inter256.pth"
 step "$CK" migrate "$F/gpt_sovits/variants/G_inter192.pth" -o "${TMPDIR:-/tmp}/ckpttool-demo-G.pth" --force \
   --set model.inter_channels=256 --set model.gin_channels=12
+step "$CK" verify-resume "$F/seed_bundle.pth"
+step "$CK" verify-resume "$F/gpt_sovits/logs_s2_v2/G_233333333333.pth" "$F/gpt_sovits/logs_s2_v2/D_233333333333.pth"
 step "$CK" inspect "$F/truncated.pth"
 step "$CK" inspect "$F/malicious.pth" --json
 exit 0

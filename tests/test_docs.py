@@ -72,5 +72,7 @@ def test_json_schemas_match_the_output() -> None:
         "--json",
     ).json()
     assert set(migrate_doc) == _documented_keys("ckpttool.migrate/1")
+    verify_doc = run_cli("verify-resume", fixture("seed_bundle.pth"), "--json").json()
+    assert set(verify_doc) == _documented_keys("ckpttool.verify-resume/1")
     error_doc = run_cli("inspect", fixture("malicious.pth"), "--json").json()
     assert set(error_doc) == _documented_keys("ckpttool.error/1")

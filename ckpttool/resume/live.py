@@ -148,6 +148,11 @@ def _build_live(
             state = materialise(tree, lambda t: reader.tensor(t))
             opt.load_state_dict(state)
             live.optimizers.append(LiveOptimizer(opt_path, label, cls.__name__, opt, [str(n) for n in names]))
+        held = {(o.network, n) for o in live.optimizers for n in o.names}
+        for label, tensors in live.networks.items():  # buffers and frozen tensors take no steps
+            for name, t in tensors.items():
+                if t.requires_grad and (label, name) not in held and live.optimizers:
+                    t.requires_grad_(False)
         by_path = {o.path: o for o in live.optimizers}
         for sched_path in layout.schedulers:
             state = get_path(ckpt.root, sched_path)
