@@ -17,6 +17,7 @@ from ckpttool.cli.common import json_mode
 from ckpttool.cli.diff_cmd import diff_cmd
 from ckpttool.cli.inspect_cmd import inspect_cmd
 from ckpttool.cli.migrate_cmd import migrate_cmd
+from ckpttool.cli.run_cmds import check_cmd, latest_cmd, pack_cmd, prune_cmd, unpack_cmd
 from ckpttool.cli.verify_cmd import verify_cmd
 from ckpttool.errors import EXIT_UNREADABLE, EXIT_USAGE, CkptError
 from ckpttool.render import to_json
@@ -37,6 +38,8 @@ cli.add_command(inspect_cmd)
 cli.add_command(diff_cmd)
 cli.add_command(migrate_cmd)
 cli.add_command(verify_cmd)
+for _command in (latest_cmd, check_cmd, prune_cmd, pack_cmd, unpack_cmd):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

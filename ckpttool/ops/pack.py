@@ -1,0 +1,207 @@
+"""``pack`` / ``unpack``: a run's resumable state as one file — the latest valid checkpoint(s), the run config and a
+manifest (sizes, sha256, inspect summary) — so it can be backed up or moved and checked on arrival.
+
+The package is a plain tar (checkpoints do not compress). Unpacking never trusts member names: only the files the
+manifest lists are extracted, by plain name, into the target folder; links, absolute paths and ``..`` are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckpttool.configs import run_config_beside
+from ckpttool.errors import CorruptCheckpoint, InputNotFound, OutputExists, UsageError
+from ckpttool.ops.inspect import inspect_checkpoint
+from ckpttool.runs import latest
+from ckpttool.writers import atomic_write, check_output
+
+MANIFEST = "ckpttool-manifest.json"
+SCHEMA = "ckpttool.pack/1"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    r = inspect_checkpoint(path)
+    return {"format": r.format, "profile": r.profile, "verdict": r.verdict,
+            "pieces": {p.name: p.status for p in r.pieces}}  # fmt: skip
+
+
+@dataclass
+class PackReport:
+    package: str
+    manifest: dict[str, Any]
+    written: bool = False
+    verified: bool | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "package": self.package, "written": self.written, "verified": self.verified,
+                "problems": self.problems, "manifest": self.manifest}  # fmt: skip
+
+
+def pack_run(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, files: Iterable[str] = (),
+    config: str | None = None, force: bool = False,
+) -> PackReport:  # fmt: skip
+    chosen = [Path(f) for f in files]
+    root = Path(run_dir)
+    if not chosen:
+        res = latest(root)
+        if res.chosen is None:
+            raise UsageError(f"{root}: no complete, readable checkpoint to pack")
+        chosen = list(res.chosen.paths)
+    cfg = Path(config) if config else run_config_beside(str(chosen[0]))
+    members = [*chosen, *([cfg] if cfg else [])]
+    names = [p.name for p in members]
+    if len(set(names)) != len(names):
+        raise UsageError("two files to pack share a name; pack them separately")
+    target = check_output(out, [str(p) for p in members], force)
+    manifest: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "source": str(root.resolve()),
+        "files": [
+            {"name": p.name, "role": "config" if p == cfg else "checkpoint", "size": p.stat().st_size,
+             "sha256": _sha256(p), "original_path": str(p),
+             **({"inspect": _summary(p)} if p != cfg else {})}
+            for p in members
+        ],
+    }  # fmt: skip
+
+    def write(fh: Any) -> None:
+        with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            data = json.dumps(manifest, indent=2).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+            for p in members:
+                tar.add(str(p), arcname=p.name, recursive=False)
+
+    def verify(tmp: Path) -> None:
+        problems = _check_package(tmp, None)
+        if problems:
+            raise CorruptCheckpoint(f"{target}: the package failed its own check: {problems[0]}")
+
+    atomic_write(target, write, verify)
+    return PackReport(str(target), manifest, written=True, verified=True)
+
+
+def _read_manifest(tar: tarfile.TarFile, package: Path) -> dict[str, Any]:
+    try:
+        member = tar.getmember(MANIFEST)
+        fh = tar.extractfile(member)
+        assert fh is not None
+        manifest = json.loads(fh.read())
+    except (KeyError, AssertionError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(
+            f"{package}: not a ckpttool package (no readable {MANIFEST}: {exc})"
+        ) from None
+    if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("files"), list):
+        raise CorruptCheckpoint(f"{package}: {MANIFEST} is not a {SCHEMA} manifest")
+    return manifest
+
+
+def _safe_name(name: str) -> bool:
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        and not name.startswith(".")
+    )
+
+
+def _stream(src: Any, dest: Path | None) -> tuple[str, int]:
+    """Hash (and optionally write) one member, a megabyte at a time."""
+    h, size = hashlib.sha256(), 0
+    with open(dest, "wb") if dest else io.BytesIO() as out:
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+            if dest:
+                out.write(chunk)
+    return h.hexdigest(), size
+
+
+def _check_package(package: Path, extract_to: Path | None) -> list[str]:
+    problems = []
+    with tarfile.open(package, mode="r:") as tar:
+        manifest = _read_manifest(tar, package)
+        for entry in manifest["files"]:
+            name = str(entry.get("name", ""))
+            if not _safe_name(name):
+                problems.append(f"refused member name {name!r}")
+                continue
+            try:
+                member = tar.getmember(name)
+            except KeyError:
+                problems.append(f"{name}: listed in the manifest but missing")
+                continue
+            if not member.isfile():
+                problems.append(f"{name}: not a regular file (links are refused)")
+                continue
+            src = tar.extractfile(member)
+            assert src is not None
+            digest, size = _stream(src, (extract_to / name) if extract_to else None)
+            if size != entry.get("size") or digest != entry.get("sha256"):
+                problems.append(f"{name}: size or sha256 differs from the manifest (damaged in transit?)")
+    return problems
+
+
+def unpack_package(package: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, verify: bool = True,
+                   force: bool = False) -> PackReport:  # fmt: skip
+    pkg = Path(package)
+    if not pkg.is_file():
+        raise InputNotFound(f"{pkg}: no such package")
+    try:
+        with tarfile.open(pkg, mode="r:") as tar:
+            manifest = _read_manifest(tar, pkg)
+    except tarfile.TarError as exc:
+        raise CorruptCheckpoint(f"{pkg}: not a readable package ({exc})") from None
+    dest = Path(out_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in manifest["files"]:
+        name = str(entry.get("name", ""))
+        if _safe_name(name) and (dest / name).exists() and not force:
+            raise OutputExists(f"{dest / name}: already exists; pass --force to replace it")
+    staging = dest / f".ckpttool-unpack-{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    try:
+        problems = _check_package(pkg, staging)
+        report = PackReport(str(pkg), manifest, problems=problems)
+        if problems:
+            report.verified = False
+            return report
+        for entry in manifest["files"]:
+            os.replace(staging / entry["name"], dest / entry["name"])
+        if verify:
+            for entry in manifest["files"]:
+                if entry.get("role") == "checkpoint":
+                    now = _summary(dest / entry["name"])
+                    if now != entry.get("inspect"):
+                        report.problems.append(
+                            f"{entry['name']}: inspect summary differs from the packed one"
+                        )
+        report.written = True
+        report.verified = not report.problems if verify else None
+        return report
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()

@@ -1,0 +1,74 @@
+"""Human rendering of latest, check, prune and pack reports."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from ckpttool.ops.check import CheckReport
+from ckpttool.ops.pack import PackReport
+from ckpttool.render.inspect_table import human_bytes
+from ckpttool.render.verify_table import MARK
+from ckpttool.runs import LatestResult, PrunePlan
+
+
+def render_latest_paths(r: LatestResult) -> str:
+    """For scripts: the chosen files, one per line (G before D); nothing when none is valid."""
+    return "".join(f"{p}\n" for p in (r.chosen.paths if r.chosen else []))
+
+
+def latest_notes(r: LatestResult) -> list[str]:
+    notes = [f"skipped {c.path}: {c.reason}" for c in r.candidates if not c.ok]
+    notes += [f"skipped {', '.join(map(str, u.paths))}: {u.reason}" for u in r.units
+              if not u.ok and all(c.ok for c in u.files)]  # fmt: skip
+    return notes + [f"warning: {w}" for w in r.warnings]
+
+
+def render_latest_table(r: LatestResult) -> str:
+    chosen = set(r.chosen.paths) if r.chosen else set()
+    ordered = sorted(r.candidates, key=lambda c: c.key, reverse=True)
+    rows = [
+        [("*" if c.path in chosen else "") + str(c.path), c.role or "", c.profile or "", c.describe(),
+         "ok" if c.ok else f"skipped: {c.reason}"]
+        for c in ordered
+    ]  # fmt: skip
+    lines = [tabulate(rows, headers=["file (* = chosen)", "role", "profile", "counters", "status"]), ""]
+    lines += [f"  {n}" for n in latest_notes(r)]
+    lines.append(f"latest: {', '.join(map(str, r.chosen.paths))}" if r.chosen else "latest: none")
+    return "\n".join(lines) + "\n"
+
+
+def render_check(r: CheckReport) -> str:
+    lines = [f"check {' '.join(r.targets)}", ""]
+    for c in r.checks:
+        lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")
+    lines.append("")
+    lines.append("ready to resume" if r.ok else "NOT ready to resume")
+    return "\n".join(lines) + "\n"
+
+
+def render_prune(p: PrunePlan, applied: bool) -> str:
+    lines = []
+    for u in p.keep:
+        lines.append(f"  keep    {', '.join(map(str, u.paths))}  ({p.reasons.get(str(u.head.path), '')})")
+    for u in p.delete:
+        lines.append(f"  {'deleted' if applied else 'delete '} {', '.join(map(str, u.paths))}")
+    freed = sum(c.size for u in p.delete for c in u.files)
+    verb = "freed" if applied else "would free"
+    lines.append(
+        f"\n{len(p.delete)} checkpoint(s), {human_bytes(freed)} {verb}" + ("" if applied else " (dry run)")
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_pack(r: PackReport) -> str:
+    lines = [f"package {r.package}"]
+    for f in r.manifest.get("files", []):
+        extra = f"  {f['inspect']['profile']}, verdict {f['inspect']['verdict']}" if "inspect" in f else ""
+        lines.append(
+            f"  {f['role']:<10} {f['name']}  {human_bytes(f['size'])}  sha256 {f['sha256'][:16]}…{extra}"
+        )
+    for p in r.problems:
+        lines.append(f"  problem  {p}")
+    if r.verified is not None:
+        lines.append("verified: sizes, sha256 and inspect summaries match" if r.verified else "NOT verified")
+    return "\n".join(lines) + "\n"

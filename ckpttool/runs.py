@@ -1,0 +1,306 @@
+"""Run directories: which checkpoints are there, which is really the newest complete one, what can go.
+
+Why not the file names: GPT-SoVITS's ``latest_checkpoint_path`` sorts by the digits in the name, so a stale
+``G_233333333333.pth`` from an earlier run outranks a newer ``G_3000.pth``; VITS can even save backwards after a
+resume. Here checkpoints are ordered by what is inside them (epoch/iteration, step, Adam's step counter), then by
+modification time; G and D must come from the same save; truncated and corrupt files are skipped, with the reason.
+Only pickles and archive directories are read, so scanning hundreds of checkpoints is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckpttool.errors import CkptError, InputNotFound, UsageError
+from ckpttool.interpret.profiles import detect_layout
+from ckpttool.interpret.structure import get_path, is_optimizer
+from ckpttool.model import TensorInfo
+from ckpttool.readers import open_checkpoint
+from ckpttool.values import StorageReader
+
+SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
+LATEST_NAMES = re.compile(r"(?:^|_)(?:233333333333|2333333|latest)$|^last$")
+ROLE = re.compile(r"^(G|D)_(.+)$")
+MAX_DEPTH = 4
+
+
+@dataclass
+class Candidate:
+    path: Path
+    role: str | None  # G, D or None (a bundle / Lightning / other single file)
+    tag: str  # the name without role and suffix: "3000", "233333333333", "epoch=3-step=120", ...
+    latest_style: bool
+    mtime: float
+    size: int
+    ok: bool = True
+    reason: str | None = None  # why it was skipped
+    profile: str | None = None
+    epoch: int | None = None
+    step: int | None = None
+    adam_step: float | None = None
+
+    @property
+    def key(self) -> tuple[float, float, float, float]:
+        """Ordering by content first (epoch, step, Adam step), then modification time."""
+
+        def num(v: Any) -> float:
+            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else -1.0
+
+        return (num(self.epoch), num(self.step), num(self.adam_step), self.mtime)
+
+    def describe(self) -> str:
+        parts = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                 for k, v in (("epoch", self.epoch), ("step", self.step), ("Adam step", self.adam_step))
+                 if v is not None]  # fmt: skip
+        return ", ".join(parts) or "no counters"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "role": self.role,
+            "latest_style": self.latest_style,
+            "ok": self.ok,
+            "reason": self.reason,
+            "profile": self.profile,
+            "epoch": self.epoch,
+            "step": self.step,
+            "adam_step": self.adam_step,
+            "size": self.size,
+            "mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.mtime)),
+        }
+
+
+@dataclass
+class Unit:
+    """What a resume loads together: a G/D pair, or one file (a bundle, a Lightning checkpoint)."""
+
+    files: list[Candidate]
+    ok: bool = True
+    reason: str | None = None
+
+    @property
+    def head(self) -> Candidate:
+        return next((c for c in self.files if c.role == "G"), self.files[0])
+
+    @property
+    def key(self) -> tuple[float, float, float, float]:
+        return self.head.key
+
+    @property
+    def latest_style(self) -> bool:
+        return self.head.latest_style
+
+    @property
+    def paths(self) -> list[Path]:
+        return [c.path for c in sorted(self.files, key=lambda c: c.role or "")[::-1]]  # G before D
+
+    def to_json(self) -> dict[str, Any]:
+        return {"paths": [str(p) for p in self.paths], "ok": self.ok, "reason": self.reason,
+                "counters": self.head.describe()}  # fmt: skip
+
+
+@dataclass
+class LatestResult:
+    run_dir: str
+    chosen: Unit | None
+    units: list[Unit]
+    candidates: list[Candidate]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": "ckpttool.latest/1",
+            "run_dir": self.run_dir,
+            "chosen": [str(p) for p in self.chosen.paths] if self.chosen else None,
+            "chosen_counters": self.chosen.head.describe() if self.chosen else None,
+            "skipped": [{"path": str(c.path), "reason": c.reason} for c in self.candidates if not c.ok]
+            + [{"paths": [str(p) for p in u.paths], "reason": u.reason} for u in self.units if not u.ok],
+            "units": [u.to_json() for u in self.units],
+            "warnings": self.warnings,
+        }
+
+
+def _counter(root: Any, path: str | None) -> int | None:
+    if not path or path == "info":
+        return None
+    v = get_path(root, path)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def read_candidate(path: Path) -> Candidate:
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    m = ROLE.match(stem)
+    role, tag = (m.group(1), m.group(2)) if m else (None, stem)
+    st = path.stat()
+    cand = Candidate(path, role, tag, bool(LATEST_NAMES.search(tag)), st.st_mtime, st.st_size)
+    try:
+        ckpt = open_checkpoint(path)
+    except CkptError as exc:
+        cand.ok, cand.reason = False, f"{exc.kind}: {exc.message.split(': ', 1)[-1]}"
+        return cand
+    layout = detect_layout(ckpt)
+    cand.profile = layout.profile
+    cand.epoch = _counter(ckpt.root, layout.epoch)
+    cand.step = _counter(ckpt.root, layout.step)
+    with StorageReader() as reader:
+        steps = []
+        for opt_path in layout.optimizers:
+            opt = get_path(ckpt.root, opt_path)
+            if not is_optimizer(opt):
+                continue
+            for entry in list((opt.get("state") or {}).values())[:1]:  # one entry says how far Adam went
+                s = entry.get("step") if isinstance(entry, dict) else None
+                if isinstance(s, TensorInfo):
+                    try:
+                        s = reader.scalar(s)
+                    except (OSError, ValueError, KeyError, CkptError):
+                        s = None
+                if isinstance(s, int | float):
+                    steps.append(float(s))
+        cand.adam_step = max(steps) if steps else None
+    if cand.epoch is None and cand.step is None and cand.adam_step is None and not layout.networks:
+        cand.ok, cand.reason = False, "no network weights or counters: not a training checkpoint"
+    return cand
+
+
+def scan(run_dir: str | os.PathLike[str]) -> list[Candidate]:
+    root = Path(run_dir)
+    if not root.exists():
+        raise InputNotFound(f"{root}: no such run directory")
+    if root.is_file():
+        return [read_candidate(root)]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < MAX_DEPTH else []
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.endswith(SUFFIXES):
+                continue  # hidden files include ckpttool's own in-flight temporaries
+            found.append(read_candidate(Path(dirpath) / name))
+    return found
+
+
+def _units(cands: list[Candidate]) -> list[Unit]:
+    units: list[Unit] = []
+    by_dir: dict[Path, list[Candidate]] = {}
+    for c in cands:
+        by_dir.setdefault(c.path.parent, []).append(c)
+    for folder_cands in by_dir.values():
+        has_d = any(c.role == "D" for c in folder_cands)
+        gs = {c.tag: c for c in folder_cands if c.role == "G"}
+        ds = {c.tag: c for c in folder_cands if c.role == "D"}
+        for tag, g in gs.items():
+            d = ds.get(tag)
+            if d is None:
+                unit = Unit([g], g.ok, g.reason)
+                if has_d and g.ok:
+                    unit.ok, unit.reason = False, f"{g.path.name} has no D file with the same name"
+                units.append(unit)
+                continue
+            unit = Unit([g, d])
+            bad = next((c for c in (g, d) if not c.ok), None)
+            if bad is not None:
+                unit.ok, unit.reason = False, f"{bad.path.name} is unreadable ({bad.reason})"
+            elif (g.epoch, g.step) != (d.epoch, d.step) or (
+                g.adam_step is not None and d.adam_step is not None and g.adam_step != d.adam_step
+            ):
+                unit.ok, unit.reason = (
+                    False,
+                    f"G and D come from different saves (G: {g.describe()}; D: {d.describe()})",
+                )
+            units.append(unit)
+        for tag, d in ds.items():
+            if tag not in gs:
+                units.append(Unit([d], False, f"{d.path.name} has no G file with the same name"))
+        for c in folder_cands:
+            if c.role is None:
+                units.append(Unit([c], c.ok, c.reason))
+    return units
+
+
+def latest(run_dir: str | os.PathLike[str]) -> LatestResult:
+    """The newest complete, readable checkpoint (pair) in ``run_dir``, with every skipped file explained."""
+    cands = scan(run_dir)
+    units = _units(cands)
+    good = [u for u in units if u.ok]
+    good.sort(key=lambda u: u.key, reverse=True)
+    result = LatestResult(str(run_dir), good[0] if good else None, units, cands)
+    numbered = [u for u in good if not u.latest_style]
+    for u in good:
+        if u.latest_style and numbered and numbered[0].key[:3] > u.key[:3]:
+            result.warnings.append(
+                f"{u.head.path.name} ({u.head.describe()}) is older than {numbered[0].head.path.name} "
+                f"({numbered[0].head.describe()}): trainers that sort by the digits in the name would resume from "
+                "the stale file; move it away"
+            )
+    if result.chosen is None and cands:
+        result.warnings.append("no complete, readable checkpoint found")
+    return result
+
+
+# --- pruning ------------------------------------------------------------------------------------------------
+@dataclass
+class PrunePlan:
+    run_dir: str
+    keep: list[Unit]
+    delete: list[Unit]
+    reasons: dict[str, str]  # path -> why kept
+
+    def _kept(self, u: Unit) -> dict[str, Any]:
+        return {"paths": [str(p) for p in u.paths], "why": self.reasons.get(str(u.head.path), "")}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": "ckpttool.prune/1",
+            "run_dir": self.run_dir,
+            "delete": [str(p) for u in self.delete for p in u.paths],
+            "keep": [self._kept(u) for u in self.keep],
+            "bytes_freed": sum(c.size for u in self.delete for c in u.files),
+        }
+
+
+def plan_prune(
+    run_dir: str | os.PathLike[str], keep: int = 5, every: int | None = None, pinned: Iterable[str] = ()
+) -> PrunePlan:
+    """Keep the newest ``keep`` valid units, every unit whose step (or epoch) is a multiple of ``every``, the
+    latest-style files (the trainer resumes from them) and pinned files; everything else may go. The newest
+    valid unit is never deleted. Unreadable files are left alone (they may be in-flight saves)."""
+    if keep < 1:
+        raise UsageError("--keep must be at least 1: the newest valid checkpoint is never deleted")
+    res = latest(run_dir)
+    pins = {Path(p).resolve() for p in pinned}
+    valid = sorted((u for u in res.units if u.ok), key=lambda u: u.key, reverse=True)
+    reasons: dict[str, str] = {}
+    keep_units, delete_units = [], []
+    for i, u in enumerate(valid):
+        counter = u.head.step if u.head.step is not None else u.head.epoch
+        why = None
+        if i < keep:
+            why = "newest valid" if i == 0 else f"among the newest {keep}"
+        elif u.latest_style:
+            why = "the file the trainer resumes from"
+        elif any(c.path.resolve() in pins for c in u.files):
+            why = "pinned"
+        elif every and isinstance(counter, int) and counter % every == 0:
+            why = f"a multiple of {every}"
+        if why:
+            reasons[str(u.head.path)] = why
+            keep_units.append(u)
+        else:
+            delete_units.append(u)
+    return PrunePlan(str(run_dir), keep_units, delete_units, reasons)
+
+
+def apply_prune(plan: PrunePlan) -> list[str]:
+    removed = []
+    for u in plan.delete:
+        for p in u.paths:
+            p.unlink(missing_ok=True)
+            removed.append(str(p))
+    return removed
