@@ -231,13 +231,16 @@ def latest(run_dir: str | os.PathLike[str]) -> LatestResult:
     good = [u for u in units if u.ok]
     good.sort(key=lambda u: u.key, reverse=True)
     result = LatestResult(str(run_dir), good[0] if good else None, units, cands)
-    numbered = [u for u in good if not u.latest_style]
-    for u in good:
-        if u.latest_style and numbered and numbered[0].key[:3] > u.key[:3]:
+    # Compare "latest" files with every readable numbered file of the same role, valid pair or not: the trainer
+    # sorts by digits, whatever became of the pair.
+    for u in [u for u in units if u.latest_style]:
+        newer = [c for c in cands if c.ok and not c.latest_style and c.role == u.head.role
+                 and c.path.parent == u.head.path.parent and c.key[:3] > u.head.key[:3]]  # fmt: skip
+        if newer:
+            top = max(newer, key=lambda c: c.key)
             result.warnings.append(
-                f"{u.head.path.name} ({u.head.describe()}) is older than {numbered[0].head.path.name} "
-                f"({numbered[0].head.describe()}): trainers that sort by the digits in the name would resume from "
-                "the stale file; move it away"
+                f"{u.head.path.name} ({u.head.describe()}) is older than {top.path.name} ({top.describe()}): "
+                "trainers that sort by the digits in the name would resume from the stale file; move it away"
             )
     if result.chosen is None and cands:
         result.warnings.append("no complete, readable checkpoint found")

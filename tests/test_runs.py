@@ -69,7 +69,10 @@ def test_latest_skips_truncated_and_stale(run_dir: Path) -> None:
     assert r.code == 0
     assert r.stdout.splitlines() == [str(p) for p in res.chosen.paths]  # plain paths, for scripts
     assert "D_3000.pth" in r.stderr and "truncated" in r.stderr
-    assert "G_233333333333.pth (epoch 3, Adam step 6) is older than G_2000.pth" in r.stderr
+    assert (
+        "G_233333333333.pth (epoch 3, Adam step 6) is older than G_3000.pth (epoch 12, Adam step 24)"
+        in r.stderr
+    )
     doc = run_cli("latest", run_dir, "--json").json()
     assert doc["schema"] == "ckpttool.latest/1" and doc["chosen"][0].endswith("G_2000.pth")
     assert any(s.get("path", "").endswith("D_3000.pth") for s in doc["skipped"])
