@@ -287,3 +287,15 @@ def test_generator_writes_a_run_for_any_config(tmp_path: Path) -> None:
     d_doc = run_cli("inspect", d_file, "--json").json()
     assert d_doc["architectures"][0]["family"] == "gpt-sovits-s2-d"
     assert d_doc["architectures"][0]["expected"] == 147
+
+
+def test_version_mismatch_is_named_as_such() -> None:
+    r = run_cli(
+        "inspect", fixture("gpt_sovits/variants/G_v1.pth"), "--config", fixture("gpt_sovits/config.json")
+    )
+    assert r.code == 1
+    assert "version: config v2, checkpoint v1 (2 tensor(s))" in r.stdout
+    assert (
+        "enc_p.text_embedding.weight dim 0 is 322 (a v1 size), but the config gives 732 (version='v2')"
+        in r.stdout
+    )

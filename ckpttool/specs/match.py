@@ -287,7 +287,10 @@ class DimMismatch:
         given = ", ".join(f"{k}={config_values.get(k)!r}" for k in self.keys)
         implied = ", ".join(f"{k}={v!r}" for k, v in self.implied.items())
         text = f"{self.tensor} dim {self.dim} is {self.actual}"
-        text += f" = {self.expression} with {implied}" if implied else ""
+        if self.keys == ["version"]:
+            text += f" (a {self.implied.get('version')} size)"
+        elif implied:
+            text += f" = {self.expression} with {implied}"
         return text + f", but the config gives {self.expected}" + (f" ({given})" if given else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -376,6 +379,14 @@ def check_config(
             atoms = sorted(ex.atoms(ex.parse(text)))
             keys = [a for a in atoms if a.split("[")[0] in spec.config_keys]
             imp = {a: _atom_value(implied, a) for a in keys if _atom_value(implied, a) is not None}
+            if (
+                not keys
+                and fp is not None
+                and "version" in spec.config_keys
+                and values.get("version") != fp.version
+            ):
+                keys, imp = ["version"], {"version": fp.version}  # 322 vs 732 text-embedding rows: a version
+
             mismatches.append(DimMismatch(t.name, d, actual, t.shape[d], text, keys, imp))
             for k in keys or ["(fixed size)"]:
                 entry = summary.setdefault(
