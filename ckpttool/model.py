@@ -36,6 +36,7 @@ class StorageRef:
     member: str | None = None  # zip member name, for torch zip files
     offset: int | None = None  # absolute byte offset, for legacy and safetensors files
     byteorder: str = "little"
+    dcp: str | None = None  # flattened key, for tensors of a torch.distributed.checkpoint directory
 
     @property
     def nbytes(self) -> int:

@@ -138,7 +138,8 @@ def read_candidate(path: Path) -> Candidate:
     m = ROLE.match(stem)
     role, tag = (m.group(1), m.group(2)) if m else (None, stem)
     st = path.stat()
-    cand = Candidate(path, role, tag, bool(LATEST_NAMES.search(tag)), st.st_mtime, st.st_size)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else st.st_size
+    cand = Candidate(path, role, tag, bool(LATEST_NAMES.search(tag)), st.st_mtime, size)
     try:
         ckpt = open_checkpoint(path)
     except CkptError as exc:
@@ -175,10 +176,20 @@ def scan(run_dir: str | os.PathLike[str]) -> list[Candidate]:
         raise InputNotFound(f"{root}: no such run directory")
     if root.is_file():
         return [read_candidate(root)]
+    from ckpttool.readers.directory import sniff_directory
+
+    if sniff_directory(root):
+        return [read_candidate(root)]
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < MAX_DEPTH else []
+        for d in list(
+            dirnames
+        ):  # a checkpoint that is a directory (accelerate, sharded, DCP) is one candidate
+            if sniff_directory(Path(dirpath) / d):
+                found.append(read_candidate(Path(dirpath) / d))
+                dirnames.remove(d)
         for name in sorted(filenames):
             if name.startswith(".") or not name.endswith(SUFFIXES):
                 continue  # hidden files include ckpttool's own in-flight temporaries

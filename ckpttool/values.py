@@ -76,7 +76,7 @@ class StorageReader:
     def scalar(self, t: TensorInfo) -> float | int | bool | None:
         """Value of a one-element tensor, decoded with struct (no torch)."""
         code = _STRUCT.get(t.dtype)
-        if code is None or t.numel != 1:
+        if code is None or t.numel != 1 or t.storage.dcp is not None:
             return None
         size = DTYPE_SIZES[t.dtype]
         raw = self.read(t.storage, t.storage_offset * size, size)
@@ -88,6 +88,10 @@ class StorageReader:
         """Materialise one tensor (imports torch). Only its own storage region is read."""
         import torch
 
+        if t.storage.dcp is not None:
+            from ckpttool.readers.dcp_io import load_tensor
+
+            return load_tensor(t.storage.file, t.storage.dcp, t.shape, t.dtype).to(device)
         size = DTYPE_SIZES.get(t.dtype, 1)
         if t.numel == 0:
             return torch.empty(t.shape, dtype=getattr(torch, t.dtype), device=device)

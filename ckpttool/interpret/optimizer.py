@@ -183,6 +183,12 @@ def _align(
             ("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout))
         )
     strategies.append(("state_dict order", lambda ns: ns))
+    strategies.append(
+        (
+            "module-wise shape matching (the file does not keep registration order, e.g. safetensors)",
+            lambda ns: _by_module_shapes(ns, [shapes.get(i) for i in order], params),
+        )
+    )
     if len(groups) > 1:
         strategies.append(
             ("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params))
@@ -235,6 +241,34 @@ def _align(
             f"{len(mismatches)} optimizer state entries do not have the shape of their parameter; "
             "loading works but the first optimizer.step() fails"
         )
+
+
+def _by_module_shapes(
+    names: list[str], wanted: list[Shape | None], params: dict[str, TensorInfo]
+) -> list[str] | None:
+    """Modules in the order they appear, each module's tensors matched to the state entries by shape.
+
+    Formats that sort keys (safetensors) lose the order parameters were registered in (``weight`` before
+    ``bias``); the modules keep their relative order, so within each module the shapes decide."""
+    if any(w is None for w in wanted):
+        return None
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.rsplit(".", 1)[0] if "." in n else "", []).append(n)
+    out: list[str] = []
+    pending = list(groups.values())
+    gi = 0
+    for w in wanted:
+        while gi < len(pending) and not pending[gi]:
+            gi += 1
+        if gi >= len(pending):
+            return None
+        match = next((n for n in pending[gi] if params[n].shape == w), None)
+        if match is None:
+            return None
+        pending[gi].remove(match)
+        out.append(match)
+    return out
 
 
 def _subsequence(wanted: list[Shape], names: list[str], params: dict[str, TensorInfo]) -> list[str] | None:

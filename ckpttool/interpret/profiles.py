@@ -366,8 +366,40 @@ PROFILES: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Checkpoint
 ]  # fmt: skip
 
 
+def _accelerate(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
+    """accelerate ``save_state``: model[_N].safetensors, optimizer[_N].bin, scheduler[_N].bin, scaler.pt and one
+    random_states_<rank>.pkl per process (formats: anchors §4.2)."""
+    layout = Layout("accelerate", "accelerate save_state directory", trainer="accelerate")
+    for key in sorted(root):
+        if key.startswith("model") and st.is_state_dict(root[key]):
+            layout.networks[key] = key
+    for key in sorted(root):
+        if key.startswith("optimizer") and st.is_optimizer(root[key]):
+            suffix = key[len("optimizer") :]
+            layout.optimizers[key] = f"model{suffix}" if f"model{suffix}" in layout.networks else "model"
+        elif key.startswith("scheduler") and isinstance(root[key], dict):
+            layout.schedulers.append(key)
+    if st.is_scaler(root.get("scaler")):
+        layout.scaler = "scaler"
+    for rank, states in sorted((root.get("rng") or {}).items()):
+        if isinstance(states, dict):
+            for kind, name in (("python", "random_state"), ("numpy", "numpy_random_seed"), ("torch", "torch_manual_seed"),
+                               ("cuda", "torch_cuda_manual_seed")):  # fmt: skip
+                if name in states:
+                    layout.rng[kind if rank == "0" else f"{kind}[{rank}]"] = f"rng.{rank}.{name}"
+    layout.meaning["step"] = (
+        "accelerate records no training step (random_states' 'step' counts gradient-accumulation micro-steps); "
+        "keep yours with register_for_checkpointing"
+    )
+    layout.not_needed["epoch"] = "accelerate does not record the epoch; the training script keeps it"
+    layout.not_needed["version"] = "accelerate does not record a code version"
+    return layout
+
+
 def detect_layout(ckpt: Checkpoint) -> Layout:
     root = ckpt.root
+    if ckpt.format == "accelerate-dir" and isinstance(root, dict):
+        return _accelerate(ckpt, root)
     if isinstance(root, dict) and not st.is_state_dict(root):
         for _, matches, build in PROFILES:
             if matches(root):

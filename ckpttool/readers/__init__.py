@@ -32,6 +32,10 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             return read_legacy(p, sniffed)
         if sniffed.format == fmt.SAFETENSORS:
             return read_safetensors(p, sniffed)
+        if sniffed.format == fmt.DIRECTORY:
+            from ckpttool.readers.directory import read_directory
+
+            return read_directory(p)
     except CkptError:
         raise
     except (
