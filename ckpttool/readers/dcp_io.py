@@ -1,7 +1,7 @@
 """Values of a DCP checkpoint, read by ``torch.distributed.checkpoint`` itself — made safe.
 
 DCP's own ``FileSystemReader.read_metadata`` uses ``pickle.load`` and its ``DefaultLoadPlanner.load_bytes`` uses
-``torch.load(weights_only=False)``. Here the ``Metadata`` is rebuilt from ckpttool's restricted parse of
+``torch.load`` with weights_only turned off. Here the ``Metadata`` is rebuilt from ckpttool's restricted parse of
 ``.metadata`` and handed to the reader, and non-tensor entries are decoded with ckpttool's own reader; tensor
 chunks are still loaded by DCP (``torch.load(weights_only=True)``), so sharding and chunk assembly are torch's.
 """
@@ -55,9 +55,9 @@ class _SafeReader(FileSystemReader):
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> md_mod.Metadata:
         md = self._md
-        if getattr(md, "storage_meta", None) is None:
-            md.storage_meta = md_mod.StorageMeta()
-        md.storage_meta.load_id = self.load_id
+        meta = md.storage_meta if md.storage_meta is not None else md_mod.StorageMeta()
+        meta.load_id = self.load_id
+        md.storage_meta = meta
         return md
 
 
