@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 from ckpttool.cli.common import json_mode
+from ckpttool.cli.convert_cmd import convert_cmd
 from ckpttool.cli.diff_cmd import diff_cmd
 from ckpttool.cli.inspect_cmd import inspect_cmd
 from ckpttool.cli.migrate_cmd import migrate_cmd
@@ -38,7 +39,7 @@ cli.add_command(inspect_cmd)
 cli.add_command(diff_cmd)
 cli.add_command(migrate_cmd)
 cli.add_command(verify_cmd)
-for _command in (latest_cmd, check_cmd, prune_cmd, pack_cmd, unpack_cmd):
+for _command in (latest_cmd, check_cmd, prune_cmd, pack_cmd, unpack_cmd, convert_cmd):
     cli.add_command(_command)
 
 

@@ -251,7 +251,7 @@ def _read_dcp(folder: Path) -> Checkpoint:
                 raise CorruptCheckpoint(f"{folder}: {s['file']} (data of {fqn}) is missing", path=str(folder))
     for fqn in md["bytes"]:
         flat[fqn] = _dcp_value(folder, fqn, md["storage"].get(fqn, []))
-    root = _unflatten(flat, md["mappings"])
+    root = _decode_marks(_unflatten(flat, md["mappings"]), {t.path: t for t in tensors})
     ckpt = Checkpoint(str(folder), DCP, root, tensors, _total_size(folder), foreign_globals=md["globals"])
     ckpt.meta["dcp_files"] = sorted(f.name for f in folder.iterdir() if f.name.endswith(".distcp"))
     ckpt.notes.append(
@@ -288,6 +288,29 @@ def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
     if value.tensors:
         return None  # a tensor inside a bytes entry: not a plain value
     return value.root
+
+
+def _decode_marks(obj: Any, tensors: dict[str, TensorInfo]) -> Any:
+    """`ckpttool convert --to dcp` stores non-plain values (stubs, numpy arrays) as typed JSON strings."""
+    from ckpttool.state_json import MARK, decode
+
+    if isinstance(obj, str) and obj.startswith(MARK + "json:"):
+        return decode(json.loads(obj[len(MARK) + 5 :]), lambda key: tensors[key])
+    if isinstance(obj, dict):
+        return type(obj)((_decode_key(k), _decode_marks(v, tensors)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_decode_marks(v, tensors) for v in obj]
+    return obj
+
+
+def _decode_key(k: Any) -> Any:
+    from ckpttool.state_json import MARK, decode
+
+    if isinstance(k, str) and k.startswith(MARK + "int:"):
+        return int(k[len(MARK) + 4 :])
+    if isinstance(k, str) and k.startswith(MARK + "json:"):
+        return decode(json.loads(k[len(MARK) + 5 :]), lambda key: None)
+    return k
 
 
 def _prod(dims: tuple[int, ...]) -> int:

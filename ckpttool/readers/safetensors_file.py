@@ -96,7 +96,26 @@ def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
         raise CorruptCheckpoint(
             f"{path}: {available - covered} unexpected bytes after the last tensor", path=path
         )
-    root: dict[str, Any] = {t.path: t for t in tensors}
-    ckpt = Checkpoint(path=path, format=fmt.SAFETENSORS, root=root, tensors=tensors, size=sniffed.size)
+    root: Any = {t.path: t for t in tensors}
+    notes = []
+    state = metadata.get("ckpttool.state") if isinstance(metadata, dict) else None
+    if state is not None:
+        # written by `ckpttool convert --to safetensors`: the whole training state, typed, with tensor references
+        import json
+
+        from ckpttool.state_json import decode
+
+        by_name = {t.path: t for t in tensors}
+        try:
+            root = decode(json.loads(state), lambda key: by_name[key])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptCheckpoint(
+                f"{path}: ckpttool.state metadata is damaged ({exc})", path=path
+            ) from None
+        metadata = {k: v for k, v in metadata.items() if k != "ckpttool.state"}
+        notes.append("training state restored from the ckpttool.state metadata (written by ckpttool convert)")
+    ckpt = Checkpoint(
+        path=path, format=fmt.SAFETENSORS, root=root, tensors=tensors, size=sniffed.size, notes=notes
+    )
     ckpt.meta.update({"safetensors_metadata": dict(metadata), "header_bytes": data_start})
     return ckpt
