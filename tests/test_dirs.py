@@ -156,3 +156,11 @@ def test_convert_refuses_overwrite_and_reads_dcp_into_safetensors(
     assert run_cli("convert", dcp_dir[0], "-o", out, "--to", "safetensors").code == 2
     ckpt = open_checkpoint(out)
     assert ckpt.root["step"] == 3 and isinstance(ckpt.root["optimizer"]["state"], dict)
+
+
+def test_convert_schema_is_documented(tmp_path: Path) -> None:
+    from test_docs import _documented_keys
+
+    doc = run_cli("convert", fixture("seed_bundle.pth"), "-o", tmp_path / "b.safetensors", "--to", "safetensors",
+                  "--json").json()  # fmt: skip
+    assert set(doc) == _documented_keys("ckpttool.convert/1")
