@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,12 @@ def load_flat(folder: str, keys: list[str] | None = None) -> dict[str, Any]:
             continue
         if isinstance(entry, md_mod.TensorStorageMetadata):
             state[fqn] = torch.empty(entry.size, dtype=entry.properties.dtype)
-    dcp.load(state, storage_reader=_SafeReader(folder), planner=_SafePlanner(flatten_state_dict=False),
-             no_dist=True)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # "torch.distributed is disabled ...": one process, as meant
+        dcp.load(state, storage_reader=_SafeReader(folder), planner=_SafePlanner(flatten_state_dict=False),
+                 no_dist=True)  # fmt: skip
     return state
 
 
