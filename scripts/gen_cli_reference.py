@@ -26,7 +26,7 @@ def render() -> str:
     ]
     commands: list[tuple[str, list[str]]] = [("ckpttool", ["--help"])]
     assert isinstance(cli, click.Group)
-    for name in sorted(cli.commands):
+    for name in sorted(cli.list_commands(None)):  # type: ignore[arg-type]
         commands.append((f"ckpttool {name}", [name, "--help"]))
     for title, args in commands:
         result = runner.invoke(cli, args, prog_name="ckpttool", terminal_width=100)

@@ -14,33 +14,51 @@ from collections.abc import Sequence
 import click
 
 from ckpttool.cli.common import json_mode
-from ckpttool.cli.convert_cmd import convert_cmd
-from ckpttool.cli.diff_cmd import diff_cmd
-from ckpttool.cli.inspect_cmd import inspect_cmd
-from ckpttool.cli.migrate_cmd import migrate_cmd
-from ckpttool.cli.run_cmds import check_cmd, latest_cmd, pack_cmd, prune_cmd, unpack_cmd
-from ckpttool.cli.verify_cmd import verify_cmd
 from ckpttool.errors import EXIT_UNREADABLE, EXIT_USAGE, CkptError
 from ckpttool.render import to_json
 
 EXIT_INTERNAL = 4
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Commands are imported when used: `ckpttool inspect` should not pay for importing migrate, verify or convert.
+COMMANDS = {
+    "inspect": "ckpttool.cli.inspect_cmd:inspect_cmd",
+    "diff": "ckpttool.cli.diff_cmd:diff_cmd",
+    "migrate": "ckpttool.cli.migrate_cmd:migrate_cmd",
+    "verify-resume": "ckpttool.cli.verify_cmd:verify_cmd",
+    "latest": "ckpttool.cli.run_cmds:latest_cmd",
+    "check": "ckpttool.cli.run_cmds:check_cmd",
+    "prune": "ckpttool.cli.run_cmds:prune_cmd",
+    "pack": "ckpttool.cli.run_cmds:pack_cmd",
+    "unpack": "ckpttool.cli.run_cmds:unpack_cmd",
+    "convert": "ckpttool.cli.convert_cmd:convert_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="ckpttool")
 def cli() -> None:
     """Inspect, diff, migrate and verify PyTorch training checkpoints without executing them.
 
     Exit codes: 0 ok, 1 problems found, 2 usage error, 3 unreadable input.
     """
-
-
-cli.add_command(inspect_cmd)
-cli.add_command(diff_cmd)
-cli.add_command(migrate_cmd)
-cli.add_command(verify_cmd)
-for _command in (latest_cmd, check_cmd, prune_cmd, pack_cmd, unpack_cmd, convert_cmd):
-    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
