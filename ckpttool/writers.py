@@ -63,18 +63,44 @@ class _ReemitPickler(_PurePickler):
 PICKLE_MODULE = types.SimpleNamespace(Pickler=_ReemitPickler, __name__="ckpttool_reemit_pickle")
 
 
-def materialise(obj: Any, tensor_of: Callable[[TensorInfo], Any]) -> Any:
-    """A copy of a checkpoint tree with real tensors, dtypes, devices and numpy arrays; stubs stay stubs."""
+def materialise(obj: Any, tensor_of: Callable[[TensorInfo], Any], shared: bool = False) -> Any:
+    """A copy of a checkpoint tree with real tensors, dtypes, devices and numpy arrays; stubs stay stubs.
+
+    ``shared``: tensors that viewed one storage in the file view one storage again (tied weights, views), and
+    parameters come back as ``nn.Parameter`` — for writing a file equivalent to the source.
+    """
     import torch
 
+    from ckpttool.readers.directory import DcpValue
+
     memo: dict[int, Any] = {}
+    storages: dict[tuple[str, str], Any] = {}
+
+    def tensor(info: TensorInfo) -> Any:
+        if not shared or info.storage.dcp is not None:
+            return tensor_of(info)
+        from ckpttool.model import DTYPE_SIZES
+
+        if DTYPE_SIZES.get(info.dtype) != DTYPE_SIZES.get(info.storage.dtype):
+            return tensor_of(info)  # a typed view of another dtype's storage: read it on its own
+        key = (info.storage.file, info.storage.key)
+        base = storages.get(key)
+        if base is None:
+            flat = TensorInfo(info.path, info.dtype, (info.storage.numel,), (1,), info.storage, 0)
+            base = storages[key] = tensor_of(flat)
+        t = base.as_strided(info.shape, info.stride, info.storage_offset)
+        return torch.nn.Parameter(t, requires_grad=t.is_floating_point()) if info.is_parameter else t
 
     def walk(x: Any) -> Any:
         if id(x) in memo:
             return memo[id(x)]
         out: Any
         if isinstance(x, TensorInfo):
-            out = tensor_of(x)
+            out = tensor(x)
+        elif isinstance(x, DcpValue):
+            from ckpttool.readers.dcp_io import load_value
+
+            out = load_value(x.folder, x.fqn)
         elif isinstance(x, dict):
             out = type(x)() if type(x) is not dict else {}
             memo[id(x)] = out
@@ -119,7 +145,7 @@ def _numpy(x: Any) -> Any:
     if x.data is None:
         raise UsageError(
             "the checkpoint holds a numpy array larger than 1 MB, which ckpttool does not keep in memory; "
-            "write --to safetensors (weights only) instead"
+            "it cannot be written back"
         )
     return np.frombuffer(x.data, dtype=np.dtype(x.dtype)).reshape(x.shape).copy()
 

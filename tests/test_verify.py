@@ -155,3 +155,42 @@ def test_vits_style_recipe_is_caught(tmp_path: Path) -> None:
 def test_bad_recipe_is_a_usage_error(tmp_path: Path) -> None:
     r = run_cli("verify-resume", fixture(SEED), "--recipe", "no_such_module_xyz:recipe", "--no-shadow")
     assert r.code == 2 and "cannot import" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["Adamax", "RMSprop", "NAdam", "RAdam", "SGD"])
+def test_other_optimizers_and_multistep_scheduler(tmp_path: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    extra = {"momentum": 0.9} if kind in ("RMSprop", "SGD") else {}
+    opt = getattr(torch.optim, kind)(net.parameters(), lr=0.01, **extra)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1, 3], 0.5)
+    for _ in range(2):
+        net(torch.randn(4, 3)).sum().backward()
+        opt.step()
+        sched.step()
+    path = tmp_path / "b.pth"
+    torch.save({"model_g": net.state_dict(), "optimizer_g": opt.state_dict(), "scheduler_g": sched.state_dict(),
+                "step": 2, "epoch": 2}, path)  # fmt: skip
+    code, doc = _verify(path)
+    assert code == 0, _failed(doc)
+    assert doc["shadow_runs"][0]["exact_reload"]["identical"]
+
+
+def test_scheduler_without_closed_form_is_not_called_consistent(tmp_path: Path) -> None:
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    path = tmp_path / "oc.pth"
+    torch.save({"model_g": net.state_dict(), "optimizer_g": opt.state_dict(), "scheduler_g": sched.state_dict(),
+                "step": 1}, path)  # fmt: skip
+    _, doc = _verify(path, "--no-shadow")
+    (sched_check,) = [c for c in doc["checks"] if c["name"] == "scheduler"]
+    assert sched_check["status"] == "warn" and "not checked" in sched_check["message"]
+
+
+def test_odd_steps_and_duplicate_files_are_usage_errors() -> None:
+    assert run_cli("verify-resume", fixture(SEED), "--steps", "3").code == 2
+    assert run_cli("verify-resume", fixture(SEED), fixture(SEED)).code == 2

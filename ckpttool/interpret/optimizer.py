@@ -91,6 +91,19 @@ def guess_kind(opt: dict[str, Any]) -> str:
             keys |= set(map(str, entry))
     if "clipping_scale" in g0 or {"delta", "param_rms"} & keys:
         return "ScaledAdam (icefall; batched state)"
+    # classes whose state or groups carry a key of their own, before the generic Adam/SGD rules
+    if "exp_inf" in keys:
+        return "Adamax"
+    if "mu_product" in keys or "momentum_decay" in g0:
+        return "NAdam"
+    if "square_avg" in keys or "centered" in g0:
+        return "RMSprop"
+    if "acc_delta" in keys:
+        return "Adadelta"
+    if "eta" in keys and "ax" in keys:
+        return "ASGD"
+    if ("exp_avg" in keys or "betas" in g0) and "amsgrad" not in g0 and "decoupled_weight_decay" in g0:
+        return "RAdam"
     if "exp_avg" in keys or ("betas" in g0 and not keys):
         if "decoupled_weight_decay" in g0:
             return "AdamW" if g0["decoupled_weight_decay"] else "Adam"

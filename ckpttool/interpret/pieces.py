@@ -370,6 +370,10 @@ def _verdict(
         return "warm-start", f"no optimizer state for {', '.join(missing_opt)}: its moments restart from zero"
     if status["scheduler"] == "absent":
         return "warm-start", CONSEQUENCES["scheduler"]
-    if status["step"] == "absent" and status["epoch"] == "absent":
+    if (
+        status["step"] == "absent"
+        and status["epoch"] == "absent"
+        and not {"step", "epoch"} <= set(layout.not_needed)
+    ):
         return "warm-start", CONSEQUENCES["step"]
     return "full", "weights, optimizer, schedule and progress can all be restored"

@@ -387,7 +387,7 @@ def _accelerate(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
                                ("cuda", "torch_cuda_manual_seed")):  # fmt: skip
                 if name in states:
                     layout.rng[kind if rank == "0" else f"{kind}[{rank}]"] = f"rng.{rank}.{name}"
-    layout.meaning["step"] = (
+    layout.not_needed["step"] = (
         "accelerate records no training step (random_states' 'step' counts gradient-accumulation micro-steps); "
         "keep yours with register_for_checkpointing"
     )

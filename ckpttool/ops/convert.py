@@ -25,6 +25,7 @@ from typing import Any
 from ckpttool.errors import MigrationError, UsageError
 from ckpttool.model import Checkpoint, Stub, TensorInfo
 from ckpttool.readers import open_checkpoint
+from ckpttool.readers.directory import INT_KEYS
 from ckpttool.state_json import FORMAT, MARK, encode
 from ckpttool.values import StorageReader
 from ckpttool.writers import atomic_write, check_output, materialise, torch_save_to
@@ -59,11 +60,24 @@ def _tag(ckpt: Checkpoint) -> bytes | None:
 
 
 def _marked_key(k: Any) -> Any:
-    if isinstance(k, str):
-        return k
-    if isinstance(k, int) and not isinstance(k, bool):
-        return f"{MARK}int:{k}"  # DCP turns keys into strings; optimizer state is keyed by int
+    if isinstance(k, str | int) and not isinstance(k, bool):
+        return k  # DCP writes int keys as strings; _int_key_paths records where to turn them back
     return MARK + "json:" + json.dumps(encode(k, lambda t: "?"))
+
+
+def _int_key_paths(obj: Any, path: list[Any] | None = None) -> list[list[Any]]:
+    """Paths of the dicts with int keys (optimizer state), so a DCP round trip can restore them."""
+    path = path or []
+    out: list[list[Any]] = []
+    if isinstance(obj, dict):
+        if any(isinstance(k, int) and not isinstance(k, bool) for k in obj):
+            out.append(path)
+        for k, v in obj.items():
+            out += _int_key_paths(v, [*path, str(k) if isinstance(k, int) else k])
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _int_key_paths(v, [*path, i])
+    return out
 
 
 def _marked(obj: Any) -> Any:
@@ -104,23 +118,32 @@ def convert_checkpoint(
     else:
         check_output(target, [str(src)], force)
     report = ConvertReport(ckpt.path, str(target), to, len(ckpt.tensors), False)
-    with StorageReader() as reader:
-        if to == "pth":
-            root = materialise(ckpt.root, reader.tensor)
-            atomic_write(target, lambda fh: torch_save_to(fh, root, tag=_tag(ckpt)), lambda p: None)
-        elif to == "safetensors":
-            _write_safetensors(ckpt, target, reader, report)
-        else:
-            _write_dcp(ckpt, target, reader, force)
-    if verify:
-        report.differences = compare_checkpoints(ckpt, open_checkpoint(target))
+
+    def check(written: Path) -> None:
+        """Runs on the temporary output, before it gets the final name: a wrong file never lands."""
+        if not verify:
+            return
+        report.differences = compare_checkpoints(ckpt, open_checkpoint(written))
         report.verified = not report.differences
         if report.differences:
-            raise MigrationError(f"{target}: the round trip changed the checkpoint: {report.differences[0]}")
+            more = f" (and {len(report.differences) - 1} more)" if len(report.differences) > 1 else ""
+            raise MigrationError(f"{target}: the conversion would change the checkpoint: "
+                                 f"{report.differences[0][:300]}{more}; nothing was written")  # fmt: skip
+
+    with StorageReader() as reader:
+        if to == "pth":
+            root = materialise(ckpt.root, reader.tensor, shared=True)
+            atomic_write(target, lambda fh: torch_save_to(fh, root, tag=_tag(ckpt)), check)
+        elif to == "safetensors":
+            _write_safetensors(ckpt, target, reader, report, check)
+        else:
+            _write_dcp(ckpt, target, reader, force, check)
     return report
 
 
-def _write_safetensors(ckpt: Checkpoint, target: Path, reader: StorageReader, report: ConvertReport) -> None:
+def _write_safetensors(
+    ckpt: Checkpoint, target: Path, reader: StorageReader, report: ConvertReport, check: Any
+) -> None:
     from safetensors.torch import save
 
     tensors: dict[str, Any] = {}
@@ -134,21 +157,39 @@ def _write_safetensors(ckpt: Checkpoint, target: Path, reader: StorageReader, re
         report.notes.append("non-tensor training state kept as typed JSON in the ckpttool.state metadata")
     metadata["ckpttool.source_format"] = ckpt.format
     data = save(tensors, metadata=metadata)
-    atomic_write(target, lambda fh: fh.write(data), lambda p: None)
+    atomic_write(target, lambda fh: fh.write(data), check)
 
 
-def _write_dcp(ckpt: Checkpoint, target: Path, reader: StorageReader, force: bool) -> None:
+def _write_dcp(
+    ckpt: Checkpoint, target: Path, reader: StorageReader, force: bool, verify_dir: Any = None
+) -> None:
     import warnings
 
     from torch.distributed import checkpoint as dcp
 
     root = ckpt.root if isinstance(ckpt.root, dict) else {"root": ckpt.root}
-    state = _marked(materialise(root, reader.tensor))
+    plain = materialise(root, reader.tensor)
+    state = _marked(plain)
+    int_paths = _int_key_paths(plain)
+    if int_paths:
+        state[INT_KEYS] = int_paths
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent}: the output folder does not exist")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dcp.save(state, checkpoint_id=str(staging), no_dist=True)
+            try:
+                dcp.save(state, checkpoint_id=str(staging), no_dist=True)
+            except BaseException as exc:  # DCP's CheckpointException derives from BaseException
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise UsageError(
+                    f"{target}: torch.distributed.checkpoint cannot save this state ({first[:200]})"
+                ) from None
+        if verify_dir is not None:
+            verify_dir(staging)
         if target.exists() and force:
             backup = target.with_name(f".{target.name}.old")
             os.replace(target, backup)
@@ -193,7 +234,6 @@ _MISSING = object()
 
 def compare_checkpoints(a: Checkpoint, b: Checkpoint) -> list[str]:
     """Differences between two checkpoints: tensor values (one pair at a time) and every other value."""
-    import torch
 
     root_a = a.root if isinstance(a.root, dict) or b.format != "dcp-dir" else {"root": a.root}
     diffs: list[str] = []
@@ -201,15 +241,35 @@ def compare_checkpoints(a: Checkpoint, b: Checkpoint) -> list[str]:
         for path, x, y in _pairs(root_a, b.root):
             if isinstance(x, TensorInfo) and isinstance(y, TensorInfo):
                 tx, ty = ra.tensor(x), rb.tensor(y)
-                if tx.dtype != ty.dtype or tx.shape != ty.shape or not torch.equal(tx, ty):
+                if not _same_tensor(tx, ty):
                     diffs.append(f"{path}: tensor differs")
             elif x is _MISSING or y is _MISSING:
                 diffs.append(f"{path}: only in {'the output' if x is _MISSING else 'the source'}")
+            elif _has_dcp_value(x) or _has_dcp_value(y):
+                if _norm(materialise(x, ra.tensor)) != _norm(materialise(y, rb.tensor)):
+                    diffs.append(f"{path}: values differ")
             elif _norm(x) != _norm(y):
                 diffs.append(f"{path}: {x!r} != {y!r}")
             if len(diffs) >= 20:
                 break
     return diffs
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    import torch
+
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if torch.equal(a, b):
+        return True
+    return bool(a.is_floating_point() and torch.equal(torch.isnan(a), torch.isnan(b)) and
+                torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)))  # fmt: skip
+
+
+def _has_dcp_value(v: Any) -> bool:
+    from ckpttool.readers.directory import DcpValue
+
+    return isinstance(v, DcpValue)
 
 
 def _norm(v: Any) -> Any:
@@ -218,5 +278,18 @@ def _norm(v: Any) -> Any:
     from ckpttool.readers.unpickler import NumpyArray
 
     if isinstance(v, NumpyArray):
-        return (v.shape, v.dtype, v.data)
+        import numpy as np
+
+        return (v.shape, np.dtype(v.dtype).str, v.data)
+    if type(v).__module__ == "numpy" and hasattr(v, "tobytes"):
+        import numpy as np
+
+        arr = np.asarray(v)
+        return (tuple(arr.shape), arr.dtype.str, arr.tobytes())
+    if type(v).__name__ in ("Tensor", "Parameter"):
+        return ("tensor", tuple(v.shape), str(v.dtype), v.detach().cpu().numpy().tobytes())
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return type(v)(_norm(x) for x in v)
     return v

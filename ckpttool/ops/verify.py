@@ -100,8 +100,10 @@ def verify_resume(
     files = [str(p) for p in paths]
     if not files:
         raise UsageError("give at least one checkpoint (a bundle, or a G file and its D file)")
-    if steps < 2:
-        raise UsageError("--steps must be at least 2 (half before the save, half after)")
+    if steps < 2 or steps % 2:
+        raise UsageError("--steps must be an even number, at least 2 (half before the save, half after)")
+    if len({os.path.realpath(f) for f in files}) != len(files):
+        raise UsageError("the same file is given twice; give a G file and its D file, or one bundle")
     dev = resolve_device(device)
     if dev.type == "cuda":
         import torch
@@ -168,7 +170,7 @@ def verify_resume(
 
 
 def _shadow_checks(s: Source, res: Any, strict: bool) -> list[Check]:
-    out = []
+    out = [Check("shadow-run", "warn", f"{s.name}: {note}") for note in res.notes]
     where = f"{s.name}: {res.steps} steps straight vs {res.steps // 2} + save/reload + {res.steps - res.steps // 2}"
     if res.exact.identical:
         kind = "bit-identical" if res.device == "cpu" else "identical within rtol 1e-6"

@@ -78,7 +78,10 @@ def _decode_bytes(value: io.BytesIO) -> Any:
 
 class _SafePlanner(DefaultLoadPlanner):
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-        self.state_dict[read_item.dest_index.fqn] = _decode_bytes(value)
+        decoded = _decode_bytes(value)
+        # the planner works on a (sharded-tensor-flattened) copy; the caller reads the original dict
+        self.state_dict[read_item.dest_index.fqn] = decoded
+        self.original_state_dict[read_item.dest_index.fqn] = decoded
 
 
 def load_flat(folder: str, keys: list[str] | None = None) -> dict[str, Any]:
@@ -91,13 +94,34 @@ def load_flat(folder: str, keys: list[str] | None = None) -> dict[str, Any]:
             continue
         if isinstance(entry, md_mod.TensorStorageMetadata):
             state[fqn] = torch.empty(entry.size, dtype=entry.properties.dtype)
+    _load(folder, state)
+    return state
+
+
+def _load(folder: str, state: dict[str, Any]) -> None:
+    from ckpttool.errors import CorruptCheckpoint
+
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore", UserWarning
         )  # "torch.distributed is disabled ...": one process, as meant
-        dcp.load(state, storage_reader=_SafeReader(folder), planner=_SafePlanner(flatten_state_dict=False),
-                 no_dist=True)  # fmt: skip
-    return state
+        try:
+            dcp.load(state, storage_reader=_SafeReader(folder), planner=_SafePlanner(flatten_state_dict=False),
+                     no_dist=True)  # fmt: skip
+        except BaseException as exc:  # DCP's CheckpointException derives from BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            lines = str(exc).strip().splitlines()
+            first = (lines[-1] if lines else type(exc).__name__)[:200]
+            raise CorruptCheckpoint(f"{folder}: torch.distributed.checkpoint cannot read it ({first})",
+                                    path=folder) from None  # fmt: skip
+
+
+def load_value(folder: str, fqn: str) -> Any:
+    """A non-tensor entry ckpttool's own parse left to DCP (it holds tensors, or is large or transformed)."""
+    state: dict[str, Any] = {fqn: None}
+    _load(folder, state)
+    return state[fqn]
 
 
 def load_tensor(folder: str, fqn: str, shape: tuple[int, ...], dtype: str) -> torch.Tensor:

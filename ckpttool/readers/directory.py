@@ -247,11 +247,14 @@ def _read_dcp(folder: Path) -> Checkpoint:
         flat[fqn] = info
         tensors.append(info)
         for s in md["storage"].get(fqn, []):
-            if not (folder / str(s["file"])).is_file():
-                raise CorruptCheckpoint(f"{folder}: {s['file']} (data of {fqn}) is missing", path=str(folder))
+            _check_item(folder, fqn, s)
     for fqn in md["bytes"]:
+        for s in md["storage"].get(fqn, []):
+            _check_item(folder, fqn, s)
         flat[fqn] = _dcp_value(folder, fqn, md["storage"].get(fqn, []))
     root = _decode_marks(_unflatten(flat, md["mappings"]), {t.path: t for t in tensors})
+    if isinstance(root, dict) and isinstance(root.get(INT_KEYS), list):
+        _restore_int_keys(root, root.pop(INT_KEYS))
     ckpt = Checkpoint(str(folder), DCP, root, tensors, _total_size(folder), foreign_globals=md["globals"])
     ckpt.meta["dcp_files"] = sorted(f.name for f in folder.iterdir() if f.name.endswith(".distcp"))
     ckpt.notes.append(
@@ -263,6 +266,44 @@ def _read_dcp(folder: Path) -> Checkpoint:
 MAX_VALUE_BLOB = 1 << 20
 
 
+def _check_item(folder: Path, fqn: str, item: dict[str, Any]) -> None:
+    """Every byte range .metadata names must be inside a .distcp file of this folder."""
+    name = str(item.get("file"))
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise CorruptCheckpoint(
+            f"{folder}: .metadata points {fqn} at {name!r}, outside the folder", path=str(folder)
+        )
+    data = folder / name
+    if not data.is_file():
+        raise CorruptCheckpoint(f"{folder}: {name} (data of {fqn}) is missing", path=str(folder))
+    start, length = item.get("start"), item.get("length")
+    if isinstance(start, int) and isinstance(length, int) and start + length > data.stat().st_size:
+        from ckpttool.errors import TruncatedCheckpoint
+
+        raise TruncatedCheckpoint(
+            f"{folder}: {name} ends before the data of {fqn} (needs {start + length} bytes, has "
+            f"{data.stat().st_size}); the save was cut short, use another checkpoint",
+            path=str(folder),
+        )
+
+
+class DcpValue:
+    """A DCP value ckpttool does not parse itself (it holds tensors, is over 1 MB, or is transformed): read
+    through torch.distributed.checkpoint when the value is needed (convert, diff --values)."""
+
+    def __init__(self, folder: str, fqn: str) -> None:
+        self.folder, self.fqn = folder, fqn
+
+    def __repr__(self) -> str:
+        return f"<DCP value {self.fqn} (read on demand)>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DcpValue) and (self.folder, self.fqn) == (other.folder, other.fqn)
+
+    def __hash__(self) -> int:
+        return hash((self.folder, self.fqn))
+
+
 def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
     """A non-tensor entry (a step counter, an lr, a param-id list) is a small torch.save blob inside a .distcp
     file: read its bytes and parse them with ckpttool's own (torch-free, restricted) reader."""
@@ -271,11 +312,11 @@ def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
     from ckpttool.readers import open_checkpoint
 
     if len(items) != 1 or items[0].get("transforms"):
-        return None
+        return DcpValue(str(folder), fqn)
     item = items[0]
     start, length = int(item["start"]), int(item["length"])
     if length > MAX_VALUE_BLOB:
-        return None
+        return DcpValue(str(folder), fqn)
     with open(folder / str(item["file"]), "rb") as fh:
         fh.seek(start)
         blob = fh.read(length)
@@ -284,9 +325,13 @@ def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
     with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
         tmp.write(blob)
         tmp.flush()
-        value = open_checkpoint(tmp.name)
+        try:
+            value = open_checkpoint(tmp.name)
+        except CkptError as exc:
+            exc.message = exc.message.replace(tmp.name, f"{folder} (value {fqn})")
+            raise
     if value.tensors:
-        return None  # a tensor inside a bytes entry: not a plain value
+        return DcpValue(str(folder), fqn)  # tensors inside a value: read through DCP when needed
     return value.root
 
 
@@ -301,6 +346,26 @@ def _decode_marks(obj: Any, tensors: dict[str, TensorInfo]) -> Any:
     if isinstance(obj, list):
         return [_decode_marks(v, tensors) for v in obj]
     return obj
+
+
+INT_KEYS = "__ckpttool_int_keys__"
+
+
+def _restore_int_keys(root: Any, paths: list[Any]) -> None:
+    """`ckpttool convert --to dcp` lists the dicts whose keys were ints (DCP writes every key as a string)."""
+    for path in paths:
+        node = root
+        for part in path if isinstance(path, list) else []:
+            node = (
+                node[int(part)]
+                if isinstance(node, list)
+                else node.get(part)
+                if isinstance(node, dict)
+                else None
+            )
+        if isinstance(node, dict):
+            for k in [k for k in node if isinstance(k, str) and k.lstrip("-").isdigit()]:
+                node[int(k)] = node.pop(k)
 
 
 def _decode_key(k: Any) -> Any:

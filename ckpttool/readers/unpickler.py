@@ -193,6 +193,16 @@ def _safe_collection(kind: Callable[[Any], Any]) -> Callable[..., Any]:
     return build
 
 
+def _safe_counter(items: Any = ()) -> Any:
+    from collections import Counter
+
+    if isinstance(items, dict):
+        return Counter({k: v for k, v in items.items() if isinstance(v, int)})
+    if isinstance(items, (list, tuple)):
+        return Counter(items)
+    raise pickle.UnpicklingError(f"refusing to build a Counter from {type(items).__name__}")
+
+
 def _safe_bytes(kind: Callable[..., Any]) -> Callable[..., Any]:
     def build(data: Any = b"", encoding: str = "latin1") -> Any:
         if isinstance(data, str):
@@ -287,6 +297,7 @@ _SAFE: dict[str, Callable[..., Any]] = {
     "torch.Size": _torch_size,
     "torch.device": _torch_device,
     "collections.OrderedDict": _safe_collection(OrderedDict),
+    "collections.Counter": _safe_counter,  # MultiStepLR keeps its milestones in one
     "collections.defaultdict": lambda *_: {},  # items arrive through SETITEMS; the factory is irrelevant
     "builtins.set": _safe_collection(set),
     "builtins.frozenset": _safe_collection(frozenset),

@@ -8,6 +8,7 @@ ckpttool's own reader exactly as a resume goes through the trainer's.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from ckpttool.writers import materialise
 if TYPE_CHECKING:
     import torch
 
-OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD")
+OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD")
 REBUILDABLE = ("ExponentialLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "ConstantLR", "LinearLR")
 
 
@@ -71,17 +72,25 @@ def optimizer_class(kind: str, override: str | None) -> Any:
     import torch
 
     name = override or kind.split(" ")[0]
-    if name not in OPTIMIZERS:
+    cls = getattr(torch.optim, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise UsageError(
-            f"cannot rebuild a {kind!r} optimizer; name its class with --optimizer-class ({', '.join(OPTIMIZERS)})"
+            f"cannot rebuild a {kind!r} optimizer; name its torch.optim class with --optimizer-class "
+            f"(e.g. {', '.join(OPTIMIZERS)})"
         )
-    return getattr(torch.optim, name)
+    return cls
 
 
 def driven_optimizer(sched_path: str, opt_paths: list[str], layout: Layout) -> str | None:
     """Which optimizer a saved scheduler drives: the one for the same network (scheduler_g -> the G optimizer),
     the one at the same index (Lightning's lists), or the only one."""
     leaf = sched_path.rsplit(".", 1)[-1]
+    numbered = re.fullmatch(r"scheduler(_\d+)?", leaf)
+    if numbered:  # accelerate: scheduler_N drives optimizer_N
+        want = "optimizer" + (numbered.group(1) or "")
+        match = next((p for p in opt_paths if p.rsplit(".", 1)[-1] == want), None)
+        if match is not None:
+            return match
     for suffix, label in (("_g", "G"), ("_d", "D")):
         if leaf.endswith(suffix):
             return next((p for p in opt_paths if layout.optimizers.get(p) == label), None)
@@ -191,7 +200,7 @@ def _rebuild_saved(path: str, state: dict[str, Any], opt: LiveOptimizer, notes: 
     if kind == "StepLR":
         args["step_size"] = state["step_size"]
     if kind == "MultiStepLR":
-        args["milestones"] = list(dict(state["milestones"]))
+        args["milestones"] = sorted(dict(state["milestones"]))
     if kind == "CosineAnnealingLR":
         args.update(T_max=state["T_max"], eta_min=state["eta_min"])
     if kind in ("ConstantLR", "LinearLR"):

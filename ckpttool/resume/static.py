@@ -135,9 +135,14 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
             if abs(implied - lr) > 1e-9 + 1e-6 * abs(lr):
                 bad.append(f"group {i}: the {kind} state (last_epoch {state.get('last_epoch')}) implies lr "
                            f"{implied:.6g}, the optimizer holds {lr:.6g}")  # fmt: skip
+        checked = [i for i, g in enumerate(groups) if i < len(base_lrs) and isinstance(base_lrs[i], int | float)
+                   and closed_form_lr(kind, state, float(base_lrs[i])) is not None]  # fmt: skip
         if bad:
             out.append(Check("scheduler", "fail", f"{path} does not belong to {target}: " + "; ".join(bad)
                              + ". A scheduler state of another class or run loads silently and changes the LR"))  # fmt: skip
+        elif not checked:
+            out.append(Check("scheduler", "warn", f"{path}: a {kind} has no closed form here; its LR against "
+                             f"{target}'s is not checked"))  # fmt: skip
         else:
             out.append(Check("scheduler", "pass", f"{path}: {kind} state consistent with {target}'s LR"))
     return out
