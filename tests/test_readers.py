@@ -122,3 +122,21 @@ def test_gpt_sovits_header_tag_reads(tmp_path: Path) -> None:
     assert ckpt.meta["gpt_sovits_tag"] == "v2ProPlus"
     with StorageReader() as reader:
         assert torch.equal(reader.tensor(ckpt.tensor_map()["weight.a"]), torch.zeros(2))
+
+
+def test_set_path_mirrors_get_path_with_dotted_keys() -> None:
+    from ckpttool.interpret.structure import get_path, set_path
+
+    root = {
+        "callbacks": {"ModelCheckpoint{'monitor': 'a.b'}": {"x": 1}},
+        "opt": [{"s": {0: "a"}}],
+        "a.b": {"c": 2},
+    }
+    for path, value in (
+        ("callbacks.ModelCheckpoint{'monitor': 'a.b'}.x", 5),
+        ("opt.0.s.0", "z"),
+        ("a.b.c", 3),
+    ):
+        root = set_path(root, path, value)
+        assert get_path(root, path) == value
+    assert set_path(root, "", 7) == 7

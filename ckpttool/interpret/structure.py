@@ -141,6 +141,38 @@ def get_path(root: Any, path: str) -> Any:
     return cur
 
 
+def set_path(root: Any, path: str, value: Any) -> Any:
+    """Put ``value`` where ``get_path(root, path)`` would find it (dotted keys matched the same way); returns the
+    root (``value`` itself for the empty path). Used on materialised trees: dicts and lists."""
+    if not path:
+        return value
+    cur = root
+    rest = path
+    while True:
+        if isinstance(cur, list):
+            head, _, tail = rest.partition(".")
+            if not tail:
+                cur[int(head)] = value
+                return root
+            cur, rest = cur[int(head)], tail
+            continue
+        if not isinstance(cur, dict):
+            raise KeyError(path)
+        keys = sorted((k for k in cur if isinstance(k, str)), key=len, reverse=True)
+        if rest in keys or (rest.isdigit() and int(rest) in cur):
+            cur[rest if rest in cur else int(rest)] = value
+            return root
+        key = next((k for k in keys if rest.startswith(k + ".")), None)
+        if key is None:
+            head, _, tail = rest.partition(".")
+            if not (head.isdigit() and int(head) in cur) or not tail:
+                raise KeyError(path)
+            key, rest = int(head), tail  # type: ignore[assignment]
+            cur = cur[key]
+            continue
+        cur, rest = cur[key], rest[len(key) + 1 :]
+
+
 def to_plain(obj: Any, depth: int = 0) -> Any:
     """JSON-friendly copy of a config-like object: stubs become dicts or strings, tensors summaries."""
     if depth > 12:

@@ -9,7 +9,6 @@ Whatever remains is matched generically: old/new dims against changed config val
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from ckpttool.model import Checkpoint
 from ckpttool.ops.architecture import TRAINER_HINTS
 from ckpttool.ops.diff import Change, Explanation, NetworkDiff, explain_generic, summarise
 from ckpttool.specs import expr as ex
-from ckpttool.specs.match import Fingerprint, fingerprint
+from ckpttool.specs.match import Fingerprint, atom_value, fingerprint
 from ckpttool.specs.model import get_spec
 
 
@@ -69,15 +68,6 @@ def _path(deepdiff_path: str) -> str:
     return ".".join(parts)
 
 
-def _atom_value(values: dict[str, Any], atom: str) -> Any:
-    m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
-    if m:
-        lst = values.get(m.group(1))
-        i = int(m.group(2))
-        return lst[i] if isinstance(lst, list) and i < len(lst) else None
-    return values.get(atom)
-
-
 def _shapes(ckpt: Checkpoint, path: str) -> dict[str, tuple[int, ...]]:
     from ckpttool.interpret.pieces import network_params
 
@@ -116,11 +106,11 @@ def explain_with_specs(
                     continue
                 xa, xb = ea.exprs[d], eb.exprs[d]
                 atoms = sorted(ex.atoms(ex.parse(xa)) | ex.atoms(ex.parse(xb)))
-                moved = [a for a in atoms if _atom_value(fa.values, a) != _atom_value(fb.values, a)]
+                moved = [a for a in atoms if atom_value(fa.values, a) != atom_value(fb.values, a)]
                 if moved:
                     keys += moved
                     for a in moved:
-                        changed[a] = (_atom_value(fa.values, a), _atom_value(fb.values, a))
+                        changed[a] = (atom_value(fa.values, a), atom_value(fb.values, a))
                     detail = ", ".join(f"{a} {changed[a][0]} -> {changed[a][1]}" for a in moved)
                     reasons.append(f"dim {d}: {da} -> {db} = {xb} ({detail})")
                 elif fa.version != fb.version and xa != xb:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ckpttool.errors import MigrationError, UsageError
 from ckpttool.interpret.optimizer import analyse
 from ckpttool.interpret.profiles import detect_layout
-from ckpttool.interpret.structure import get_path, is_optimizer
+from ckpttool.interpret.structure import get_path, is_optimizer, set_path
 from ckpttool.model import Checkpoint, Stub, TensorInfo
 from ckpttool.ops.migrate_plan import (
     MigratePlan,
@@ -475,10 +475,10 @@ def _apply(
                 continue
             new_opt, message = _migrate_optimizer(opt, opt_path, by_label[label], ckpt, layout, reader,
                                                   plan.optimizer, owners.get(opt_path, set()))  # fmt: skip
-            root = _set_path(root, opt_path, new_opt)
+            root = set_path(root, opt_path, new_opt)
             report.optimizer_results.append(message)
         for net in plan.networks:
-            root = _set_path(root, net.path, networks[net.label])
+            root = set_path(root, net.path, networks[net.label])
         root = _resolve_pending(root, reader)
         _update_embedded_config(root, layout, plan)
     tag = _tag(ckpt, layout, plan)
@@ -582,21 +582,6 @@ def _tensors_in(obj: Any) -> Iterable[TensorInfo]:
             stack.extend(x.values())
         elif isinstance(x, list | tuple):
             stack.extend(x)
-
-
-def _set_path(root: Any, path: str, value: Any) -> Any:
-    if not path:
-        return value
-    parts = path.split(".")
-    node = root
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return root
 
 
 def _update_embedded_config(root: Any, layout: Any, plan: MigratePlan) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpttool.interpret.profiles import Layout
-from ckpttool.interpret.structure import get_path
+from ckpttool.interpret.structure import get_path, set_path
 from ckpttool.model import Checkpoint, TensorInfo
 from ckpttool.readers import open_checkpoint
 from ckpttool.resume.live import Live, build_live, lr_of
@@ -138,31 +138,17 @@ def _save(ckpt: Checkpoint, layout: Layout, live: Live, path: Path) -> None:
         root = materialise(ckpt.root, lambda t: None if id(t) in skip else reader.tensor(t))
     for label, path_ in layout.networks.items():
         sd = OrderedDict((k, v.detach().cpu()) for k, v in live.networks[label].items())
-        root = _set(root, path_, sd)
+        root = set_path(root, path_, sd)
     for o in live.optimizers:
-        root = _set(root, o.path, o.optimizer.state_dict())
+        root = set_path(root, o.path, o.optimizer.state_dict())
     for s in live.schedulers:
         if s.path and s.scheduler is not None:
-            root = _set(root, s.path, s.scheduler.state_dict())
+            root = set_path(root, s.path, s.scheduler.state_dict())
     for counter, value in ((layout.step, live.step), (layout.epoch, live.epoch)):
         if counter and counter != "info" and value is not None:
-            root = _set(root, counter, value)
+            root = set_path(root, counter, value)
     with open(path, "wb") as fh:
         torch_save_to(fh, root)
-
-
-def _set(root: Any, path: str, value: Any) -> Any:
-    if not path:
-        return value
-    parts = path.split(".")
-    node = root
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
-    return root
 
 
 def compare(a: Live, b: Live, exact: bool = True) -> Comparison:

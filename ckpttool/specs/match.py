@@ -378,7 +378,7 @@ def check_config(
                 continue
             atoms = sorted(ex.atoms(ex.parse(text)))
             keys = [a for a in atoms if a.split("[")[0] in spec.config_keys]
-            imp = {a: _atom_value(implied, a) for a in keys if _atom_value(implied, a) is not None}
+            imp = {a: atom_value(implied, a) for a in keys if atom_value(implied, a) is not None}
             if (
                 not keys
                 and fp is not None
@@ -390,7 +390,7 @@ def check_config(
             mismatches.append(DimMismatch(t.name, d, actual, t.shape[d], text, keys, imp))
             for k in keys or ["(fixed size)"]:
                 entry = summary.setdefault(
-                    k, {"config": _atom_value(values, k), "checkpoint": imp.get(k), "tensors": 0}
+                    k, {"config": atom_value(values, k), "checkpoint": imp.get(k), "tensors": 0}
                 )
                 entry["tensors"] += 1
     # one entry per tensor and key, not per dim, in the counts
@@ -407,7 +407,7 @@ def check_config(
     )
 
 
-def _atom_value(values: Mapping[str, Any], atom: str) -> Any:
+def atom_value(values: Mapping[str, Any], atom: str) -> Any:
     m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
     if m:
         lst = values.get(m.group(1))
