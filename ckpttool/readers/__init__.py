@@ -32,7 +32,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             return read_legacy(p, sniffed)
         if sniffed.format == fmt.SAFETENSORS:
             return read_safetensors(p, sniffed)
-        if sniffed.format == fmt.DIRECTORY:
+        if sniffed.format in (fmt.DIRECTORY, fmt.ACCELERATE, fmt.HF_SHARDED, fmt.DCP):
             from ckpttool.readers.directory import read_directory
 
             return read_directory(p)

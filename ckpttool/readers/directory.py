@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -19,28 +18,7 @@ from typing import Any
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, UnsupportedFormat
 from ckpttool.model import Checkpoint, StorageRef, Stub, TensorInfo
-
-ACCELERATE = "accelerate-dir"
-HF_SHARDED = "hf-sharded-dir"
-DCP = "dcp-dir"
-ACCEL_MODEL = re.compile(r"^(?:model|pytorch_model)(?:_(\d+))?\.(?:safetensors|bin)$")
-ACCEL_OTHER = re.compile(
-    r"^(?:optimizer(?:_\d+)?\.bin|scheduler(?:_\d+)?\.bin|scaler\.pt|random_states_\d+\.pkl)$"
-)
-
-
-def sniff_directory(path: str | os.PathLike[str]) -> str | None:
-    p = Path(path)
-    if not p.is_dir():
-        return None
-    names = {c.name for c in p.iterdir() if c.is_file()}
-    if ".metadata" in names:
-        return DCP
-    if any(n.endswith(".index.json") for n in names):
-        return HF_SHARDED
-    if any(ACCEL_MODEL.match(n) for n in names) and any(ACCEL_OTHER.match(n) for n in names):
-        return ACCELERATE
-    return None
+from ckpttool.readers.sniff import ACCEL_MODEL, ACCELERATE, DCP, HF_SHARDED, sniff_directory
 
 
 def read_directory(path: str) -> Checkpoint:

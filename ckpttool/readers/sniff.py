@@ -7,8 +7,10 @@ writes ``.ckpt`` zips, RVC ``.pth`` exports are zips, and people rename files.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from ckpttool.errors import CorruptCheckpoint, InputNotFound, TruncatedCheckpoint, UnsupportedFormat
 
@@ -47,7 +49,7 @@ def sniff(path: str) -> Sniffed:
     if not os.path.exists(path):
         raise InputNotFound(f"{path}: no such file or directory; check the path", path=path)
     if os.path.isdir(path):
-        return Sniffed(DIRECTORY, 0)
+        return Sniffed(sniff_directory(path) or DIRECTORY, 0)
     size = os.path.getsize(path)
     if size == 0:
         raise TruncatedCheckpoint(
@@ -97,3 +99,28 @@ def _looks_like_tar(path: str, size: int) -> bool:
     with open(path, "rb") as f:
         f.seek(257)
         return f.read(5) == b"ustar"
+
+
+# --- directories --------------------------------------------------------------------------------------------
+ACCELERATE = "accelerate-dir"
+HF_SHARDED = "hf-sharded-dir"
+DCP = "dcp-dir"
+ACCEL_MODEL = re.compile(r"^(?:model|pytorch_model)(?:_(\d+))?\.(?:safetensors|bin)$")
+ACCEL_OTHER = re.compile(
+    r"^(?:optimizer(?:_\d+)?\.bin|scheduler(?:_\d+)?\.bin|scaler\.pt|random_states_\d+\.pkl)$"
+)
+
+
+def sniff_directory(path: str | os.PathLike[str]) -> str | None:
+    """Which kind of checkpoint directory ``path`` is, from the files it holds (None: not one)."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    names = {c.name for c in p.iterdir() if c.is_file()}
+    if ".metadata" in names:
+        return DCP
+    if any(n.endswith(".index.json") for n in names):
+        return HF_SHARDED
+    if any(ACCEL_MODEL.match(n) for n in names) and any(ACCEL_OTHER.match(n) for n in names):
+        return ACCELERATE
+    return None
