@@ -180,14 +180,15 @@ def _group(keys: list[str], side: str, other: set[str]) -> list[KeyGroup]:
 
 
 def _pattern(prefix: str, items: list[str], side: str, other: set[str]) -> str | None:
-    if prefix.startswith("enc_q") and side == "a":
-        return "posterior encoder enc_q: GPT-SoVITS/RVC exports drop it (only training needs it)"
-    if m := re.match(r"discriminators\.(\d+)", prefix):
-        return f"discriminator period #{m.group(1)}: the other file has fewer periods (v2Pro/v2ProPlus add 17, 23)"
+    """A known reason for keys to be on one side only: the specs' ``key_patterns``, or a LoRA-only file."""
+    from ckpttool.specs.model import builtin_specs
+
+    for spec in builtin_specs().values():
+        for regex, why in spec.key_patterns:
+            if re.match(rf"(?:{regex})(?:\.|$)", prefix):
+                return why
     if all("lora_" in k for k in items):
         return "LoRA adapter weights: a LoRA-only file holds just these"
-    if prefix.startswith(("sv_emb", "ge_to512", "prelu")):
-        return "v2Pro/v2ProPlus speaker-verification modules"
     return None
 
 
