@@ -194,3 +194,16 @@ def test_scheduler_without_closed_form_is_not_called_consistent(tmp_path: Path) 
 def test_odd_steps_and_duplicate_files_are_usage_errors() -> None:
     assert run_cli("verify-resume", fixture(SEED), "--steps", "3").code == 2
     assert run_cli("verify-resume", fixture(SEED), fixture(SEED)).code == 2
+
+
+def test_scaled_adam_is_skipped_not_failed(tmp_path: Path) -> None:
+    """GPT-SoVITS's s1 (Lightning) uses icefall's ScaledAdam, whose batched state needs its own code."""
+    net = torch.nn.Linear(3, 2)
+    opt = {"state": {0: {"step": 3, "delta": torch.zeros(1, 2, 3), "param_rms": torch.ones(1)}},
+           "param_groups": [{"lr": 0.01, "clipping_scale": 2.0, "params": [0, 1]}]}  # fmt: skip
+    path = tmp_path / "s1.ckpt"
+    torch.save({"epoch": 3, "global_step": 30, "pytorch-lightning_version": "2.6.0", "state_dict": net.state_dict(),
+                "optimizer_states": [opt], "lr_schedulers": []}, path)  # fmt: skip
+    _, doc = _verify(path)
+    shadow = [c for c in doc["checks"] if c["name"] == "shadow-run"]
+    assert shadow and shadow[0]["status"] == "skip" and "--recipe" in shadow[0]["message"]

@@ -138,6 +138,7 @@ def verify_resume(
     report.checks += stage_check(sources)
 
     if shadow:
+        from ckpttool.resume.live import NotRebuildable
         from ckpttool.resume.shadow import shadow_run
 
         with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as tmp:
@@ -149,6 +150,9 @@ def verify_resume(
                 try:
                     res = shadow_run(s.ckpt, s.layout, dev, steps, Path(tmp), gamma=gamma,
                                      optimizer_override=optimizer_class)  # fmt: skip
+                except NotRebuildable as exc:
+                    report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run: {exc}"))
+                    continue
                 except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
                     report.checks.append(Check("shadow-run", "fail", f"{s.name}: the shadow run failed: "
                                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))  # fmt: skip

@@ -29,6 +29,10 @@ OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax"
 REBUILDABLE = ("ExponentialLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "ConstantLR", "LinearLR")
 
 
+class NotRebuildable(ValueError):
+    """The checkpoint is fine, but its training state cannot be rebuilt without the trainer's own code."""
+
+
 @dataclass
 class LiveOptimizer:
     path: str
@@ -141,6 +145,11 @@ def _build_live(
             report = analyse(
                 opt_path, label, tree, dict(params), layout.group_layout if label == "G" else None
             )
+            if report.kind.startswith("ScaledAdam"):
+                raise NotRebuildable(
+                    f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "
+                    "verify this run through a --recipe"
+                )
             if not report.aligned:
                 raise ValueError(
                     f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}"
