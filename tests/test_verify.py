@@ -203,7 +203,8 @@ def test_scaled_adam_is_skipped_not_failed(tmp_path: Path) -> None:
            "param_groups": [{"lr": 0.01, "clipping_scale": 2.0, "params": [0, 1]}]}  # fmt: skip
     path = tmp_path / "s1.ckpt"
     torch.save({"epoch": 3, "global_step": 30, "pytorch-lightning_version": "2.6.0", "state_dict": net.state_dict(),
-                "optimizer_states": [opt], "lr_schedulers": []}, path)  # fmt: skip
+                "optimizer_states": [opt], "lr_schedulers": [{"base_lrs": [0.01], "last_epoch": 3, "gamma": 0.5,
+                "step_size": 2, "_step_count": 4, "_last_lr": [0.005]}]}, path)  # fmt: skip
     _, doc = _verify(path)
     shadow = [c for c in doc["checks"] if c["name"] == "shadow-run"]
     assert shadow and shadow[0]["status"] == "skip" and "--recipe" in shadow[0]["message"]
