@@ -17,7 +17,8 @@ from ckpttool.render.runs_table import (
     render_pack,
     render_prune,
 )
-from ckpttool.runs import apply_prune, latest, plan_prune
+from ckpttool.runs import latest
+from ckpttool.saving import prune_checkpoints
 
 
 @click.command("latest")
@@ -79,9 +80,7 @@ def prune_cmd(run_dir: str, keep: int, every: int | None, pins: tuple[str, ...],
 
     Unreadable files are left alone (they may be saves in progress).
     """
-    plan = plan_prune(run_dir, keep, every, pins)
-    if not dry_run:
-        apply_prune(plan)
+    plan = prune_checkpoints(run_dir, keep=keep, every=every, pinned=pins, dry_run=dry_run)
     emit(to_json({**plan.to_json(), "dry_run": dry_run}) if as_json else render_prune(plan, not dry_run))
     return EXIT_OK
 
