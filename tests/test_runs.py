@@ -227,3 +227,11 @@ def test_json_schemas_of_the_workflow_commands_are_documented(run_dir: Path, tmp
     for schema, doc in docs.items():
         assert doc["schema"] == schema
         assert set(doc) == _documented_keys(schema), schema
+
+
+def test_check_without_verify_does_not_import_torch() -> None:
+    from conftest import run_subprocess
+
+    r = run_subprocess("check", fixture("seed_bundle.pth"), "--require", "optimizer",
+                       pre="import sys; sys.modules['torch'] = None")  # fmt: skip
+    assert r.code == 0, r.stderr

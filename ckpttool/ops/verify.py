@@ -104,8 +104,8 @@ def verify_resume(
         raise UsageError("--steps must be an even number, at least 2 (half before the save, half after)")
     if len({os.path.realpath(f) for f in files}) != len(files):
         raise UsageError("the same file is given twice; give a G file and its D file, or one bundle")
-    dev = resolve_device(device)
-    if dev.type == "cuda":
+    dev = resolve_device(device) if shadow or recipe else None  # static checks alone need no device
+    if dev is not None and dev.type == "cuda":
         import torch
 
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -125,7 +125,9 @@ def verify_resume(
     if fp16 is None and any(s.layout.trainer == "gpt-sovits" for s in sources):
         fp16 = True  # s2.json's default
 
-    report = VerifyReport(files, str(dev), [], strict=strict)
+    report = VerifyReport(
+        files, str(dev) if dev is not None else "none (static checks only)", [], strict=strict
+    )
     runnable = []
     for s in sources:
         basics = piece_checks(s) + optimizer_checks(s)
@@ -137,7 +139,7 @@ def verify_resume(
         report.checks += scaler_check(s, fp16)
     report.checks += stage_check(sources)
 
-    if shadow:
+    if shadow and dev is not None:
         from ckpttool.resume.live import NotRebuildable
         from ckpttool.resume.shadow import shadow_run
 
@@ -159,7 +161,7 @@ def verify_resume(
                     continue
                 report.shadow.append({"path": s.name, **res.to_json()})
                 report.checks += _shadow_checks(s, res, strict)
-    if recipe:
+    if recipe and dev is not None:
         from ckpttool.resume.recipe import run_recipe
 
         with tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
