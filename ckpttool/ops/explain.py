@@ -14,7 +14,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from ckpttool.configs import embedded_config as _embedded
+from ckpttool.configs import embedded_config
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint
 from ckpttool.ops.architecture import TRAINER_HINTS
@@ -37,11 +37,6 @@ class FamilyPair:
             return {"family": fp.family, "version": fp.version, "inferred_config": fp.inferred}
 
         return {"network": self.network, "a": side(self.a), "b": side(self.b)}
-
-
-def embedded_config(ckpt: Checkpoint) -> dict[str, Any] | None:
-    found = _embedded(ckpt)
-    return found[1] if found else None
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
@@ -134,8 +129,9 @@ def explain(
     config_a: dict[str, Any] | None,
     config_b: dict[str, Any] | None,
 ) -> tuple[list[Change], list[Explanation], list[str], list[FamilyPair], list[str]]:
-    conf_a = config_a if config_a is not None else embedded_config(ca)
-    conf_b = config_b if config_b is not None else embedded_config(cb)
+    found_a, found_b = embedded_config(ca), embedded_config(cb)
+    conf_a = config_a if config_a is not None else (found_a[1] if found_a else None)
+    conf_b = config_b if config_b is not None else (found_b[1] if found_b else None)
     changes: list[Change] = []
     if conf_a is not None and conf_b is not None:
         changes = config_diff(conf_a, conf_b)
