@@ -27,7 +27,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 fixtures: $(STAMP)
-	ATEN_CPU_CAPABILITY=default $(BIN)/python fixtures/make_fixtures.py
+	$(BIN)/python fixtures/make_fixtures.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inspect.py

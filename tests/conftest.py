@@ -63,3 +63,18 @@ def fixture(name: str) -> Path:
 @pytest.fixture
 def cli() -> Any:
     return run_cli
+
+
+# What the caller's shell may set and output may depend on: terminal width, language, colour, time zone. Every
+# test sees the same values (a test that is about one of them sets its own), so results are the same in an
+# 80-column tmux on a Chinese locale and in CI.
+PINNED_ENV = {"COLUMNS": "100", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "NO_COLOR": "1", "TZ": "UTC"}
+UNSET_ENV = ("LANGUAGE", "LC_MESSAGES", "CKPTTOOL_DEBUG")
+
+
+@pytest.fixture(autouse=True)
+def _pinned_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in PINNED_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in UNSET_ENV:
+        monkeypatch.delenv(key, raising=False)
