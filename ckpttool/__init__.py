@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ckpttool.errors import CkptError
+    from ckpttool.formats import open_checkpoint
     from ckpttool.model import Checkpoint, TensorInfo
     from ckpttool.ops.inspect import InspectReport, inspect_checkpoint
-    from ckpttool.readers import open_checkpoint
     from ckpttool.saving import latest_checkpoint, prune_checkpoints, save_checkpoint
 
 # Imported on first use (PEP 562), so `import ckpttool` and the CLI's start-up stay fast.
@@ -20,7 +20,7 @@ _LAZY = {
     "TensorInfo": "ckpttool.model",
     "InspectReport": "ckpttool.ops.inspect",
     "inspect_checkpoint": "ckpttool.ops.inspect",
-    "open_checkpoint": "ckpttool.readers",
+    "open_checkpoint": "ckpttool.formats",
     "latest_checkpoint": "ckpttool.saving",
     "prune_checkpoints": "ckpttool.saving",
     "save_checkpoint": "ckpttool.saving",

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import CkptError, InputNotFound, UsageError
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.profiles import detect_layout
-from ckpttool.interpret.structure import get_path, is_optimizer
-from ckpttool.model import TensorInfo
-from ckpttool.readers import open_checkpoint
-from ckpttool.values import StorageReader
+from ckpttool.interpret.structure import is_optimizer
+from ckpttool.model import TensorInfo, get_path
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 LATEST_NAMES = re.compile(r"(?:^|_)(?:233333333333|2333333|latest)$|^last$")
@@ -176,7 +176,7 @@ def scan(run_dir: str | os.PathLike[str]) -> list[Candidate]:
         raise InputNotFound(f"{root}: no such run directory")
     if root.is_file():
         return [read_candidate(root)]
-    from ckpttool.readers.directory import sniff_directory
+    from ckpttool.formats import sniff_directory
 
     if sniff_directory(root):
         return [read_candidate(root)]

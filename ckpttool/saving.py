@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ckpttool.readers import open_checkpoint
+from ckpttool.formats import open_checkpoint
+from ckpttool.outputs import atomic_write
 from ckpttool.runs import LatestResult, PrunePlan, apply_prune, latest, plan_prune
-from ckpttool.writers import atomic_write
 
 
 def save_checkpoint(

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.model import Stub, TensorInfo
-from ckpttool.readers.unpickler import NumpyArray, NumpyDType, TorchDevice, TorchDtype
+from ckpttool.model import NumpyArray, NumpyDType, Stub, TensorInfo, TorchDevice, TorchDtype
 
 FORMAT = "ckpttool.state/1"
 MARK = "__ckpttool__"

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import fixture, run_cli, run_subprocess, sha256
 
+from ckpttool.formats import open_checkpoint
 from ckpttool.ops.convert import compare_checkpoints
-from ckpttool.readers import open_checkpoint
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -83,7 +83,7 @@ def test_dcp_inspect_without_torch_and_values(dcp_dir: tuple[Path, dict]) -> Non
     ckpt = open_checkpoint(folder)
     assert ckpt.root["step"] == 3
     assert ckpt.root["optimizer"]["param_groups"][0]["lr"] == 1e-3
-    from ckpttool.values import StorageReader
+    from ckpttool.formats.values import StorageReader
 
     with StorageReader() as reader:
         w = reader.tensor(ckpt.root["model"]["0.weight"])

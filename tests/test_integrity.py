@@ -13,7 +13,7 @@ import torch
 from conftest import fixture, run_cli, sha256
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint
-from ckpttool.readers import open_checkpoint
+from ckpttool.formats import open_checkpoint
 
 
 @contextmanager

@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import run_subprocess
 
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.structure import rng_kind, to_plain
-from ckpttool.readers import open_checkpoint
-from ckpttool.values import StorageReader
 
 
 def _training_bundle() -> dict[str, object]:
@@ -125,7 +125,7 @@ def test_gpt_sovits_header_tag_reads(tmp_path: Path) -> None:
 
 
 def test_set_path_mirrors_get_path_with_dotted_keys() -> None:
-    from ckpttool.interpret.structure import get_path, set_path
+    from ckpttool.model import get_path, set_path
 
     root = {
         "callbacks": {"ModelCheckpoint{'monitor': 'a.b'}": {"x": 1}},

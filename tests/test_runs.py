@@ -17,9 +17,9 @@ import torch
 from conftest import ROOT, fixture, run_cli, sha256
 
 from ckpttool import latest_checkpoint, save_checkpoint
-from ckpttool.readers import open_checkpoint
-from ckpttool.values import StorageReader
-from ckpttool.writers import materialise, torch_save_to
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.torch_zip import torch_save_to
+from ckpttool.formats.values import StorageReader
 
 G, D = "gpt_sovits/logs_s2_v2/G_233333333333.pth", "gpt_sovits/logs_s2_v2/D_233333333333.pth"
 
@@ -28,7 +28,7 @@ def _copy_with(src: Path, out: Path, mtime: float, **counters: Any) -> Path:
     """A copy of a fixture whose counters say another epoch/step (read and written with ckpttool)."""
     ckpt = open_checkpoint(src)
     with StorageReader() as reader:
-        root = materialise(ckpt.root, reader.tensor)
+        root = reader.materialise(ckpt.root)
     root.update(counters)
     for opt in [v for v in root.values() if isinstance(v, dict) and "param_groups" in v]:
         for entry in opt["state"].values():
@@ -111,7 +111,7 @@ def test_check_gate(run_dir: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pth"
     ckpt = open_checkpoint(fixture("seed_bundle.pth"))
     with StorageReader() as reader:
-        root = materialise(ckpt.root, reader.tensor)
+        root = reader.materialise(ckpt.root)
     root.pop("optimizer_g")
     root.pop("optimizer_d")
     with open(bundle, "wb") as fh:

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, fixture, run_cli, run_subprocess
 
 from ckpttool.errors import UnsafeCheckpoint
-from ckpttool.readers import open_checkpoint
+from ckpttool.formats import open_checkpoint
 
 MARKER = "ckpttool_pwned_marker"
 

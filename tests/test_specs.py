@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, fixture, run_cli
 
 from ckpttool.errors import ConfigError
-from ckpttool.readers import open_checkpoint
+from ckpttool.formats import open_checkpoint
 from ckpttool.specs import expr as ex
 from ckpttool.specs import get_spec, load_spec_file
 from ckpttool.specs.match import check_config, fingerprint

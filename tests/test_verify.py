@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import fixture, run_cli, sha256
 
-from ckpttool.readers import open_checkpoint
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.torch_zip import torch_save_to
+from ckpttool.formats.values import StorageReader
 from ckpttool.recipes import tiny_gan
-from ckpttool.values import StorageReader
-from ckpttool.writers import materialise, torch_save_to
 
 SEED = "seed_bundle.pth"
 G = "gpt_sovits/logs_s2_v2/G_233333333333.pth"
@@ -23,7 +23,7 @@ def _variant(src: Path, out: Path, change: Any) -> Path:
     """Read a fixture with ckpttool (no unsafe unpickling), change its tree, write it back."""
     ckpt = open_checkpoint(src)
     with StorageReader() as reader:
-        root = materialise(ckpt.root, reader.tensor)
+        root = reader.materialise(ckpt.root)
     change(root)
     with open(out, "wb") as fh:
         torch_save_to(fh, root)

@@ -6,7 +6,7 @@ import click
 
 from ckpttool.cli.common import emit, json_option
 from ckpttool.errors import EXIT_OK
-from ckpttool.ops.convert import TARGETS, convert_checkpoint
+from ckpttool.ops.convert import convert_checkpoint, targets
 from ckpttool.render import to_json
 
 
@@ -15,7 +15,7 @@ from ckpttool.render import to_json
 @click.option(
     "-o", "--out", required=True, type=click.Path(path_type=str), help="Output file (or DCP folder)."
 )
-@click.option("--to", "to", required=True, type=click.Choice(TARGETS), help="Output format.")
+@click.option("--to", "to", required=True, type=click.Choice(targets()), help="Output format.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--no-verify", is_flag=True, help="Skip reading OUT back and comparing it with SRC.")
 @json_option

@@ -13,7 +13,7 @@ from typing import Any
 from ckpttool.interpret import structure as st
 from ckpttool.interpret.optimizer import OptimizerReport, analyse
 from ckpttool.interpret.profiles import PIECES, Layout
-from ckpttool.model import Checkpoint, Stub, TensorInfo
+from ckpttool.model import Checkpoint, Stub, TensorInfo, get_path
 
 CONSEQUENCES = {
     "model": "nothing to resume or fine-tune from",
@@ -88,7 +88,7 @@ class Interpretation:
 
 
 def network_params(ckpt: Checkpoint, path: str) -> dict[str, TensorInfo]:
-    obj = st.get_path(ckpt.root, path)
+    obj = get_path(ckpt.root, path)
     return dict(obj) if st.is_state_dict(obj) else {}
 
 
@@ -113,7 +113,7 @@ def _value(ckpt: Checkpoint, path: str | None) -> Any:
     if path.startswith("tag:"):
         return path[4:]
     try:
-        return st.get_path(ckpt.root, path)
+        return get_path(ckpt.root, path)
     except (KeyError, IndexError, ValueError):
         return None
 

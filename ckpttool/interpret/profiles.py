@@ -109,7 +109,7 @@ def _sibling_g_trainer(path: str, name: str) -> str:
     Only the sibling's pickle is parsed (no tensor bytes); any problem with it leaves the answer generic.
     """
     from ckpttool.errors import CkptError
-    from ckpttool.readers import open_checkpoint  # local: readers import the model, not the reverse
+    from ckpttool.formats import open_checkpoint  # local: readers import the model, not the reverse
 
     sibling = os.path.join(os.path.dirname(path), "G_" + name[2:])
     if not os.path.isfile(sibling):

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ckpttool.model import Stub, TensorInfo
-from ckpttool.readers.unpickler import NumpyArray
+from ckpttool.model import SKIP, NumpyArray, Stub, TensorInfo, TreeError, dotted, fold_tree, iter_nodes
 
 # Torch's CPU generator state is a uint8 tensor of this many bytes (mt19937 + philox bookkeeping).
 TORCH_CPU_RNG_BYTES = 5056
@@ -93,109 +92,52 @@ def is_config(obj: Any) -> bool:
     return isinstance(obj, dict) and len(obj) > 0 and not is_state_dict(obj) and not is_optimizer(obj)
 
 
-def walk(obj: Any, path: str = "", depth: int = 0, max_depth: int = 4) -> Iterator[tuple[str, Any]]:
-    """Yield (path, value) for every container and leaf down to ``max_depth``, stopping at state dicts."""
-    yield path, obj
-    if depth >= max_depth or is_state_dict(obj) or is_optimizer(obj):
-        return
-    items: list[tuple[Any, Any]] = []
-    if isinstance(obj, dict):
-        items = list(obj.items())
-    elif isinstance(obj, (list, tuple)) and len(obj) <= 64:
-        items = list(enumerate(obj))
-    elif isinstance(obj, Stub):
-        items = list(obj.attributes().items())
-    for k, v in items:
-        yield from walk(v, f"{path}.{k}" if path else str(k), depth + 1, max_depth)
+def walk(obj: Any, max_depth: int = 4) -> Iterator[tuple[str, Any]]:
+    """Yield (dotted path, value) for every container and leaf down to ``max_depth`` keys, without entering state
+    dicts, optimizers or lists longer than 64 (a list of 5,000 RNG words is one value, not 5,000); stubs are
+    seen as their attributes."""
+
+    def descend(node: Any, path: tuple[Any, ...]) -> bool:
+        if is_state_dict(node) or is_optimizer(node):
+            return False
+        return not (isinstance(node, list | tuple) and len(node) > 64)
+
+    for path, node in iter_nodes(obj, descend=descend, max_depth=max_depth, fields=True):
+        yield dotted(path), node
 
 
-def get_path(root: Any, path: str) -> Any:
-    """Follow a dotted path through dicts, lists and stubs; keys containing dots are matched first."""
-    if not path:
-        return root
-    cur = root
-    rest = path
-    while rest:
-        container: dict[Any, Any] | None = None
-        if isinstance(cur, dict):
-            container = cur
-        elif isinstance(cur, Stub):
-            container = cur.attributes()
-        elif isinstance(cur, (list, tuple)):
-            head, _, rest = rest.partition(".")
-            cur = cur[int(head)]
-            continue
-        if container is None:
-            raise KeyError(path)
-        for key in sorted((k for k in container if isinstance(k, str)), key=len, reverse=True):
-            if rest == key or rest.startswith(key + "."):
-                cur = container[key]
-                rest = rest[len(key) + 1 :]
-                break
-        else:
-            head, _, rest = rest.partition(".")
-            if head.isdigit() and int(head) in container:
-                cur = container[int(head)]
-            else:
-                raise KeyError(path)
-    return cur
+def to_plain(obj: Any, max_depth: int = 12) -> Any:
+    """JSON-friendly copy of a config-like object: stubs become dicts (or strings, for ``pathlib`` paths),
+    tensors and arrays short summaries; anything deeper than ``max_depth`` is ``"..."``."""
 
-
-def set_path(root: Any, path: str, value: Any) -> Any:
-    """Put ``value`` where ``get_path(root, path)`` would find it (dotted keys matched the same way); returns the
-    root (``value`` itself for the empty path). Used on materialised trees: dicts and lists."""
-    if not path:
-        return value
-    cur = root
-    rest = path
-    while True:
-        if isinstance(cur, list):
-            head, _, tail = rest.partition(".")
-            if not tail:
-                cur[int(head)] = value
-                return root
-            cur, rest = cur[int(head)], tail
-            continue
-        if not isinstance(cur, dict):
-            raise KeyError(path)
-        keys = sorted((k for k in cur if isinstance(k, str)), key=len, reverse=True)
-        if rest in keys or (rest.isdigit() and int(rest) in cur):
-            cur[rest if rest in cur else int(rest)] = value
-            return root
-        key = next((k for k in keys if rest.startswith(k + ".")), None)
-        if key is None:
-            head, _, tail = rest.partition(".")
-            if not (head.isdigit() and int(head) in cur) or not tail:
-                raise KeyError(path)
-            key, rest = int(head), tail  # type: ignore[assignment]
-            cur = cur[key]
-            continue
-        cur, rest = cur[key], rest[len(key) + 1 :]
-
-
-def to_plain(obj: Any, depth: int = 0) -> Any:
-    """JSON-friendly copy of a config-like object: stubs become dicts or strings, tensors summaries."""
-    if depth > 12:
-        return "..."
-    if isinstance(obj, Stub):
-        if obj.qualname.startswith("pathlib.") and obj.args:
-            sep = "\\" if "Windows" in obj.qualname else "/"
-            parts = [str(a) for a in obj.args]
+    def enter(x: Any, path: tuple[Any, ...]) -> Any:
+        if len(path) > max_depth:
+            return "..."
+        if isinstance(x, Stub) and x.qualname.startswith("pathlib.") and x.args:
+            sep = "\\" if "Windows" in x.qualname else "/"
+            parts = [str(a) for a in x.args]
             return parts[0] + sep.join(["", *parts[1:]]) if len(parts) > 1 else parts[0]
-        attrs = obj.attributes()
-        if attrs or not obj.args:
-            return {str(k): to_plain(v, depth + 1) for k, v in attrs.items()}
-        return f"<{obj.qualname}{tuple(obj.args)!r}>"
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v, depth + 1) for v in obj]
-    if isinstance(obj, TensorInfo):
-        return f"<tensor {obj.dtype}{list(obj.shape)}>"
-    if isinstance(obj, NumpyArray):
-        return f"<ndarray {obj.dtype}{list(obj.shape)}>"
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, bytes):
-        return f"<{len(obj)} bytes>"
-    return str(obj)
+        if isinstance(x, Stub) and not x.attributes() and x.args:
+            return f"<{x.qualname}{tuple(x.args)!r}>"
+        return SKIP
+
+    def leaf(x: Any, _: Any) -> Any:
+        if isinstance(x, TensorInfo):
+            return f"<tensor {x.dtype}{list(x.shape)}>"
+        if isinstance(x, NumpyArray):
+            return f"<ndarray {x.dtype}{list(x.shape)}>"
+        if isinstance(x, str | int | float | bool) or x is None:
+            return x
+        if isinstance(x, bytes):
+            return f"<{len(x)} bytes>"
+        return str(x)
+
+    def build(x: Any, parts: Any, _: Any) -> Any:
+        if isinstance(x, dict | Stub):
+            return {str(k): v for k, v in parts}
+        return list(parts)
+
+    try:
+        return fold_tree(obj, leaf, build, enter=enter, fields=True)
+    except TreeError:
+        return "<self-referencing object>"

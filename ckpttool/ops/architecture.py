@@ -8,8 +8,7 @@ from typing import Any
 
 from ckpttool.configs import resolve_config
 from ckpttool.interpret.profiles import Layout
-from ckpttool.interpret.structure import get_path
-from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.specs.match import ConfigCheck, Fingerprint, check_config, fingerprint
 from ckpttool.specs.model import get_spec
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import interpret, network_params
 from ckpttool.interpret.profiles import PIECES, detect_layout
 from ckpttool.model import Checkpoint, TensorInfo
-from ckpttool.readers import open_checkpoint
-from ckpttool.values import StorageReader
 
 SCHEMA = "ckpttool.diff/1"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.module.")

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.errors import UsageError
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.optimizer import OptimizerReport
 from ckpttool.interpret.pieces import Finding, Network, Piece, interpret
 from ckpttool.interpret.profiles import PIECES, detect_layout
 from ckpttool.model import TensorInfo
 from ckpttool.ops.architecture import Architecture, check_architectures, identify
-from ckpttool.readers import open_checkpoint
-from ckpttool.values import StorageReader
 
 SCHEMA = "ckpttool.inspect/1"
 

@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ckpttool.errors import MigrationError, UsageError
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.torch_zip import torch_save_to
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.optimizer import analyse
 from ckpttool.interpret.profiles import detect_layout
-from ckpttool.interpret.structure import get_path, is_optimizer, set_path
-from ckpttool.model import Checkpoint, Stub, TensorInfo
+from ckpttool.interpret.structure import is_optimizer
+from ckpttool.keys import GPT_SOVITS_TAG_OF
+from ckpttool.model import Checkpoint, Stub, TensorInfo, get_path, iter_nodes, map_tree, set_path
 from ckpttool.ops.migrate_plan import (
     MigratePlan,
     NetworkPlan,
@@ -30,9 +34,7 @@ from ckpttool.ops.migrate_plan import (
     load_target,
     plan_network,
 )
-from ckpttool.readers import open_checkpoint
-from ckpttool.values import StorageReader
-from ckpttool.writers import atomic_write, check_output, materialise, torch_save_to
+from ckpttool.outputs import atomic_write, check_output
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 OPTIMIZER_MODES = ("migrate", "reset", "drop")
 INIT_MODES = ("normal", "zeros", "template")
 FORMATS = ("pth", "safetensors")
-GPT_SOVITS_TAGS = {"v2Pro": b"05", "v2ProPlus": b"06"}  # formats.md §2.2: my_save2 header tags
 NEW_OUTPUT_STD = 0.01
 WN_PAIRS = (("weight_g", "weight_v"), ("original0", "original1"))
 
@@ -358,7 +359,7 @@ def _migrate_optimizer(
         ids = list(range(counter, counter + len(members)))
         counter += len(members)
         new_id.update(zip(members, ids, strict=True))
-        hyper = materialise({k: v for k, v in g.items() if k != "params"}, reader.tensor)
+        hyper = reader.materialise({k: v for k, v in g.items() if k != "params"})
         if "param_names" in hyper:  # torch >= 2.6 records the names; keep them true
             hyper["param_names"] = [net.prefix + n for n in members]
         new_groups.append({**hyper, "params": ids})
@@ -392,7 +393,7 @@ def _migrate_optimizer(
                         _copy_into(moved, src, plan.segments)
                     new_entry[key] = moved
             else:
-                new_entry[key] = materialise(val, reader.tensor)
+                new_entry[key] = reader.materialise(val)
         state[nid] = new_entry
         carried += 1
     return (
@@ -453,7 +454,9 @@ def _apply(
     with StorageReader() as reader, StorageReader() as tmpl_reader:
         # Tensors about to be replaced are not read; a placeholder remembers each, in case the same tensor is
         # also referenced from somewhere that is kept (it is read then, at the end).
-        root = materialise(ckpt.root, lambda t: _Pending(t) if id(t) in skip_ids else reader.tensor(t))
+        root = reader.materialise(
+            ckpt.root, tensor_of=lambda t: _Pending(t) if id(t) in skip_ids else reader.tensor(t)
+        )
         networks: dict[str, OrderedDict[str, torch.Tensor]] = {}
         for net in plan.networks:
             tmpl_tensors: dict[str, TensorInfo] = {}
@@ -506,29 +509,7 @@ class _Pending:
 
 def _resolve_pending(obj: Any, reader: StorageReader) -> Any:
     """Read the tensors that are still referenced after the replacements (shared with kept containers)."""
-    seen: set[int] = set()
-
-    def walk(x: Any) -> Any:
-        if isinstance(x, _Pending):
-            return reader.tensor(x.info)
-        if id(x) in seen:
-            return x
-        seen.add(id(x))
-        if isinstance(x, dict):
-            for k in list(x):
-                x[k] = walk(x[k])
-        elif isinstance(x, list):
-            x[:] = [walk(v) for v in x]
-        elif isinstance(x, tuple):
-            return tuple(walk(v) for v in x)
-        elif isinstance(x, Stub):
-            x.args = tuple(walk(v) for v in x.args)
-            x.state = walk(x.state) if x.state is not None else None
-            x.items = {k: walk(v) for k, v in x.items.items()}
-            x.list_items = [walk(v) for v in x.list_items]
-        return x
-
-    return walk(obj)
+    return map_tree(obj, lambda x, _: reader.tensor(x.info) if isinstance(x, _Pending) else x)
 
 
 def _new_param_owners(ckpt: Checkpoint, layout: Any, nets: dict[str, NetworkPlan]) -> dict[str, set[str]]:
@@ -569,19 +550,7 @@ def _looks_like_buffer(name: str) -> bool:
 
 
 def _tensors_in(obj: Any) -> Iterable[TensorInfo]:
-    stack = [obj]
-    seen: set[int] = set()
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, TensorInfo):
-            yield x
-        elif isinstance(x, dict):
-            stack.extend(x.values())
-        elif isinstance(x, list | tuple):
-            stack.extend(x)
+    return (x for _, x in iter_nodes(obj) if isinstance(x, TensorInfo))
 
 
 def _update_embedded_config(root: Any, layout: Any, plan: MigratePlan) -> None:
@@ -605,16 +574,16 @@ def _update_embedded_config(root: Any, layout: Any, plan: MigratePlan) -> None:
 
 
 def _tag(ckpt: Checkpoint, layout: Any, plan: MigratePlan) -> bytes | None:
+    """The GPT-SoVITS header tag the output needs: my_save2's tag for the target version (v2Pro, v2ProPlus,
+    v3, v4), else the source's own tag when the version is unchanged."""
     if layout.profile != "gpt-sovits-export":
         return None
-    from ckpttool.readers.sniff import GPT_SOVITS_TAGS as TAG_VERSIONS
-
     version = next((n.version_to for n in plan.networks if n.version_to), None)
-    if version in GPT_SOVITS_TAGS:
-        return GPT_SOVITS_TAGS[version]
-    src_tag = ckpt.meta.get("gpt_sovits_tag")
-    if src_tag and version in (None, src_tag):
-        return {v: k for k, v in TAG_VERSIONS.items()}.get(src_tag)
+    if version in GPT_SOVITS_TAG_OF:
+        return GPT_SOVITS_TAG_OF[version]
+    header = ckpt.meta.get("gpt_sovits_header")
+    if header and version in (None, ckpt.meta.get("gpt_sovits_tag")):
+        return str(header).encode()
     return None
 
 

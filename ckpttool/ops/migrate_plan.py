@@ -17,8 +17,7 @@ from typing import Any
 from ckpttool.configs import apply_overrides, load_config_file
 from ckpttool.errors import UsageError
 from ckpttool.interpret.profiles import Layout
-from ckpttool.interpret.structure import get_path
-from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.ops.architecture import TRAINER_HINTS
 from ckpttool.specs.match import Fingerprint, fingerprint, strip_wrapper
 from ckpttool.specs.model import Spec, TensorSpec, get_spec

@@ -21,8 +21,8 @@ from typing import Any
 from ckpttool.configs import run_config_beside
 from ckpttool.errors import CorruptCheckpoint, InputNotFound, OutputExists, UsageError
 from ckpttool.ops.inspect import inspect_checkpoint
+from ckpttool.outputs import atomic_write, check_output
 from ckpttool.runs import latest
-from ckpttool.writers import atomic_write, check_output
 
 MANIFEST = "ckpttool-manifest.json"
 SCHEMA = "ckpttool.pack/1"

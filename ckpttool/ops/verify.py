@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from ckpttool.configs import load_config_file, run_config_beside
 from ckpttool.errors import DeviceError, UsageError
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import interpret
 from ckpttool.interpret.profiles import detect_layout
-from ckpttool.readers import open_checkpoint
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, RULES
 from ckpttool.resume.static import (
     Check,
@@ -25,7 +26,6 @@ from ckpttool.resume.static import (
     scheduler_checks,
     stage_check,
 )
-from ckpttool.values import StorageReader
 
 if TYPE_CHECKING:
     import torch

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckpttool.errors import UsageError
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.optimizer import analyse, guess_kind
 from ckpttool.interpret.pieces import network_params
 from ckpttool.interpret.profiles import Layout
-from ckpttool.interpret.structure import get_path, is_optimizer
-from ckpttool.model import Checkpoint
+from ckpttool.interpret.structure import is_optimizer
+from ckpttool.model import Checkpoint, get_path
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, RULES, infer_class
-from ckpttool.values import StorageReader
-from ckpttool.writers import materialise
 
 if TYPE_CHECKING:
     import torch
@@ -158,12 +157,12 @@ def _build_live(
             live_params = live.networks[label]
             groups, names = [], []
             for g in tree.get("param_groups") or []:
-                hyper = materialise({k: v for k, v in g.items() if k != "params"}, reader.tensor)
+                hyper = reader.materialise({k: v for k, v in g.items() if k != "params"})
                 members = [report.mapping[i] for i in g.get("params", [])]
                 names += members
                 groups.append({**hyper, "params": [live_params[str(n)] for n in members]})
             opt = cls(groups)
-            state = materialise(tree, lambda t: reader.tensor(t))
+            state = reader.materialise(tree)
             opt.load_state_dict(state)
             live.optimizers.append(LiveOptimizer(opt_path, label, cls.__name__, opt, [str(n) for n in names]))
         held = {(o.network, n) for o in live.optimizers for n in o.names}
@@ -177,7 +176,7 @@ def _build_live(
             target = driven_optimizer(sched_path, list(by_path), layout)
             if not isinstance(state, dict) or target is None:
                 continue
-            plain = materialise(state, reader.tensor)
+            plain = reader.materialise(state)
             live.schedulers.append(_rebuild_saved(sched_path, plain, by_path[target], live.notes))
     rule = RULES.get(layout.trainer or "")
     if rule is not None and not layout.schedulers:

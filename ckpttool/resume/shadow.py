@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ckpttool.formats import open_checkpoint
+from ckpttool.formats.torch_zip import torch_save_to
+from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.profiles import Layout
-from ckpttool.interpret.structure import get_path, set_path
-from ckpttool.model import Checkpoint, TensorInfo
-from ckpttool.readers import open_checkpoint
+from ckpttool.model import Checkpoint, TensorInfo, get_path, set_path
 from ckpttool.resume.live import Live, build_live, lr_of
-from ckpttool.values import StorageReader
-from ckpttool.writers import materialise, torch_save_to
 
 if TYPE_CHECKING:
     import torch
@@ -135,7 +134,7 @@ def _save(ckpt: Checkpoint, layout: Layout, live: Live, path: Path) -> None:
             elif isinstance(x, list | tuple):
                 stack.extend(x)
     with StorageReader() as reader:
-        root = materialise(ckpt.root, lambda t: None if id(t) in skip else reader.tensor(t))
+        root = reader.materialise(ckpt.root, tensor_of=lambda t: None if id(t) in skip else reader.tensor(t))
     for label, path_ in layout.networks.items():
         sd = OrderedDict((k, v.detach().cpu()) for k, v in live.networks[label].items())
         root = set_path(root, path_, sd)

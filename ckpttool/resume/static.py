@@ -7,8 +7,8 @@ from typing import Any
 
 from ckpttool.interpret.pieces import Interpretation
 from ckpttool.interpret.profiles import Layout
-from ckpttool.interpret.structure import get_path, is_optimizer
-from ckpttool.model import Checkpoint
+from ckpttool.interpret.structure import is_optimizer
+from ckpttool.model import Checkpoint, get_path
 from ckpttool.resume.live import driven_optimizer
 from ckpttool.resume.schedulers import RULES, closed_form_lr, infer_class
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import math
 import struct
+from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import CorruptCheckpoint, TruncatedCheckpoint
-from ckpttool.model import DTYPE_SIZES, Checkpoint, StorageRef, TensorInfo
-from ckpttool.readers import sniff as fmt
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions, read_range
+from ckpttool.model import DTYPE_SIZES, Checkpoint, RangeStorage, StorageRef, TensorInfo
+from ckpttool.vocab import Format as FormatName
+
+MAX_HEADER = 100_000_000  # the safetensors library refuses larger headers ("header too large")
 
 # safetensors dtype codes -> torch dtype names
 DTYPES = {
@@ -54,7 +58,7 @@ def read_header(path: str) -> tuple[int, dict[str, Any]]:
     return 8 + n, header
 
 
-def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
+def read_safetensors(path: str, sniffed: Sniffed) -> Checkpoint:
     data_start, header = read_header(path)
     metadata = header.pop("__metadata__", None) or {}
     tensors: list[TensorInfo] = []
@@ -73,7 +77,7 @@ def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
                 f"{numel * DTYPE_SIZES[dtype]}",
                 path=path,
             )
-        storage = StorageRef(path, name, dtype, numel, "cpu", offset=data_start + begin)
+        storage = RangeStorage(path, name, dtype, numel, "cpu", offset=data_start + begin)
         stride = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
         tensors.append(TensorInfo(name, dtype, shape, stride, storage))
         ranges.append((begin, end, name))
@@ -101,8 +105,6 @@ def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
     state = metadata.get("ckpttool.state") if isinstance(metadata, dict) else None
     if state is not None:
         # written by `ckpttool convert --to safetensors`: the whole training state, typed, with tensor references
-        import json
-
         from ckpttool.state_json import decode
 
         by_name = {t.path: t for t in tensors}
@@ -115,7 +117,65 @@ def read_safetensors(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
         metadata = {k: v for k, v in metadata.items() if k != "ckpttool.state"}
         notes.append("training state restored from the ckpttool.state metadata (written by ckpttool convert)")
     ckpt = Checkpoint(
-        path=path, format=fmt.SAFETENSORS, root=root, tensors=tensors, size=sniffed.size, notes=notes
+        path=path, format=FormatName.SAFETENSORS, root=root, tensors=tensors, size=sniffed.size, notes=notes
     )
     ckpt.meta.update({"safetensors_metadata": dict(metadata), "header_bytes": data_start})
     return ckpt
+
+
+class Safetensors(Format):
+    """safetensors: an 8-byte header length, a JSON header, then the tensors' bytes (no pickle at all)."""
+
+    name = FormatName.SAFETENSORS
+    description = "safetensors file (JSON header + raw tensors)"
+    suffixes = (".safetensors",)
+    storage = RangeStorage
+    target = "safetensors"
+
+    def sniff(self, probe: Probe) -> Sniffed | None:
+        head = probe.head
+        if len(head) < 9:
+            return None
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] != b"{" or not 0 < n <= MAX_HEADER:
+            return None
+        if 8 + n > probe.size:
+            raise TruncatedCheckpoint(
+                f"{probe.path}: safetensors header claims {n} bytes but the file has only {probe.size - 8}; "
+                "the file was cut short",
+                path=probe.path,
+            )
+        return Sniffed(self.name, probe.size)
+
+    def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
+        return read_safetensors(path, sniffed)
+
+    def read_bytes(self, handles: Handles, ref: StorageRef, start: int, length: int) -> bytes:
+        return read_range(handles, ref, start, length)
+
+    def write(self, ckpt: Checkpoint, target: Path, materialised: Any, options: WriteOptions) -> list[str]:
+        """Every tensor under its dotted path; everything else (optimizer hyper-parameters, counters, configs,
+        RNG state) as typed JSON in the ``ckpttool.state`` metadata entry, so a round trip loses nothing. A
+        plain state dict stays a plain safetensors file."""
+        from safetensors.torch import save
+
+        from ckpttool.outputs import atomic_write
+        from ckpttool.state_json import FORMAT, encode
+
+        reader = options.reader
+        tensors: dict[str, Any] = {}
+        for t in ckpt.tensors:
+            if t.path not in tensors:
+                tensors[t.path] = reader.tensor(t).contiguous().clone()
+        metadata: dict[str, str] = {}
+        notes = []
+        flat = isinstance(ckpt.root, dict) and bool(ckpt.root) and all(
+            isinstance(v, TensorInfo) for v in ckpt.root.values())  # fmt: skip
+        if not flat:
+            metadata["ckpttool.state"] = json.dumps(encode(ckpt.root, lambda t: t.path))
+            metadata["ckpttool.format"] = FORMAT
+            notes.append("non-tensor training state kept as typed JSON in the ckpttool.state metadata")
+        metadata["ckpttool.source_format"] = str(ckpt.format)
+        data = save(tensors, metadata=metadata)
+        atomic_write(target, lambda fh: fh.write(data), options.verify)
+        return notes

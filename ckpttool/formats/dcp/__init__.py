@@ -1,157 +1,27 @@
-"""Checkpoints that are directories: accelerate ``save_state``, Hugging Face sharded, and DCP.
+"""``torch.distributed.checkpoint`` folders: ``.metadata`` plus ``__<rank>_<n>.distcp`` data files.
 
-Each becomes one ``Checkpoint`` whose tree looks like a single-file bundle (``model``, ``optimizer``,
-``scheduler``, ``scaler``, ``rng``, ``step``), with every tensor still pointing at its own file, so inspect,
-diff, latest and check treat them like any other checkpoint. The same guarantees hold: member files go through
-the same safe readers; DCP's ``.metadata`` (a pickle that ``torch.distributed.checkpoint`` itself reads with
-plain ``pickle.load``) goes through the restricted unpickler; no tensor bytes are read.
+Both halves live here. Reading (this module) is torch-free: ``.metadata`` is a pickle that DCP itself reads
+with plain ``pickle.load`` (torch/distributed/checkpoint/filesystem.py ``read_metadata``); here it goes through
+ckpttool's restricted unpickler, and each small non-tensor value (a step counter, an lr) is parsed with
+ckpttool's own reader. Tensor values and writing go through DCP itself, in :mod:`.torch_io`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ckpttool.errors import CkptError, CorruptCheckpoint, UnsupportedFormat
-from ckpttool.model import Checkpoint, StorageRef, Stub, TensorInfo
-from ckpttool.readers.sniff import ACCEL_MODEL, ACCELERATE, DCP, HF_SHARDED, sniff_directory
+from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions
+from ckpttool.formats.folders import total_size
+from ckpttool.formats.pickled import read_pickle
+from ckpttool.model import Checkpoint, DcpStorage, DeferredValue, Stub, TensorInfo, map_tree
+from ckpttool.state_json import MARK, decode
+from ckpttool.vocab import Format as FormatName
 
 
-def read_directory(path: str) -> Checkpoint:
-    kind = sniff_directory(path)
-    if kind == DCP:
-        return _read_dcp(Path(path))
-    if kind == HF_SHARDED:
-        return _read_hf_sharded(Path(path))
-    if kind == ACCELERATE:
-        return _read_accelerate(Path(path))
-    raise UnsupportedFormat(
-        f"{path}: is a directory but not a checkpoint ckpttool knows (accelerate save_state, Hugging Face "
-        "sharded *.index.json, DCP .metadata); for a run directory use `ckpttool latest`",
-        path=path,
-    )
-
-
-def _rebase(obj: Any, prefix: str, tensors: list[TensorInfo]) -> tuple[Any, list[TensorInfo]]:
-    """Re-key a member file's tree under ``prefix`` so tensor paths are unique across the directory."""
-    new = {id(t): replace(t, path=f"{prefix}.{t.path}" if t.path else prefix) for t in tensors}
-
-    def walk(x: Any) -> Any:
-        if isinstance(x, TensorInfo):
-            return new.get(id(x), x)
-        if isinstance(x, dict):
-            out = type(x)() if type(x) is not dict else {}
-            for k, v in x.items():
-                out[k] = walk(v)
-            return out
-        if isinstance(x, list):
-            return [walk(v) for v in x]
-        if isinstance(x, tuple):
-            return tuple(walk(v) for v in x)
-        if isinstance(x, Stub):
-            x.args = tuple(walk(v) for v in x.args)
-            x.state = walk(x.state)
-            x.items = {k: walk(v) for k, v in x.items.items()}
-            x.list_items = [walk(v) for v in x.list_items]
-        return x
-
-    return walk(obj), list(new.values())
-
-
-def _member(path: Path) -> Checkpoint:
-    from ckpttool.readers import open_checkpoint
-
-    return open_checkpoint(path)
-
-
-def _total_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-
-
-# --- accelerate ---------------------------------------------------------------------------------------------
-def _read_accelerate(folder: Path) -> Checkpoint:
-    root: dict[str, Any] = {}
-    tensors: list[TensorInfo] = []
-    foreign: list[str] = []
-    notes: list[str] = []
-    files = sorted(f.name for f in folder.iterdir() if f.is_file())
-    for name in files:
-        m = ACCEL_MODEL.match(name)
-        if m:
-            key = "model" if m.group(1) is None else f"model_{m.group(1)}"
-        elif re.match(r"^optimizer(_\d+)?\.bin$", name) or re.match(r"^scheduler(_\d+)?\.bin$", name):
-            key = name[: -len(".bin")]
-        elif name == "scaler.pt":
-            key = "scaler"
-        elif re.match(r"^random_states_\d+\.pkl$", name):
-            key = "rng." + name[len("random_states_") : -len(".pkl")]
-        elif re.match(r"^custom_checkpoint_\d+\.pkl$", name):
-            key = name[: -len(".pkl")]
-        else:
-            continue
-        member = _member(folder / name)
-        foreign += [g for g in member.foreign_globals if g not in foreign]
-        member_root, member_tensors = _rebase(member.root, key, member.tensors)
-        tensors += member_tensors
-        if key.startswith("rng."):
-            root.setdefault("rng", {})[key[4:]] = member_root
-        else:
-            root[key] = member_root
-    rng = root.get("rng", {})
-    steps = {v.get("step") for v in rng.values() if isinstance(v, dict) and isinstance(v.get("step"), int)}
-    if len(steps) == 1:
-        root["step"] = steps.pop()
-    models = [k for k in root if k.startswith("model")]
-    rng_files = len(rng)
-    if rng_files > 1:
-        notes.append(f"{rng_files} random_states files: resuming on another number of processes ignores some")
-    ckpt = Checkpoint(str(folder), ACCELERATE, root, tensors, _total_size(folder), foreign_globals=foreign,
-                      notes=notes)  # fmt: skip
-    ckpt.meta["members"] = files
-    ckpt.meta["models"] = models
-    return ckpt
-
-
-# --- Hugging Face sharded -------------------------------------------------------------------------------------
-def _read_hf_sharded(folder: Path) -> Checkpoint:
-    index_files = sorted(f for f in folder.iterdir() if f.name.endswith(".index.json"))
-    index = index_files[0]
-    try:
-        doc = json.loads(index.read_text())
-        weight_map: dict[str, str] = dict(doc["weight_map"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptCheckpoint(f"{index}: not a valid shard index ({exc})", path=str(index)) from None
-    root: dict[str, Any] = {}
-    tensors: list[TensorInfo] = []
-    for shard in sorted(set(weight_map.values())):
-        shard_path = folder / shard
-        if Path(shard).name != shard:
-            raise CorruptCheckpoint(f"{index}: shard {shard!r} is outside the folder", path=str(index))
-        member = _member(shard_path)
-        tmap = member.tensor_map() if isinstance(member.root, dict) else {}
-        for name, t in tmap.items():
-            if weight_map.get(name) == shard:
-                root[name] = t
-                tensors.append(t)
-    missing = [n for n in weight_map if n not in root]
-    if missing:
-        raise CorruptCheckpoint(
-            f"{folder}: {len(missing)} tensor(s) listed in {index.name} are in no shard (e.g. {missing[0]}); "
-            "a shard is missing or from another save",
-            path=str(folder),
-        )
-    ckpt = Checkpoint(str(folder), HF_SHARDED, root, tensors, _total_size(folder))
-    ckpt.meta.update(
-        index=index.name, shards=len(set(weight_map.values())), index_metadata=doc.get("metadata")
-    )
-    return ckpt
-
-
-# --- DCP ------------------------------------------------------------------------------------------------------
 def _attrs(obj: Any) -> dict[str, Any]:
     return obj.attributes() if isinstance(obj, Stub) else obj if isinstance(obj, dict) else {}
 
@@ -167,8 +37,6 @@ def _size(obj: Any) -> tuple[int, ...]:
 
 def dcp_metadata(folder: Path) -> dict[str, Any]:
     """The parts of DCP's ``Metadata`` ckpttool needs, from the restricted unpickler (never pickle.load)."""
-    from ckpttool.readers.pickled import read_pickle
-
     meta_path = folder / ".metadata"
     with open(meta_path, "rb") as fh:
         result = read_pickle(fh, str(meta_path), lambda pid: pid)
@@ -220,7 +88,7 @@ def _read_dcp(folder: Path) -> Checkpoint:
         for d in shape:
             numel *= d
         stride = tuple(_prod(shape[i + 1 :]) for i in range(len(shape)))
-        ref = StorageRef(str(folder), fqn, t["dtype"], numel, "cpu", dcp=fqn)
+        ref = DcpStorage(str(folder), fqn, t["dtype"], numel, "cpu", fqn=fqn)
         info = TensorInfo(fqn, t["dtype"], shape, stride, ref)
         flat[fqn] = info
         tensors.append(info)
@@ -233,7 +101,9 @@ def _read_dcp(folder: Path) -> Checkpoint:
     root = _decode_marks(_unflatten(flat, md["mappings"]), {t.path: t for t in tensors})
     if isinstance(root, dict) and isinstance(root.get(INT_KEYS), list):
         _restore_int_keys(root, root.pop(INT_KEYS))
-    ckpt = Checkpoint(str(folder), DCP, root, tensors, _total_size(folder), foreign_globals=md["globals"])
+    ckpt = Checkpoint(
+        str(folder), FormatName.DCP, root, tensors, total_size(folder), foreign_globals=md["globals"]
+    )
     ckpt.meta["dcp_files"] = sorted(f.name for f in folder.iterdir() if f.name.endswith(".distcp"))
     ckpt.notes.append(
         ".metadata read with ckpttool's restricted unpickler (torch's own reader uses pickle.load)"
@@ -256,8 +126,6 @@ def _check_item(folder: Path, fqn: str, item: dict[str, Any]) -> None:
         raise CorruptCheckpoint(f"{folder}: {name} (data of {fqn}) is missing", path=str(folder))
     start, length = item.get("start"), item.get("length")
     if isinstance(start, int) and isinstance(length, int) and start + length > data.stat().st_size:
-        from ckpttool.errors import TruncatedCheckpoint
-
         raise TruncatedCheckpoint(
             f"{folder}: {name} ends before the data of {fqn} (needs {start + length} bytes, has "
             f"{data.stat().st_size}); the save was cut short, use another checkpoint",
@@ -265,36 +133,19 @@ def _check_item(folder: Path, fqn: str, item: dict[str, Any]) -> None:
         )
 
 
-class DcpValue:
-    """A DCP value ckpttool does not parse itself (it holds tensors, is over 1 MB, or is transformed): read
-    through torch.distributed.checkpoint when the value is needed (convert, diff --values)."""
-
-    def __init__(self, folder: str, fqn: str) -> None:
-        self.folder, self.fqn = folder, fqn
-
-    def __repr__(self) -> str:
-        return f"<DCP value {self.fqn} (read on demand)>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DcpValue) and (self.folder, self.fqn) == (other.folder, other.fqn)
-
-    def __hash__(self) -> int:
-        return hash((self.folder, self.fqn))
-
-
 def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
     """A non-tensor entry (a step counter, an lr, a param-id list) is a small torch.save blob inside a .distcp
     file: read its bytes and parse them with ckpttool's own (torch-free, restricted) reader."""
     import tempfile
 
-    from ckpttool.readers import open_checkpoint
+    from ckpttool.formats import open_checkpoint
 
     if len(items) != 1 or items[0].get("transforms"):
-        return DcpValue(str(folder), fqn)
+        return DeferredValue(str(folder), fqn)
     item = items[0]
     start, length = int(item["start"]), int(item["length"])
     if length > MAX_VALUE_BLOB:
-        return DcpValue(str(folder), fqn)
+        return DeferredValue(str(folder), fqn)
     with open(folder / str(item["file"]), "rb") as fh:
         fh.seek(start)
         blob = fh.read(length)
@@ -309,21 +160,20 @@ def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
             exc.message = exc.message.replace(tmp.name, f"{folder} (value {fqn})")
             raise
     if value.tensors:
-        return DcpValue(str(folder), fqn)  # tensors inside a value: read through DCP when needed
+        return DeferredValue(str(folder), fqn)  # tensors inside a value: read through DCP when needed
     return value.root
 
 
 def _decode_marks(obj: Any, tensors: dict[str, TensorInfo]) -> Any:
-    """`ckpttool convert --to dcp` stores non-plain values (stubs, numpy arrays) as typed JSON strings."""
-    from ckpttool.state_json import MARK, decode
+    """`ckpttool convert --to dcp` stores non-plain values (stubs, numpy arrays) and non-string keys as typed JSON
+    strings; turn them back."""
 
-    if isinstance(obj, str) and obj.startswith(MARK + "json:"):
-        return decode(json.loads(obj[len(MARK) + 5 :]), lambda key: tensors[key])
-    if isinstance(obj, dict):
-        return type(obj)((_decode_key(k), _decode_marks(v, tensors)) for k, v in obj.items())
-    if isinstance(obj, list):
-        return [_decode_marks(v, tensors) for v in obj]
-    return obj
+    def leaf(x: Any, _: Any) -> Any:
+        if isinstance(x, str) and x.startswith(MARK + "json:"):
+            return decode(json.loads(x[len(MARK) + 5 :]), lambda key: tensors[key])
+        return x
+
+    return map_tree(obj, leaf, key=_decode_key)
 
 
 INT_KEYS = "__ckpttool_int_keys__"
@@ -347,8 +197,6 @@ def _restore_int_keys(root: Any, paths: list[Any]) -> None:
 
 
 def _decode_key(k: Any) -> Any:
-    from ckpttool.state_json import MARK, decode
-
     if isinstance(k, str) and k.startswith(MARK + "int:"):
         return int(k[len(MARK) + 4 :])
     if isinstance(k, str) and k.startswith(MARK + "json:"):
@@ -391,3 +239,35 @@ def _unflatten(flat: dict[str, Any], mappings: dict[Any, Any]) -> Any:
         else:
             node[last] = value
     return root
+
+
+class Dcp(Format):
+    name = FormatName.DCP
+    description = "torch.distributed.checkpoint folder (.metadata + *.distcp)"
+    directory = True
+    storage = DcpStorage
+    target = "dcp"
+    byte_access = False
+
+    def sniff(self, probe: Probe) -> Sniffed | None:
+        return Sniffed(self.name, 0) if probe.is_dir and ".metadata" in probe.names else None
+
+    def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
+        return _read_dcp(Path(path))
+
+    def load_tensor(self, handles: Handles, info: TensorInfo) -> Any:
+        from ckpttool.formats.dcp.torch_io import load_tensor
+
+        assert isinstance(info.storage, DcpStorage)
+        return load_tensor(info.storage.file, info.storage.fqn, info.shape, info.dtype)
+
+    def load_value(self, value: DeferredValue) -> Any:
+        from ckpttool.formats.dcp.torch_io import load_value
+
+        return load_value(value.folder, value.fqn)
+
+    def write(self, ckpt: Checkpoint, target: Path, materialised: Any, options: WriteOptions) -> list[str]:
+        from ckpttool.formats.dcp.torch_io import write_dcp
+
+        write_dcp(ckpt, target, materialised, options)
+        return []

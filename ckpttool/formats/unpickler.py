@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ckpttool.model import Stub
+from ckpttool.model import NumpyArray, NumpyDType, Stub, TorchDevice, TorchDtype, stub_class
 
 # Module prefixes whose globals can run code, touch files or the network, or import more modules. A pickle
 # naming any of them is refused. (Compare torch's weights_only blocklist, which covers only sys/os/posix/nt.)
@@ -77,47 +77,6 @@ class TensorRef:
     stride: tuple[int, ...]
     dtype: str | None = None  # set by _rebuild_tensor_v3; otherwise from the storage
     is_parameter: bool = False
-
-
-@dataclass
-class NumpyDType:
-    code: str
-    state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-@dataclass
-class NumpyArray:
-    """A numpy array's header; its raw bytes are kept only when small (RNG state is 2.5 KB)."""
-
-    shape: tuple[int, ...] = ()
-    dtype: str = "?"
-    data: bytes | None = field(default=None, repr=False)
-
-    def __setstate__(self, state: Any) -> None:
-        # ndarray.__reduce__ state: (version, shape, dtype, is_fortran, rawdata)
-        if isinstance(state, tuple) and len(state) == 5:
-            _, shape, dtype, _, raw = state
-            self.shape = tuple(shape) if isinstance(shape, tuple) else ()
-            if isinstance(dtype, NumpyDType):
-                self.dtype = dtype.code
-            if isinstance(raw, (bytes, bytearray)) and len(raw) <= 1 << 20:
-                self.data = bytes(raw)
-
-
-@dataclass(frozen=True)
-class TorchDevice:
-    spec: str
-
-    def __str__(self) -> str:
-        return self.spec
-
-
-@dataclass(frozen=True)
-class TorchDtype:
-    name: str
 
 
 _STORAGE_DTYPES = {
@@ -339,7 +298,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._persistent = persistent_load
         self.foreign: dict[str, None] = {}
         self.dangerous: dict[str, None] = {}
-        self._stub_classes: dict[str, type[Stub]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol 0-2 pickles use Python 2 names (__builtin__, commands.Popen for subprocess.Popen); map them
@@ -367,12 +325,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._stub(module, name)
 
     def _stub(self, module: str, name: str) -> type[Stub]:
-        full = f"{module}.{name}"
-        cls = self._stub_classes.get(full)
-        if cls is None:
-            cls = type(name.rsplit(".", 1)[-1], (Stub,), {"qualname": full, "module": module, "name": name})
-            self._stub_classes[full] = cls
-        return cls
+        return stub_class(module, name)
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
         # copyreg._reconstructor(cls, object, None) is how protocol 0/1 pickles plain objects.

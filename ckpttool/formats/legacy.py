@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ckpttool.errors import CorruptCheckpoint, TruncatedCheckpoint
-from ckpttool.model import DTYPE_SIZES, Checkpoint, StorageRef
-from ckpttool.readers import sniff as fmt
-from ckpttool.readers.pickled import build_checkpoint, read_pickle
-from ckpttool.readers.unpickler import StorageType
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, read_range
+from ckpttool.formats.pickled import build_checkpoint, read_pickle
+from ckpttool.formats.unpickler import StorageType
+from ckpttool.model import DTYPE_SIZES, Checkpoint, RangeStorage, StorageRef
+from ckpttool.vocab import Format as FormatName
+
+# The legacy format starts with a protocol-2 pickle of this magic number (torch/serialization.py MAGIC_NUMBER).
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ def _no_storages(pid: Any) -> Any:
     raise CorruptCheckpoint("storage reference outside the object pickle")
 
 
-def read_legacy(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
+def read_legacy(path: str, sniffed: Sniffed) -> Checkpoint:
     pending: dict[str, _Pending] = {}
 
     def persistent_load(pid: Any) -> _Pending:
@@ -43,7 +47,7 @@ def read_legacy(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
         return pending.setdefault(str(key), _Pending(str(key), dtype, int(numel), str(location)))
 
     with open(path, "rb") as f:
-        if read_pickle(f, path, _no_storages).root != fmt.LEGACY_MAGIC:
+        if read_pickle(f, path, _no_storages).root != LEGACY_MAGIC:
             raise CorruptCheckpoint(f"{path}: not a legacy torch file (bad magic number)", path=path)
         protocol = read_pickle(f, path, _no_storages).root
         sys_info = read_pickle(f, path, _no_storages).root
@@ -62,7 +66,7 @@ def read_legacy(path: str, sniffed: fmt.Sniffed) -> Checkpoint:
         return located[obj.key]
 
     ckpt = build_checkpoint(result, path, storage_of)
-    ckpt.format = fmt.LEGACY
+    ckpt.format = FormatName.LEGACY
     ckpt.size = sniffed.size
     ckpt.meta.update({"legacy_protocol": protocol, "byteorder": byteorder, "pickle_bytes": pickle_end})
     ckpt.notes.append("legacy (pre-1.6) torch format: torch.load cannot mmap it; re-save to get a zip file")
@@ -87,6 +91,25 @@ def _locate(
             raise TruncatedCheckpoint(
                 f"{path}: storage {key} runs past the end of the file; it was cut short", path=path
             )
-        out[key] = StorageRef(path, key, ref.dtype, numel, ref.location, offset=pos + 8, byteorder=byteorder)
+        out[key] = RangeStorage(path, key, ref.dtype, numel, ref.location, byteorder, offset=pos + 8)
         pos += 8 + nbytes
     return out
+
+
+class Legacy(Format):
+    """The pre-1.6 ``torch.save`` format (``_use_new_zipfile_serialization=False``): pickles back to back."""
+
+    name = FormatName.LEGACY
+    description = "legacy torch.save format (magic-number pickle, pickles, raw storages)"
+    suffixes = (".pth", ".pt", ".ckpt", ".bin")
+    storage = RangeStorage
+
+    def sniff(self, probe: Probe) -> Sniffed | None:
+        head = probe.head
+        return Sniffed(self.name, probe.size) if head[:2] == b"\x80\x02" and head[2:3] == b"\x8a" else None
+
+    def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
+        return read_legacy(path, sniffed)
+
+    def read_bytes(self, handles: Handles, ref: StorageRef, start: int, length: int) -> bytes:
+        return read_range(handles, ref, start, length)

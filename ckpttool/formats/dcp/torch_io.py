@@ -1,4 +1,6 @@
-"""Values of a DCP checkpoint, read by ``torch.distributed.checkpoint`` itself — made safe.
+"""The torch half of the DCP format: values read, and folders written, by ``torch.distributed.checkpoint``.
+
+Reading is made safe.
 
 DCP's own ``FileSystemReader.read_metadata`` uses ``pickle.load`` and its ``DefaultLoadPlanner.load_bytes`` uses
 ``torch.load`` with weights_only turned off. Here the ``Metadata`` is rebuilt from ckpttool's restricted parse of
@@ -9,6 +11,7 @@ chunks are still loaded by DCP (``torch.load(weights_only=True)``), so sharding 
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 import warnings
 from functools import lru_cache
@@ -21,7 +24,11 @@ from torch.distributed.checkpoint import metadata as md_mod
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, _StorageInfo
 
-from ckpttool.readers.directory import dcp_metadata
+from ckpttool.errors import CorruptCheckpoint, UsageError
+from ckpttool.formats.base import WriteOptions
+from ckpttool.formats.dcp import INT_KEYS, dcp_metadata
+from ckpttool.model import SKIP, Checkpoint, Stub, iter_nodes, map_tree
+from ckpttool.state_json import MARK, encode
 
 
 @lru_cache(maxsize=8)
@@ -64,16 +71,15 @@ class _SafeReader(FileSystemReader):
 
 def _decode_bytes(value: io.BytesIO) -> Any:
     """A non-tensor DCP entry is a torch.save blob: read it with ckpttool's safe reader."""
-    from ckpttool.readers import open_checkpoint
-    from ckpttool.values import StorageReader
-    from ckpttool.writers import materialise
+    from ckpttool.formats import open_checkpoint
+    from ckpttool.formats.values import StorageReader
 
     with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
         tmp.write(value.getvalue())
         tmp.flush()
         ckpt = open_checkpoint(tmp.name)
         with StorageReader() as reader:
-            return materialise(ckpt.root, reader.tensor)
+            return reader.materialise(ckpt.root)
 
 
 class _SafePlanner(DefaultLoadPlanner):
@@ -99,8 +105,6 @@ def load_flat(folder: str, keys: list[str] | None = None) -> dict[str, Any]:
 
 
 def _load(folder: str, state: dict[str, Any]) -> None:
-    from ckpttool.errors import CorruptCheckpoint
-
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore", UserWarning
@@ -129,3 +133,78 @@ def load_tensor(folder: str, fqn: str, shape: tuple[int, ...], dtype: str) -> to
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{folder}: {fqn} is not a tensor")
     return value
+
+
+# --- writing --------------------------------------------------------------------------------------------------
+def _json_mark(value: Any) -> str:
+    return MARK + "json:" + json.dumps(encode(value, lambda t: "?"))
+
+
+def _marked(root: Any) -> Any:
+    """What DCP cannot keep as is — values it would pickle with ckpttool's own classes, non-string keys, empty
+    containers (they have no leaves, so DCP drops them) — becomes typed JSON strings."""
+
+    def enter(x: Any, _: Any) -> Any:
+        if isinstance(x, dict | list) and not x:
+            return _json_mark(x)
+        if isinstance(x, Stub) or type(x).__module__ == "numpy":
+            return _json_mark(x)
+        if isinstance(x, tuple) and any(isinstance(v, Stub) for v in x):
+            return _json_mark(x)
+        return SKIP
+
+    def key(k: Any) -> Any:
+        if isinstance(k, str | int) and not isinstance(k, bool):
+            return k  # DCP writes int keys as strings; _int_key_paths records where to turn them back
+        return _json_mark(k)
+
+    return map_tree(root, enter=enter, key=key)
+
+
+def _int_key_paths(root: Any) -> list[list[Any]]:
+    """Paths of the dicts with int keys (optimizer state), so a DCP round trip can restore them. Dict keys are
+    written as strings (as DCP stores them), list indices as ints."""
+    out: list[list[Any]] = []
+    for path, node in iter_nodes(root, descend=lambda x, _: isinstance(x, dict | list)):
+        if isinstance(node, dict) and any(isinstance(k, int) and not isinstance(k, bool) for k in node):
+            converted: list[Any] = []
+            parent = root
+            for p in path:
+                converted.append(str(p) if isinstance(parent, dict) and isinstance(p, int) else p)
+                parent = parent[p]
+            out.append(converted)
+    return out
+
+
+def write_dcp(ckpt: Checkpoint, target: Path, materialised: Any, options: WriteOptions) -> None:
+    """Save with ``dcp.save`` (single process) into an exclusive staging folder beside ``target``, verify it,
+    then move it into place."""
+    import shutil
+
+    from ckpttool.outputs import replace_folder
+
+    root = materialised if isinstance(materialised, dict) else {"root": materialised}
+    state = _marked(root)
+    int_paths = _int_key_paths(root)
+    if int_paths:
+        state[INT_KEYS] = int_paths
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent}: the output folder does not exist")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                dcp.save(state, checkpoint_id=str(staging), no_dist=True)
+            except BaseException as exc:  # DCP's CheckpointException derives from BaseException
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise UsageError(
+                    f"{target}: torch.distributed.checkpoint cannot save this state ({first[:200]})"
+                ) from None
+        options.verify(staging)
+        replace_folder(staging, target, force=options.force)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
