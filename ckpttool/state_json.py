@@ -16,32 +16,34 @@ from collections.abc import Callable
 from typing import Any
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.model import NumpyArray, NumpyDType, Stub, TensorInfo, TorchDevice, TorchDtype
+from ckpttool.model import (
+    NumpyArray,
+    NumpyDType,
+    Stub,
+    TensorInfo,
+    TorchDevice,
+    TorchDtype,
+    TreeError,
+    fold_tree,
+    stub_class,
+)
+from ckpttool.model.tree import StubParts
 
 FORMAT = "ckpttool.state/1"
 MARK = "__ckpttool__"
 
 
 def encode(obj: Any, tensor_ref: Callable[[Any], str]) -> Any:
-    """``tensor_ref`` names a tensor (a TensorInfo or a torch.Tensor) by its key in the tensor file."""
-    seen: dict[int, str] = {}
+    """The tree as typed JSON. ``tensor_ref`` names a tensor (a TensorInfo or a torch.Tensor) by its key in the
+    tensor file. Raises CorruptCheckpoint for what JSON cannot carry (a numpy array over 1 MB, a cycle)."""
 
-    def enc(x: Any) -> Any:
+    def leaf(x: Any, _: Any = None) -> Any:
         if isinstance(x, TensorInfo) or type(x).__name__ in ("Tensor", "Parameter"):
             return {MARK: "tensor", "key": tensor_ref(x)}
         if x is None or isinstance(x, bool | int | str):
             return x
         if isinstance(x, float):
             return x if math.isfinite(x) else {MARK: "float", "v": repr(x)}
-        if isinstance(x, dict):
-            kind = "OrderedDict" if isinstance(x, collections.OrderedDict) else "dict"
-            return {MARK: kind, "items": [[enc(k), enc(v)] for k, v in x.items()]}
-        if isinstance(x, list):
-            return [enc(v) for v in x]
-        if isinstance(x, tuple):
-            return {MARK: "tuple", "items": [enc(v) for v in x]}
-        if isinstance(x, set | frozenset):
-            return {MARK: "frozenset" if isinstance(x, frozenset) else "set", "items": [enc(v) for v in x]}
         if isinstance(x, bytes | bytearray):
             return {MARK: "bytes", "b64": base64.b64encode(bytes(x)).decode()}
         if isinstance(x, complex):
@@ -66,80 +68,88 @@ def encode(obj: Any, tensor_ref: Callable[[Any], str]) -> Any:
             arr = np.asarray(x)
             return {MARK: "ndarray", "dtype": arr.dtype.str, "shape": list(arr.shape),
                     "b64": base64.b64encode(arr.tobytes()).decode()}  # fmt: skip
-        if isinstance(x, Stub):
-            if id(x) in seen:
-                raise CorruptCheckpoint("a shared or cyclic object cannot be carried in JSON metadata")
-            seen[id(x)] = "stub"
-            return {MARK: "stub", "module": type(x).module, "name": type(x).name, "args": [enc(a) for a in x.args],
-                    "state": enc(x.state), "items": [[enc(k), enc(v)] for k, v in x.items.items()],
-                    "list_items": [enc(v) for v in x.list_items]}  # fmt: skip
-        if type(x).__name__ == "PosixPath" or type(x).__name__ == "WindowsPath":
-            return {MARK: "stub", "module": "pathlib", "name": type(x).__name__, "args": [enc(p) for p in x.parts],
+        if type(x).__name__ in ("PosixPath", "WindowsPath"):
+            return {MARK: "stub", "module": "pathlib", "name": type(x).__name__, "args": [leaf(p) for p in x.parts],
                     "state": None, "items": [], "list_items": []}  # fmt: skip
         raise CorruptCheckpoint(f"cannot carry a {type(x).__module__}.{type(x).__name__} in JSON metadata")
 
-    return enc(obj)
+    def build(x: Any, parts: Any, _: Any) -> Any:
+        if isinstance(x, dict):
+            kind = "OrderedDict" if isinstance(x, collections.OrderedDict) else "dict"
+            return {MARK: kind, "items": [[_encode_key(k), v] for k, v in parts]}
+        if isinstance(x, list):
+            return list(parts)
+        if isinstance(x, tuple):
+            return {MARK: "tuple", "items": list(parts)}
+        if isinstance(x, set | frozenset):
+            return {MARK: "frozenset" if isinstance(x, frozenset) else "set", "items": list(parts)}
+        assert isinstance(x, Stub) and isinstance(parts, StubParts)
+        doc = {MARK: "stub", "module": type(x).module, "name": type(x).name, "args": parts.args,
+               "state": parts.state, "items": [[_encode_key(k), v] for k, v in parts.items],
+               "list_items": parts.list_items}  # fmt: skip
+        if parts.kwargs:
+            doc["kwargs"] = [[k, v] for k, v in parts.kwargs]
+        return doc
 
+    def _encode_key(k: Any) -> Any:
+        return fold_tree(k, leaf, build)
 
-_STUB_CLASSES: dict[str, type[Stub]] = {}
-
-
-def _stub_class(module: str, name: str) -> type[Stub]:
-    full = f"{module}.{name}"
-    cls = _STUB_CLASSES.get(full)
-    if cls is None:
-        cls = type(name.rsplit(".", 1)[-1], (Stub,), {"qualname": full, "module": module, "name": name})
-        _STUB_CLASSES[full] = cls
-    return cls
+    try:
+        return fold_tree(obj, leaf, build)
+    except TreeError:
+        raise CorruptCheckpoint("a cyclic object cannot be carried in JSON metadata") from None
 
 
 def decode(obj: Any, tensor_of: Callable[[str], Any]) -> Any:
     """Back to reader-level objects; ``tensor_of`` maps a tensor key to its TensorInfo (or tensor)."""
 
-    def dec(x: Any) -> Any:
+    def leaf(x: Any, _: Any) -> Any:
+        return x
+
+    def build(x: Any, parts: Any, _: Any) -> Any:
         if isinstance(x, list):
-            return [dec(v) for v in x]
-        if not isinstance(x, dict):
-            return x
-        kind = x.get(MARK)
+            return list(parts)
+        doc = dict(parts)
+        kind = doc.get(MARK)
         if kind is None:
             raise CorruptCheckpoint("ckpttool.state: an untyped object in the JSON metadata")
         if kind == "tensor":
-            return tensor_of(str(x["key"]))
+            return tensor_of(str(doc["key"]))
         if kind in ("dict", "OrderedDict"):
             out: dict[Any, Any] = collections.OrderedDict() if kind == "OrderedDict" else {}
-            for k, v in x["items"]:
-                out[_hashable(dec(k))] = dec(v)
+            for k, v in doc["items"]:
+                out[_hashable(k)] = v
             return out
         if kind == "tuple":
-            return tuple(dec(v) for v in x["items"])
+            return tuple(doc["items"])
         if kind in ("set", "frozenset"):
-            items = (_hashable(dec(v)) for v in x["items"])
+            items = (_hashable(v) for v in doc["items"])
             return frozenset(items) if kind == "frozenset" else set(items)
         if kind == "float":
-            return float(x["v"])
+            return float(doc["v"])
         if kind == "bytes":
-            return base64.b64decode(x["b64"])
+            return base64.b64decode(doc["b64"])
         if kind == "complex":
-            return complex(*x["v"])
+            return complex(*doc["v"])
         if kind == "dtype":
-            return TorchDtype(str(x["name"]))
+            return TorchDtype(str(doc["name"]))
         if kind == "device":
-            return TorchDevice(str(x["spec"]))
+            return TorchDevice(str(doc["spec"]))
         if kind == "ndarray":
-            return NumpyArray(tuple(x["shape"]), str(x["dtype"]), base64.b64decode(x["b64"]))
+            return NumpyArray(tuple(doc["shape"]), str(doc["dtype"]), base64.b64decode(doc["b64"]))
         if kind == "npdtype":
-            return NumpyDType(str(x["code"]))
+            return NumpyDType(str(doc["code"]))
         if kind == "stub":
-            stub = _stub_class(str(x["module"]), str(x["name"]))()
-            stub.args = tuple(dec(a) for a in x["args"])
-            stub.state = dec(x["state"])
-            stub.items = {_hashable(dec(k)): dec(v) for k, v in x["items"]}
-            stub.list_items = [dec(v) for v in x["list_items"]]
+            stub = stub_class(str(doc["module"]), str(doc["name"]))()
+            stub.args = tuple(doc["args"])
+            stub.state = doc["state"]
+            stub.items = {_hashable(k): v for k, v in doc["items"]}
+            stub.list_items = list(doc["list_items"])
+            stub.kwargs = {str(k): v for k, v in doc.get("kwargs") or []}
             return stub
         raise CorruptCheckpoint(f"ckpttool.state: unknown entry type {kind!r}")
 
-    return dec(obj)
+    return fold_tree(obj, leaf, build)
 
 
 def _hashable(k: Any) -> Any:

@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ckpttool.formats import open_checkpoint
@@ -20,108 +19,19 @@ from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import interpret, network_params
 from ckpttool.interpret.profiles import PIECES, detect_layout
 from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.ops.diff_model import (
+    Change,
+    Explanation,
+    KeyGroup,
+    NetworkDiff,
+    ShapeChange,
+    ValueDelta,
+)
+from ckpttool.ops.explain import explain
 
 SCHEMA = "ckpttool.diff/1"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.module.")
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass
-class KeyGroup:
-    """Keys present on one side only, sharing a module prefix."""
-
-    prefix: str
-    count: int
-    examples: list[str]
-    pattern: str | None = None  # a recognised, usually harmless reason
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class ShapeChange:
-    name: str
-    shape_a: tuple[int, ...]
-    shape_b: tuple[int, ...]
-    explained_by: list[str] = field(default_factory=list)
-    explanation: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape_a": list(self.shape_a), "shape_b": list(self.shape_b),
-                "explained_by": self.explained_by, "explanation": self.explanation}  # fmt: skip
-
-
-@dataclass
-class ValueDelta:
-    name: str
-    max_abs: float
-    rel_l2: float
-    cosine: float
-    nonfinite_a: int
-    nonfinite_b: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in self.__dict__.items()
-        }
-
-
-@dataclass
-class NetworkDiff:
-    name: str
-    path_a: str
-    path_b: str
-    common: int
-    rename: str | None
-    only_a: list[KeyGroup]
-    only_b: list[KeyGroup]
-    shape_changes: list[ShapeChange]
-    dtype_changes: dict[str, int]  # "float32->float16": count
-    values: list[ValueDelta] | None = None
-
-    @property
-    def differs(self) -> bool:
-        return bool(
-            self.rename or self.only_a or self.only_b or self.shape_changes or self.dtype_changes
-        ) or any(v.max_abs != 0 or v.nonfinite_a != v.nonfinite_b for v in self.values or [])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "path_a": self.path_a, "path_b": self.path_b, "common": self.common,
-            "rename": self.rename, "only_a": [g.to_json() for g in self.only_a],
-            "only_b": [g.to_json() for g in self.only_b],
-            "shape_changes": [c.to_json() for c in self.shape_changes], "dtype_changes": self.dtype_changes,
-            "values": None if self.values is None else [v.to_json() for v in self.values],
-        }  # fmt: skip
-
-
-@dataclass
-class Change:
-    """A scalar-level difference: a piece's status, a counter, an optimizer hyper-parameter, a config value."""
-
-    what: str
-    a: Any
-    b: Any
-
-    def to_json(self) -> dict[str, Any]:
-        return {"what": self.what, "a": self.a, "b": self.b}
-
-
-@dataclass
-class Explanation:
-    key: str
-    old: Any
-    new: Any
-    explains: int
-    total: int
-
-    def sentence(self) -> str:
-        return f"{self.key} {self.old} -> {self.new} explains {self.explains} of {self.total} shape changes"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "summary": self.sentence()}
 
 
 @dataclass
@@ -231,43 +141,6 @@ def _pair_networks(la: dict[str, str], lb: dict[str, str]) -> list[tuple[str, st
     return pairs
 
 
-def explain_generic(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) -> None:
-    """Attribute each changed dim to config keys whose old/new values stand in the same ratio as the dims."""
-    numeric = {k: (Fraction(o), Fraction(n)) for k, (o, n) in changes.items()
-               if _is_int(o) and _is_int(n) and o and n and o != n}  # fmt: skip
-    for change in shapes:
-        keys: list[str] = []
-        reasons: list[str] = []
-        if len(change.shape_a) != len(change.shape_b):
-            continue
-        for dim, (da, db) in enumerate(zip(change.shape_a, change.shape_b, strict=True)):
-            if da == db:
-                continue
-            for key, (old, new) in numeric.items():
-                ratio = Fraction(da) / old
-                if Fraction(db) / new == ratio:
-                    keys.append(key)
-                    factor = "" if ratio == 1 else f"{ratio}*"
-                    reasons.append(f"dim {dim}: {da} -> {db} = {factor}{key}")
-                    break
-        if keys:
-            change.explained_by = sorted(set(keys))
-            change.explanation = "; ".join(reasons)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def summarise(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) -> list[Explanation]:
-    counts: dict[str, int] = {}
-    for c in shapes:
-        for k in c.explained_by:
-            counts[k] = counts.get(k, 0) + 1
-    return [Explanation(k, *changes.get(k, (None, None)), n, len(shapes))
-            for k, n in sorted(counts.items(), key=lambda kv: -kv[1])]  # fmt: skip
-
-
 def _piece_changes(ia: Any, ib: Any) -> list[Change]:
     out = []
     pa = {p.name: p for p in ia.pieces}
@@ -324,8 +197,6 @@ def diff_checkpoints(
     notes: list[str] = []
     if not networks and (la.networks or lb.networks):
         notes.append("the two files hold different networks; nothing to compare key by key")
-    from ckpttool.ops.explain import explain
-
     config_changes, explanations, unexplained, pairs, spec_notes = explain(
         ca, cb, la, lb, networks, config_a, config_b
     )

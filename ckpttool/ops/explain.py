@@ -18,7 +18,7 @@ from ckpttool.configs import embedded_config
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint
 from ckpttool.ops.architecture import TRAINER_HINTS
-from ckpttool.ops.diff import Change, Explanation, NetworkDiff, explain_generic, summarise
+from ckpttool.ops.diff_model import Change, Explanation, NetworkDiff, explain_generic, summarise
 from ckpttool.specs import expr as ex
 from ckpttool.specs.match import Fingerprint, atom_value, fingerprint
 from ckpttool.specs.model import get_spec
