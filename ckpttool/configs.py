@@ -102,11 +102,19 @@ def embedded_config(ckpt: Checkpoint) -> tuple[str, dict[str, Any]] | None:
 
 
 def run_config_beside(checkpoint_path: str) -> Path | None:
-    """GPT-SoVITS/VITS/RVC keep the run config as logs/<exp>/config.json, one level above logs_s2_<v>/."""
+    """The run config the trainer keeps beside its checkpoints: ``config.json`` in the same folder, or where a
+    trainer record whose folder rule matches says (GPT-SoVITS: logs/<exp>/config.json, one level above
+    logs_s2_<version>/)."""
+    import re
+
+    from ckpttool.trainers import all_trainers
+
     here = Path(checkpoint_path).resolve().parent
     candidates = [here / "config.json"]
-    if here.name.startswith(("logs_s2", "logs_s1")):
-        candidates.append(here.parent / "config.json")
+    for record in all_trainers():
+        rule = record.detect.path if record.detect else None
+        if rule and re.search(rule, here.as_posix()):
+            candidates += [(here / name).resolve() for name in record.resume.config_files]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -19,14 +19,22 @@ from typing import Any
 
 from ckpttool.errors import CkptError, InputNotFound, UsageError
 from ckpttool.formats import open_checkpoint
+from ckpttool.formats.registry import file_suffixes
 from ckpttool.formats.values import StorageReader
-from ckpttool.interpret.profiles import detect_layout
+from ckpttool.interpret.profiles import counter_value, detect_layout
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import TensorInfo, get_path
+from ckpttool.trainers import all_trainers
 
-SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
-LATEST_NAMES = re.compile(r"(?:^|_)(?:233333333333|2333333|latest)$|^last$")
-ROLE = re.compile(r"^(G|D)_(.+)$")
+ROLE = re.compile(r"^(G|D)_(.+)$")  # VITS-family file names: the network, then the tag
+
+
+def latest_names() -> re.Pattern[str]:
+    """Tags of files a trainer overwrites in place (its records' naming.latest), plus ``latest``."""
+    tags = sorted({t for r in all_trainers() for t in r.naming.latest if t != "last"} | {"latest"})
+    return re.compile(r"(?:^|_)(?:" + "|".join(map(re.escape, tags)) + r")$|^last$")
+
+
 MAX_DEPTH = 4
 
 
@@ -126,20 +134,13 @@ class LatestResult:
         }
 
 
-def _counter(root: Any, path: str | None) -> int | None:
-    if not path or path == "info":
-        return None
-    v = get_path(root, path)
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
 def read_candidate(path: Path) -> Candidate:
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     m = ROLE.match(stem)
     role, tag = (m.group(1), m.group(2)) if m else (None, stem)
     st = path.stat()
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else st.st_size
-    cand = Candidate(path, role, tag, bool(LATEST_NAMES.search(tag)), st.st_mtime, size)
+    cand = Candidate(path, role, tag, bool(latest_names().search(tag)), st.st_mtime, size)
     try:
         ckpt = open_checkpoint(path)
     except CkptError as exc:
@@ -147,8 +148,8 @@ def read_candidate(path: Path) -> Candidate:
         return cand
     layout = detect_layout(ckpt)
     cand.profile = layout.profile
-    cand.epoch = _counter(ckpt.root, layout.epoch)
-    cand.step = _counter(ckpt.root, layout.step)
+    cand.epoch = counter_value(ckpt, layout, "epoch") if "epoch" not in layout.counter_parse else None
+    cand.step = counter_value(ckpt, layout, "step") if "step" not in layout.counter_parse else None
     with StorageReader() as reader:
         steps = []
         for opt_path in layout.optimizers:
@@ -191,7 +192,7 @@ def scan(run_dir: str | os.PathLike[str]) -> list[Candidate]:
                 found.append(read_candidate(Path(dirpath) / d))
                 dirnames.remove(d)
         for name in sorted(filenames):
-            if name.startswith(".") or not name.endswith(SUFFIXES):
+            if name.startswith(".") or not name.endswith(file_suffixes()):
                 continue  # hidden files include ckpttool's own in-flight temporaries
             found.append(read_candidate(Path(dirpath) / name))
     return found

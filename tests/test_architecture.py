@@ -123,6 +123,7 @@ NOT_TREE_WALKERS = {
     "ckpttool/specs/model.py:items": "expands the items of a spec file (YAML), not a checkpoint",
     "ckpttool/specs/expr.py:_eval": "evaluates an expression's AST",
     "ckpttool/specs/expr.py:_check": "checks an expression's AST",
+    "ckpttool/trainers/__init__.py:_convert": "reads a trainer record (YAML) into its dataclasses",
 }
 CONTAINER_NAMES = {"dict", "list", "tuple", "set", "frozenset", "Stub", "OrderedDict"}
 

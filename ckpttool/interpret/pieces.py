@@ -12,7 +12,7 @@ from typing import Any
 
 from ckpttool.interpret import structure as st
 from ckpttool.interpret.optimizer import OptimizerReport, analyse
-from ckpttool.interpret.profiles import PIECES, Layout
+from ckpttool.interpret.profiles import PIECES, Layout, counter_value
 from ckpttool.model import Checkpoint, Stub, TensorInfo, get_path
 
 CONSEQUENCES = {
@@ -219,7 +219,7 @@ def _counter(ckpt: Checkpoint, layout: Layout, name: str) -> str:
     if path is None:
         return ""
     meaning = layout.meaning.get(name)
-    return meaning if meaning and path == "info" else f"{path} = {_short(_value(ckpt, path))}"
+    return meaning if meaning and name in layout.counter_parse else f"{path} = {_short(_value(ckpt, path))}"
 
 
 def _sched_detail(obj: Any) -> str:
@@ -330,8 +330,8 @@ def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list
                 "parameters were frozen or unused for a while",
             )
         )
-    step = _value(ckpt, layout.step) if layout.step and layout.step != "info" else None
-    epoch = _value(ckpt, layout.epoch) if layout.epoch and layout.epoch != "info" else None
+    step = counter_value(ckpt, layout, "step") if "step" not in layout.counter_parse else None
+    epoch = counter_value(ckpt, layout, "epoch") if "epoch" not in layout.counter_parse else None
     if isinstance(step, int) and not isinstance(step, bool):
         if int(hi) == step:
             out.append(Finding("info", "adam-step", f"{o.path}: Adam step {hi:.0f} equals the recorded step"))

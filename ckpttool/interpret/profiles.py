@@ -1,32 +1,25 @@
-"""Known checkpoint layouts (formats.md) and a structural fallback for everything else.
+"""Where each piece of training state lives in a file: from the trainer records, or by structure.
 
 A profile answers "where does each piece of training state live in this file, and which pieces does the
-trainer rebuild instead of saving". The result is a :class:`Layout`; everything downstream works from it.
+trainer rebuild instead of saving". The trainer records (:mod:`ckpttool.trainers`) describe the files each
+trainer writes; a file that matches none of them is classified by the structure of its data. The result is a
+:class:`Layout`; everything downstream works from it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.interpret import structure as st
-from ckpttool.model import Checkpoint, Stub
+from ckpttool.keys import strip_wrapper
+from ckpttool.model import Checkpoint, TensorInfo, get_path
+from ckpttool.trainers import FileKind, Match, Trainer, all_trainers, get_trainer
+from ckpttool.vocab import PIECES
 
-PIECES = (
-    "model",
-    "optimizer",
-    "scheduler",
-    "step",
-    "epoch",
-    "norm_stats",
-    "rng",
-    "scaler",
-    "config",
-    "version",
-)
+__all__ = ["PIECES", "Layout", "detect_layout", "generic"]
 
 
 @dataclass
@@ -48,224 +41,260 @@ class Layout:
     rebuilt: dict[str, str] = field(default_factory=dict)  # piece -> how the trainer rebuilds it
     not_needed: dict[str, str] = field(default_factory=dict)  # piece -> why this trainer does not use it
     meaning: dict[str, str] = field(default_factory=dict)  # piece -> what the value means here
-    trainer: str | None = None  # gpt-sovits, vits, rvc, lightning, ... when known
+    trainer: str | None = None  # the trainer record that wrote the file, when known
     group_layout: tuple[tuple[str, ...], ...] | None = (
         None  # prefixes of optimizer groups 1.. (group 0 = rest)
     )
+    counter_parse: dict[str, str] = field(default_factory=dict)  # piece -> regex over the value at its path
     notes: list[str] = field(default_factory=list)
 
-
-# --- the VITS family: G_*.pth / D_*.pth written by utils.save_checkpoint ---------------------------------
-VITS_KEYS = {"model", "iteration", "optimizer", "learning_rate"}
-# GPT-SoVITS puts these G params in optimizer groups 1..3, in this order (formats.md §1.4).
-GPT_SOVITS_G_GROUPS = (("enc_p.text_embedding",), ("enc_p.encoder_text",), ("enc_p.mrte",))
-REBUILD_RULES: dict[str, dict[str, str]] = {
-    "gpt-sovits": {
-        "scheduler": "ExponentialLR(gamma=train.lr_decay) rebuilt and stepped epoch+1 times over the saved, "
-        "already decayed LR: the resumed epoch runs at lr0*gamma^(2e+1) instead of lr0*gamma^(e+1)",
-        "step": "global_step = epoch * len(train_loader); right only if batch size, data and GPU count are unchanged",
-    },
-    "vits": {
-        "scheduler": "ExponentialLR(gamma=train.lr_decay, last_epoch=epoch-2) rebuilt from the optimizer's initial_lr",
-        "step": "global_step = (epoch-1) * len(train_loader); the interrupted epoch is re-run from its start",
-    },
-    "rvc": {
-        "scheduler": "ExponentialLR(gamma=train.lr_decay, last_epoch=epoch-2) rebuilt from the optimizer's initial_lr",
-        "step": "global_step = (epoch-1) * len(train_loader); RVC re-runs the saved epoch",
-    },
-}
-REBUILD_RULES["vits-family"] = REBUILD_RULES["vits"]
+    @property
+    def record(self) -> Trainer | None:
+        return get_trainer(self.trainer)
 
 
-def _vits_trainer(ckpt: Checkpoint, model: Any) -> str:
-    p = ckpt.path.replace("\\", "/")
-    name = os.path.basename(p)
-    keys = [str(k) for k in model] if isinstance(model, dict) else []
-    for wrapper in ("module.", "_orig_mod."):  # saved from a DDP / torch.compile wrapper
-        if keys and all(k.startswith(wrapper) for k in keys):
-            keys = [k[len(wrapper) :] for k in keys]
-    if (
-        "logs_s2" in p
-        or "233333333333" in name
-        or any(k.startswith(("enc_p.mrte.", "quantizer.")) for k in keys)
+# --- matching a file to a record --------------------------------------------------------------------------
+def _matches(m: Match, ckpt: Checkpoint) -> bool:
+    root = ckpt.root
+    if m.formats and ckpt.format not in m.formats:
+        return False
+    if not isinstance(root, dict):
+        return not (m.keys or m.keys_all or m.keys_any or m.state_dicts or m.any_state_dict) and bool(
+            m.formats
+        )
+    keys = set(root)
+    if m.keys is not None and keys != set(m.keys):
+        return False
+    if not set(m.keys_all) <= keys or (m.keys_any and not keys & set(m.keys_any)) or keys & set(m.keys_none):
+        return False
+    if any(not st.is_state_dict(root.get(k)) for k in m.state_dicts):
+        return False
+    if m.any_state_dict and not any(st.is_state_dict(root.get(k)) for k in m.any_state_dict):
+        return False
+    if m.config_list is not None and not (
+        isinstance(root.get("config"), list) and len(root["config"]) == m.config_list
     ):
-        return "gpt-sovits"
-    if re.search(r"(?<!\d)2333333(?!\d)", name) or any(
-        k.startswith(("enc_p.emb_phone.", "emb_g.")) for k in keys
-    ):
-        return "rvc"
-    if any(k.startswith("enc_p.emb.") for k in keys):
-        return "vits"
-    if any(k.startswith("discriminators.8.") for k in keys):
-        return "rvc"  # MultiPeriodDiscriminatorV2: periods 2..37 give 9 discriminators
+        return False
+    first = next((root[k] for k in m.state_dicts), None)
+    names = [str(k) for k in first] if isinstance(first, dict) else []
+    if m.weight_prefix is not None and not (names and all(n.startswith(m.weight_prefix) for n in names)):
+        return False
+    return not (
+        m.not_weight_prefix is not None and names and all(n.startswith(m.not_weight_prefix) for n in names)
+    )
+
+
+def _model_keys(ckpt: Checkpoint, kind: FileKind) -> list[str]:
+    root = ckpt.root
+    for path in kind.networks.values():
+        obj = root.get(path.split("|")[0]) if isinstance(root, dict) else None
+        if isinstance(obj, dict):
+            return strip_wrapper(obj)[1]
+    return []
+
+
+def _detected(record: Trainer, ckpt: Checkpoint, kind: FileKind) -> bool:
+    d = record.detect
+    if d is None:
+        return True
+    posix = ckpt.path.replace("\\", "/")
+    if d.path and re.search(d.path, posix):
+        return True
+    if d.name and re.search(d.name, os.path.basename(posix)):
+        return True
+    keys = _model_keys(ckpt, kind)
+    return bool(d.model_keys) and any(k.startswith(tuple(d.model_keys)) for k in keys)
+
+
+def _candidates(ckpt: Checkpoint) -> list[tuple[Trainer, FileKind]]:
+    return [(r, k) for r in all_trainers() for k in r.files if _matches(k.match, ckpt)]
+
+
+def _attribute(ckpt: Checkpoint, found: list[tuple[Trainer, FileKind]]) -> tuple[Trainer, FileKind]:
+    """Several records share a layout (VITS's four keys): the first whose detection rules hold wrote it; a D file
+    of none takes its trainer from its G sibling (same suffix); else the record marked as the fallback."""
+    if len(found) == 1:
+        return found[0]
+    specific = [(r, k) for r, k in found if not (r.detect and r.detect.fallback)]
+    for r, k in specific:
+        if r.detect is None or _detected(r, ckpt, k):
+            return r, k
+    name = os.path.basename(ckpt.path)
     if name.startswith("D_"):
-        return _sibling_g_trainer(p, name)
-    return "vits-family"
+        sibling = _sibling_record(ckpt.path, name)
+        match = next(((r, k) for r, k in found if r.name == sibling), None)
+        if match is not None:
+            return match
+    return next(((r, k) for r, k in found if r.detect and r.detect.fallback), found[-1])
 
 
-def _sibling_g_trainer(path: str, name: str) -> str:
+def _sibling_record(path: str, name: str) -> str | None:
     """A D file's discriminator is the same across VITS-family trainers; its G sibling names the trainer.
 
-    Only the sibling's pickle is parsed (no tensor bytes); any problem with it leaves the answer generic.
+    Only the sibling's pickle is parsed (no tensor bytes); any problem with it leaves the answer open.
     """
     from ckpttool.errors import CkptError
-    from ckpttool.formats import open_checkpoint  # local: readers import the model, not the reverse
+    from ckpttool.formats import open_checkpoint  # local: formats import the model, not the reverse
 
     sibling = os.path.join(os.path.dirname(path), "G_" + name[2:])
     if not os.path.isfile(sibling):
-        return "vits-family"
+        return None
     try:
         g = open_checkpoint(sibling)
     except CkptError:
-        return "vits-family"
-    model = g.root.get("model") if isinstance(g.root, dict) else None
-    if not isinstance(model, dict):
-        return "vits-family"
-    return _vits_trainer(g, model)
+        return None
+    found = _candidates(g)
+    return _attribute(g, found)[0].name if found else None
 
 
-def _vits(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    model = root["model"]
+# --- building the layout ------------------------------------------------------------------------------------
+def _role(ckpt: Checkpoint, kind: FileKind) -> str:
     name = os.path.basename(ckpt.path)
-    is_d = name.startswith("D_") or (
-        isinstance(model, dict) and any(k.startswith("discriminators.") for k in model)
-    )
-    label = "D" if is_d else "G"
-    trainer = _vits_trainer(ckpt, model)
-    layout = Layout(
-        profile=f"{trainer}-train",
-        description=f"{trainer} training checkpoint ({label}) written by utils.save_checkpoint",
-        networks={label: "model"},
-        optimizers={"optimizer": label} if st.is_optimizer(root.get("optimizer")) else {},
-        epoch="iteration",
-        trainer=trainer,
-    )
-    layout.meaning["epoch"] = "'iteration' is the epoch that just finished (1-based), not a step count"
-    layout.rebuilt.update(REBUILD_RULES[trainer])
-    layout.meaning["learning_rate"] = (
-        "'learning_rate' is the config constant, not the decayed LR; it is ignored on load"
-    )
-    layout.not_needed["norm_stats"] = "this trainer computes spectrograms on the fly; no stats are kept"
-    layout.not_needed["config"] = (
-        "the trainer reads the run config from logs/<exp>/config.json, not from here"
-    )
-    layout.not_needed["version"] = "the architecture version is implied by the tensor shapes"
-    if trainer == "gpt-sovits" and label == "G":
-        layout.group_layout = GPT_SOVITS_G_GROUPS
-    return layout
+    for role, pattern in kind.roles.items():
+        if re.search(pattern, name):
+            return role
+    root = ckpt.root if isinstance(ckpt.root, dict) else {}
+    for role, prefix in kind.role_from_keys.items():
+        for path in kind.networks.values():
+            sd = root.get(path)
+            if isinstance(sd, dict) and any(str(k).startswith(prefix) for k in sd):
+                return role
+    return kind.default_role or ""
 
 
-# --- exports ----------------------------------------------------------------------------------------------
-def _info_counters(info: Any) -> tuple[int | None, int | None]:
-    m = re.fullmatch(r"(\d+)epoch(?:_(\d+)iteration)?", str(info))
-    if m:
-        return int(m.group(1)), int(m.group(2)) if m.group(2) else None
-    m = re.fullmatch(r"GPT-e(\d+)", str(info))
-    return (int(m.group(1)), None) if m else (None, None)
+def _expand(root: Any, pattern: str) -> list[str]:
+    """``a.*.b`` -> every existing ``a.<i>.b``; a plain path -> itself when it exists."""
+    paths = [""]
+    parts = pattern.split(".*")
+    for n, part in enumerate(parts):
+        grown = []
+        for prefix in paths:
+            base = f"{prefix}{part}" if prefix else part.lstrip(".")
+            if base and not _exists(root, base):
+                continue
+            grown.append(base)
+        paths = grown
+        if n < len(parts) - 1:
+            paths = [f"{p}.{i}" for p in paths for i in range(_length(root, p))]
+    return paths
 
 
-def _export(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    weight = root.get("weight")
-    config = root.get("config")
-    keys = list(weight) if isinstance(weight, dict) else []
-    if isinstance(config, list) and {"sr", "f0"} <= set(root):
-        kind, desc = "rvc-export", "RVC exported model (fp16 inference weights, config as an 18-value list)"
-    elif keys and all(k.startswith("model.") for k in keys):
-        kind, desc = (
-            "gpt-sovits-gpt-export",
-            "GPT-SoVITS GPT (s1) export: fp16 inference weights with the YAML config",
-        )
-    else:
-        kind, desc = (
-            "gpt-sovits-export",
-            "GPT-SoVITS SoVITS (s2) export: fp16 inference weights with the run config",
-        )
-        if "lora_rank" in root:
-            desc += f" (LoRA adapters only, rank {root['lora_rank']})"
-    layout = Layout(
-        kind,
-        desc,
-        networks={"G" if kind != "gpt-sovits-gpt-export" else "GPT": "weight"},
-        config="config",
-        trainer="gpt-sovits" if kind.startswith("gpt") else "rvc",
+def _exists(root: Any, path: str) -> bool:
+    try:
+        get_path(root, path)
+    except (KeyError, IndexError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _length(root: Any, path: str) -> int:
+    seq = get_path(root, path) if _exists(root, path) else None
+    return len(seq) if isinstance(seq, list | tuple) else 0
+
+
+def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
+    root = ckpt.root if isinstance(ckpt.root, dict) else {}
+    role = _role(ckpt, kind)
+    fill = {"role": role, **{str(k): v for k, v in root.items() if isinstance(v, str | int | float)}}
+    description = kind.description.format(**fill) + "".join(
+        text.format(**fill) for key, text in kind.description_if.items() if key in root
     )
-    epoch, step = _info_counters(root.get("info"))
-    if epoch is not None:
-        layout.epoch = "info"
-        layout.meaning["epoch"] = f"parsed from info={root.get('info')!r}: epoch {epoch}"
-    if step is not None:
-        layout.step = "info"
-        layout.meaning["step"] = f"parsed from info={root.get('info')!r}: step {step}"
-    if "version" in root:
-        layout.version = "version"
-    elif isinstance(config, Stub) and "version" in _attrs(config.attributes().get("model")):
-        layout.version = "config.model.version"
-    if ckpt.meta.get("gpt_sovits_tag"):
+    layout = Layout(kind.profile, description, trainer=record.name)
+    for label, paths in kind.networks.items():
+        for path in paths.split("|"):
+            if st.is_state_dict(root.get(path)) or (
+                path and _expand(root, path) and st.is_state_dict(get_path(root, path))
+            ):
+                layout.networks.setdefault(label.format(role=role), path)
+                break
+    for path, label in kind.optimizers.items():
+        for p in _expand(root, path):
+            if st.is_optimizer(get_path(root, p)):
+                layout.optimizers[p] = label.format(role=role)
+    for path in kind.schedulers:
+        layout.schedulers += [p for p in _expand(root, path) if isinstance(get_path(root, p), dict)]
+    _pattern_keys(root, kind, layout)
+    for piece, counter in kind.counters.items():
+        if _expand(root, counter.key):
+            setattr(layout, piece, counter.key)
+            if counter.meaning:
+                layout.meaning[piece] = counter.meaning
+            if counter.parse:
+                layout.counter_parse[piece] = counter.parse
+    if kind.config and kind.config in root:
+        layout.config = kind.config
+    layout.version = next((v for v in kind.version if _expand(root, v)), None)
+    if kind.version_from_header and ckpt.meta.get("gpt_sovits_tag"):
         layout.version = f"tag:{ckpt.meta['gpt_sovits_tag']}"
-    layout.notes.append(
-        "exports hold inference weights only: fine-tune from them, but training cannot resume"
-    )
-    layout.not_needed["norm_stats"] = "inference export"
-    return layout
-
-
-def _attrs(obj: Any) -> dict[str, Any]:
-    return obj.attributes() if isinstance(obj, Stub) else obj if isinstance(obj, dict) else {}
-
-
-# --- Lightning ----------------------------------------------------------------------------------------------
-def _lightning(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    layout = Layout(
-        "lightning",
-        "PyTorch Lightning checkpoint (Trainer.save_checkpoint)",
-        networks={"model": "state_dict"},
-        step="global_step",
-        epoch="epoch",
-        config="hyper_parameters" if "hyper_parameters" in root else None,
-        version="pytorch-lightning_version",
-        trainer="lightning",
-    )
-    for i, opt in enumerate(root.get("optimizer_states") or []):
-        if st.is_optimizer(opt):
-            layout.optimizers[f"optimizer_states.{i}"] = "model"
-    layout.schedulers = [
-        f"lr_schedulers.{i}" for i, s in enumerate(root.get("lr_schedulers") or []) if isinstance(s, dict)
-    ]
-    for key in ("MixedPrecision", "native_amp_scaling_state", "amp_scaling_state"):
+    for key in kind.scaler:
         if st.is_scaler(root.get(key)):
             layout.scaler = key
-    layout.meaning["epoch"] = "'epoch' is Lightning's 0-based current_epoch"
-    layout.meaning["step"] = "'global_step' counts optimizer steps"
-    # callbacks hold ModelCheckpoint.best_k_models (path -> score tensor) and loops hold progress counters:
-    # tensors, but never a network.
-    _structural_extras(
-        root, layout, skip={"state_dict", "optimizer_states", "lr_schedulers", "callbacks", "loops"}
-    )
+    if kind.rng_files:
+        _rng_files(root, layout)
+    layout.rebuilt.update(kind.rebuilt)
+    layout.not_needed.update(kind.not_needed)
+    layout.meaning.update(kind.meaning)
+    layout.notes += list(kind.notes)
+    groups = kind.optimizer_groups.get(role) if role else None
+    layout.group_layout = groups if groups else None
+    _parsed_counters(ckpt, layout)
+    if kind.structural:
+        skip = {*kind.structural_skip, *layout.networks.values(), *layout.optimizers}
+        _structural_extras(root, layout, skip={s for s in skip if s})
     return layout
 
 
-# --- the article's bundle and everything else -------------------------------------------------------------
-def _seed(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    layout = Layout(
-        "bundle",
-        "training bundle with G/D weights, optimizers and counters (the article's layout)",
-        trainer=None,
-    )
-    for label, key in (
-        ("G", "model_g"),
-        ("D", "model_d"),
-        ("G", "net_g"),
-        ("D", "net_d"),
-        ("G", "generator"),
-        ("D", "discriminator"),
-    ):
-        if st.is_state_dict(root.get(key)) and label not in layout.networks:
-            layout.networks[label] = key
-    for key, label in (("optimizer_g", "G"), ("optimizer_d", "D"), ("optim_g", "G"), ("optim_d", "D")):
-        if st.is_optimizer(root.get(key)):
-            layout.optimizers[key] = label
-    _structural_extras(root, layout, skip=set(layout.networks.values()) | set(layout.optimizers))
-    return layout
+def _pattern_keys(root: dict[str, Any], kind: FileKind, layout: Layout) -> None:
+    """accelerate-style folders: pieces named by a pattern over the top-level keys (model, model_1, ...)."""
+    for key in sorted(root):
+        if kind.network_keys and re.fullmatch(kind.network_keys, key) and st.is_state_dict(root[key]):
+            layout.networks[key] = key
+    for key in sorted(root):
+        m = re.fullmatch(kind.optimizer_keys, key) if kind.optimizer_keys else None
+        if m and st.is_optimizer(root[key]):
+            suffix = m.groupdict().get("n") or ""
+            layout.optimizers[key] = f"model{suffix}" if f"model{suffix}" in layout.networks else "model"
+        elif kind.scheduler_keys and re.fullmatch(kind.scheduler_keys, key) and isinstance(root[key], dict):
+            layout.schedulers.append(key)
+
+
+def _rng_files(root: dict[str, Any], layout: Layout) -> None:
+    """accelerate's random_states_<rank>.pkl, read into ``rng.<rank>`` (checkpointing.py:144-176)."""
+    for rank, states in sorted((root.get("rng") or {}).items()):
+        if isinstance(states, dict):
+            for kind, name in (("python", "random_state"), ("numpy", "numpy_random_seed"), ("torch", "torch_manual_seed"),
+                               ("cuda", "torch_cuda_manual_seed")):  # fmt: skip
+                if name in states:
+                    layout.rng[kind if rank == "0" else f"{kind}[{rank}]"] = f"rng.{rank}.{name}"
+
+
+def _parsed_counters(ckpt: Checkpoint, layout: Layout) -> None:
+    """Counters kept inside a string (``info``): present only when the string parses, with its meaning."""
+    for piece, pattern in layout.counter_parse.items():
+        path = getattr(layout, piece)
+        value = get_path(ckpt.root, path) if path else None
+        m = re.search(pattern, str(value)) if value is not None else None
+        if m is None:
+            setattr(layout, piece, None)
+            continue
+        layout.meaning[piece] = f"parsed from {path}={value!r}: {piece} {m.group(1)}"
+
+
+def counter_value(ckpt: Checkpoint, layout: Layout, piece: str) -> int | None:
+    """The value of counter ``piece`` ("step" or "epoch"): an int stored under its path, or parsed from a string
+    (``info``); None when absent or not an integer."""
+    path = getattr(layout, piece)
+    if not path:
+        return None
+    try:
+        value = get_path(ckpt.root, path)
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+    pattern = layout.counter_parse.get(piece)
+    if pattern is not None:
+        m = re.search(pattern, str(value))
+        return int(m.group(1)) if m else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def generic(ckpt: Checkpoint) -> Layout:
@@ -338,7 +367,6 @@ def _structural_extras(root: Any, layout: Layout, skip: set[str]) -> None:
 
 
 def _is_tensorish(obj: Any) -> bool:
-    from ckpttool.model import TensorInfo
 
     return isinstance(obj, TensorInfo) or (
         isinstance(obj, (list, tuple)) and len(obj) > 0 and all(isinstance(v, (int, float)) for v in obj)
@@ -356,52 +384,10 @@ def _net_label(path: str, layout: Layout) -> str:
     return path or "model"
 
 
-# Detection order matters: the most specific layouts first.
-PROFILES: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Checkpoint, dict[str, Any]], Layout]]] = [
-    ("vits-family training file", lambda r: set(r) == VITS_KEYS and st.is_state_dict(r["model"]), _vits),
-    ("export", lambda r: {"weight", "config", "info"} <= set(r) and st.is_state_dict(r["weight"]), _export),
-    ("lightning", lambda r: "state_dict" in r and ("pytorch-lightning_version" in r or "optimizer_states" in r),
-     _lightning),
-    ("bundle", lambda r: any(st.is_state_dict(r.get(k)) for k in ("model_g", "net_g", "generator")), _seed),
-]  # fmt: skip
-
-
-def _accelerate(ckpt: Checkpoint, root: dict[str, Any]) -> Layout:
-    """accelerate ``save_state``: model[_N].safetensors, optimizer[_N].bin, scheduler[_N].bin, scaler.pt and one
-    random_states_<rank>.pkl per process (formats: anchors §4.2)."""
-    layout = Layout("accelerate", "accelerate save_state directory", trainer="accelerate")
-    for key in sorted(root):
-        if key.startswith("model") and st.is_state_dict(root[key]):
-            layout.networks[key] = key
-    for key in sorted(root):
-        if key.startswith("optimizer") and st.is_optimizer(root[key]):
-            suffix = key[len("optimizer") :]
-            layout.optimizers[key] = f"model{suffix}" if f"model{suffix}" in layout.networks else "model"
-        elif key.startswith("scheduler") and isinstance(root[key], dict):
-            layout.schedulers.append(key)
-    if st.is_scaler(root.get("scaler")):
-        layout.scaler = "scaler"
-    for rank, states in sorted((root.get("rng") or {}).items()):
-        if isinstance(states, dict):
-            for kind, name in (("python", "random_state"), ("numpy", "numpy_random_seed"), ("torch", "torch_manual_seed"),
-                               ("cuda", "torch_cuda_manual_seed")):  # fmt: skip
-                if name in states:
-                    layout.rng[kind if rank == "0" else f"{kind}[{rank}]"] = f"rng.{rank}.{name}"
-    layout.not_needed["step"] = (
-        "accelerate records no training step (random_states' 'step' counts gradient-accumulation micro-steps); "
-        "keep yours with register_for_checkpointing"
-    )
-    layout.not_needed["epoch"] = "accelerate does not record the epoch; the training script keeps it"
-    layout.not_needed["version"] = "accelerate does not record a code version"
-    return layout
-
-
 def detect_layout(ckpt: Checkpoint) -> Layout:
-    root = ckpt.root
-    if ckpt.format == "accelerate-dir" and isinstance(root, dict):
-        return _accelerate(ckpt, root)
-    if isinstance(root, dict) and not st.is_state_dict(root):
-        for _, matches, build in PROFILES:
-            if matches(root):
-                return build(ckpt, root)
+    """The layout of ``ckpt``: from the record of the trainer that wrote it, else by structure."""
+    found = _candidates(ckpt)
+    if found:
+        record, kind = _attribute(ckpt, found)
+        return _from_record(ckpt, record, kind)
     return generic(ckpt)

@@ -12,8 +12,13 @@ from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.specs.match import ConfigCheck, Fingerprint, check_config, fingerprint
 from ckpttool.specs.model import get_spec
 
-# A trainer name (profiles.Layout.trainer) -> the family-name prefix its specs use.
-TRAINER_HINTS = {"gpt-sovits": "gpt-sovits-s2", "vits": "vits", "vits-family": "vits"}
+
+def spec_hint(layout: Layout) -> str | None:
+    """The architecture-spec family prefix the trainer that wrote the file uses (its record's spec_family)."""
+    record = layout.record
+    return record.spec_family if record is not None else None
+
+
 MIN_MATCH = 0.5  # below this share of the file's tensors a spec "matches" by accident, not by design
 
 
@@ -40,7 +45,7 @@ def network_shapes(ckpt: Checkpoint, layout: Layout) -> dict[str, dict[str, tupl
 
 
 def identify(ckpt: Checkpoint, layout: Layout) -> list[Architecture]:
-    hint = TRAINER_HINTS.get(layout.trainer or "")
+    hint = spec_hint(layout)
     found = []
     for label, shapes in network_shapes(ckpt, layout).items():
         fp = fingerprint(shapes, hint=hint)

@@ -17,7 +17,7 @@ from deepdiff import DeepDiff
 from ckpttool.configs import embedded_config
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint
-from ckpttool.ops.architecture import TRAINER_HINTS
+from ckpttool.ops.architecture import spec_hint
 from ckpttool.ops.diff_model import Change, Explanation, NetworkDiff, explain_generic, summarise
 from ckpttool.specs import expr as ex
 from ckpttool.specs.match import Fingerprint, atom_value, fingerprint
@@ -77,8 +77,8 @@ def explain_with_specs(
     changed: dict[str, tuple[Any, Any]] = {}
     notes: list[str] = []
     for net in networks:
-        fa = fingerprint(_shapes(ca, net.path_a), hint=TRAINER_HINTS.get(la.trainer or ""))
-        fb = fingerprint(_shapes(cb, net.path_b), hint=TRAINER_HINTS.get(lb.trainer or ""))
+        fa = fingerprint(_shapes(ca, net.path_a), hint=spec_hint(la))
+        fb = fingerprint(_shapes(cb, net.path_b), hint=spec_hint(lb))
         pairs.append(FamilyPair(net.name, fa, fb))
         if fa is None or fb is None:
             continue

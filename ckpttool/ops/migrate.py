@@ -110,7 +110,8 @@ def migrate_checkpoint(
         plan.notes.append(
             "safetensors holds the network weights only: optimizer, counters and config are left out"
         )
-    if layout.trainer in ("gpt-sovits", "vits", "rvc", "vits-family") and layout.config is None:
+    record = layout.record
+    if record is not None and record.resume.config_files and layout.config is None:
         changed = sorted({k for n in plan.networks for k in n.changes})
         if changed:
             plan.notes.append(

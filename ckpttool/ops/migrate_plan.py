@@ -18,7 +18,7 @@ from ckpttool.configs import apply_overrides, load_config_file
 from ckpttool.errors import UsageError
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint, TensorInfo, get_path
-from ckpttool.ops.architecture import TRAINER_HINTS
+from ckpttool.ops.architecture import spec_hint
 from ckpttool.specs.match import Fingerprint, fingerprint, strip_wrapper
 from ckpttool.specs.model import Spec, TensorSpec, get_spec
 
@@ -238,7 +238,7 @@ def plan_network(
     tensors = _network_tensors(ckpt, path)
     prefix, plain = strip_wrapper({k: tuple(v.shape) for k, v in tensors.items()})
     infos = {k[len(prefix) :]: v for k, v in tensors.items()}
-    hint = TRAINER_HINTS.get(layout.trainer or "")
+    hint = spec_hint(layout)
     fp = fingerprint(plain, hint=hint)
     if fp is not None and fp.matched < 0.5 * len(plain):
         fp = None

@@ -15,7 +15,7 @@ from ckpttool.formats import open_checkpoint
 from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import interpret
 from ckpttool.interpret.profiles import detect_layout
-from ckpttool.resume.schedulers import DEFAULT_GAMMA, RULES
+from ckpttool.resume.schedulers import DEFAULT_GAMMA, rule_of
 from ckpttool.resume.static import (
     Check,
     Source,
@@ -122,8 +122,9 @@ def verify_resume(
     gamma_from = f"train.lr_decay in {config_from}" if isinstance(train, dict) and "lr_decay" in train else (
         "the GPT-SoVITS/VITS default; pass --config to use the run's")  # fmt: skip
     fp16 = train.get("fp16_run") if isinstance(train, dict) else None
-    if fp16 is None and any(s.layout.trainer == "gpt-sovits" for s in sources):
-        fp16 = True  # s2.json's default
+    if fp16 is None:  # the trainer's own default (GPT-SoVITS s2.json: fp16_run true)
+        fp16 = next((s.layout.record.resume.fp16_default for s in sources if s.layout.record is not None
+                     and s.layout.record.resume.fp16_default is not None), None)  # fmt: skip
 
     report = VerifyReport(
         files, str(dev) if dev is not None else "none (static checks only)", [], strict=strict
@@ -186,7 +187,8 @@ def _shadow_checks(s: Source, res: Any, strict: bool) -> list[Check]:
         out.append(Check("shadow-run", "fail", f"{where}: the reload changed the training state: "
                          + "; ".join(res.exact.differences[:6])))  # fmt: skip
     if res.trainer is not None:
-        rule = RULES[res.trainer_rule].description if res.trainer_rule in RULES else res.trainer_rule
+        found = rule_of(s.layout)
+        rule = found.description if found is not None else res.trainer_rule
         if res.trainer.identical:
             out.append(Check("trainer-resume", "pass", f"{s.name}: resuming the way the trainer does ({rule}) "
                              "matches the uninterrupted run"))  # fmt: skip

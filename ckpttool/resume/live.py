@@ -16,10 +16,10 @@ from ckpttool.errors import UsageError
 from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.optimizer import analyse, guess_kind
 from ckpttool.interpret.pieces import network_params
-from ckpttool.interpret.profiles import Layout
+from ckpttool.interpret.profiles import Layout, counter_value
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import Checkpoint, get_path
-from ckpttool.resume.schedulers import DEFAULT_GAMMA, RULES, infer_class
+from ckpttool.resume.schedulers import DEFAULT_GAMMA, Rebuild, infer_class, rule_of
 
 if TYPE_CHECKING:
     import torch
@@ -62,13 +62,6 @@ class Live:
 
     def params(self, label: str) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.networks[label].items() if v.requires_grad}
-
-
-def _counter(ckpt: Checkpoint, path: str | None) -> int | None:
-    if not path or path == "info":
-        return None
-    value = get_path(ckpt.root, path)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def optimizer_class(kind: str, override: str | None) -> Any:
@@ -126,7 +119,7 @@ def _build_live(
     ckpt: Checkpoint, layout: Layout, device: torch.device, trainer_rule: bool, gamma: float,
     optimizer_override: str | None,
 ) -> Live:  # fmt: skip
-    live = Live({}, [], [], _counter(ckpt, layout.step), _counter(ckpt, layout.epoch))
+    live = Live({}, [], [], counter_value(ckpt, layout, "step"), counter_value(ckpt, layout, "epoch"))
     with StorageReader() as reader:
         for label, path in layout.networks.items():
             tensors: dict[str, torch.Tensor] = {}
@@ -178,11 +171,11 @@ def _build_live(
                 continue
             plain = reader.materialise(state)
             live.schedulers.append(_rebuild_saved(sched_path, plain, by_path[target], live.notes))
-    rule = RULES.get(layout.trainer or "")
+    rule = rule_of(layout)
     if rule is not None and not layout.schedulers:
         live.rule = rule.trainer
         for o in live.optimizers:
-            live.schedulers.append(_rebuild_by_rule(o, rule.trainer, gamma, live.epoch, trainer_rule))
+            live.schedulers.append(_rebuild_by_rule(o, rule, gamma, live.epoch, trainer_rule))
         if live.epoch is not None:
             # These trainers save at the end of an epoch, before that epoch's scheduler step.
             live.next_epoch = rule.resumed_epoch(live.epoch) if trainer_rule else live.epoch + 1
@@ -223,7 +216,7 @@ def _rebuild_saved(path: str, state: dict[str, Any], opt: LiveOptimizer, notes: 
 
 
 def _rebuild_by_rule(
-    opt: LiveOptimizer, trainer: str, gamma: float, epoch: int | None, as_trainer: bool
+    opt: LiveOptimizer, rule: Rebuild, gamma: float, epoch: int | None, as_trainer: bool
 ) -> LiveScheduler:
     import torch
 
@@ -237,7 +230,7 @@ def _rebuild_by_rule(
             g["lr"] = lr
         sched.step()
         return LiveScheduler(None, opt.path, "ExponentialLR (continued)", sched)
-    if trainer == "gpt-sovits":
+    if rule.rule.name == "restep":
         sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma, last_epoch=-1)
         for _ in range(epoch + 1):
             sched.step()
@@ -245,7 +238,7 @@ def _rebuild_by_rule(
         for g in optimizer.param_groups:
             g.setdefault("initial_lr", g["lr"])
         sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma, last_epoch=epoch - 2)
-    return LiveScheduler(None, opt.path, f"ExponentialLR (rebuilt like {trainer})", sched)
+    return LiveScheduler(None, opt.path, f"ExponentialLR (rebuilt like {rule.trainer})", sched)
 
 
 def lr_of(live: Live) -> list[float]:

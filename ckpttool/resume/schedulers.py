@@ -69,14 +69,11 @@ def closed_form_lr(kind: str, state: Mapping[str, Any], base_lr: float) -> float
 
 @dataclass
 class RebuildRule:
-    """How a trainer that does not save its scheduler rebuilds it on resume (formats.md §1.3, §7)."""
+    """How a trainer that does not save its scheduler rebuilds it on resume; a trainer record names its rule
+    (``resume.scheduler_rule``) and says whether it resumes at the next epoch or re-runs the saved one."""
 
-    trainer: str
+    name: str
     description: str
-
-    def resumed_epoch(self, saved_epoch: int) -> int:
-        # GPT-SoVITS adds one to the finished epoch; VITS and RVC re-run the saved one.
-        return saved_epoch + 1 if self.trainer == "gpt-sovits" else saved_epoch
 
     def resumed_lr(self, saved_lr: float, initial_lr: float, gamma: float, saved_epoch: int) -> float:
         """The LR the trainer's rebuilt scheduler leaves in the optimizer, computed by running the installed
@@ -90,7 +87,7 @@ class RebuildRule:
         opt.param_groups[0]["initial_lr"] = initial_lr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if self.trainer == "gpt-sovits":
+            if self.name == "restep":
                 # ExponentialLR(last_epoch=-1), then `for _ in range(epoch_str): step()` over the saved lr
                 sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma, last_epoch=-1)
                 for _ in range(saved_epoch + 1):
@@ -99,19 +96,44 @@ class RebuildRule:
                 torch.optim.lr_scheduler.ExponentialLR(opt, gamma, last_epoch=saved_epoch - 2)
         return float(opt.param_groups[0]["lr"])
 
+
+@dataclass
+class Rebuild:
+    """A rule applied for one trainer: the rule plus the trainer's epoch convention."""
+
+    rule: RebuildRule
+    trainer: str
+    next_epoch: str  # "next" or "same" (trainer record resume.next_epoch)
+
+    @property
+    def description(self) -> str:
+        return self.rule.description
+
+    def resumed_epoch(self, saved_epoch: int) -> int:
+        return saved_epoch + 1 if self.next_epoch == "next" else saved_epoch
+
+    def resumed_lr(self, saved_lr: float, initial_lr: float, gamma: float, saved_epoch: int) -> float:
+        return self.rule.resumed_lr(saved_lr, initial_lr, gamma, saved_epoch)
+
     def uninterrupted_lr(self, initial_lr: float, gamma: float, saved_epoch: int) -> float:
         """The LR an uninterrupted run uses for the epoch the resumed run starts with."""
-        if self.trainer == "gpt-sovits":
+        if self.next_epoch == "next":
             return initial_lr * gamma ** self.resumed_epoch(saved_epoch)
         return initial_lr * gamma ** (self.resumed_epoch(saved_epoch) - 1)
 
 
 RULES = {
-    "gpt-sovits": RebuildRule(
-        "gpt-sovits", "ExponentialLR rebuilt, then stepped epoch+1 times over the saved LR"
-    ),
-    "vits": RebuildRule("vits", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
-    "vits-family": RebuildRule("vits", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
-    "rvc": RebuildRule("rvc", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
+    # GPT-SoVITS s2_train.py:268-280
+    "restep": RebuildRule("restep", "ExponentialLR rebuilt, then stepped epoch+1 times over the saved LR"),
+    # VITS train.py:110-111, RVC train/train.py:273-278
+    "last-epoch": RebuildRule("last-epoch", "ExponentialLR(last_epoch=epoch-2) rebuilt over the saved LR"),
 }
 DEFAULT_GAMMA = 0.999875  # train.lr_decay in GPT-SoVITS s2.json and the VITS configs
+
+
+def rule_of(layout: Any) -> Rebuild | None:
+    """The scheduler rebuild of the trainer that wrote ``layout``'s file, when it rebuilds instead of saving."""
+    record = layout.record
+    if record is None or record.resume.scheduler_rule is None:
+        return None
+    return Rebuild(RULES[record.resume.scheduler_rule], record.name, record.resume.next_epoch)

@@ -21,7 +21,7 @@ from ckpttool.formats import open_checkpoint
 from ckpttool.formats.torch_zip import torch_save_to
 from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.profiles import Layout
-from ckpttool.model import Checkpoint, TensorInfo, get_path, set_path
+from ckpttool.model import Checkpoint, TensorInfo, get_path, iter_nodes, set_path
 from ckpttool.resume.live import Live, build_live, lr_of
 
 if TYPE_CHECKING:
@@ -124,15 +124,7 @@ def _save(ckpt: Checkpoint, layout: Layout, live: Live, path: Path) -> None:
     skip: set[int] = set()
     for p in replaced:
         obj = get_path(ckpt.root, p) if p else ckpt.root
-        stack = [obj]
-        while stack:
-            x = stack.pop()
-            if isinstance(x, TensorInfo):
-                skip.add(id(x))
-            elif isinstance(x, dict):
-                stack.extend(x.values())
-            elif isinstance(x, list | tuple):
-                stack.extend(x)
+        skip |= {id(x) for _, x in iter_nodes(obj) if isinstance(x, TensorInfo)}
     with StorageReader() as reader:
         root = reader.materialise(ckpt.root, tensor_of=lambda t: None if id(t) in skip else reader.tensor(t))
     for label, path_ in layout.networks.items():
@@ -143,8 +135,9 @@ def _save(ckpt: Checkpoint, layout: Layout, live: Live, path: Path) -> None:
     for s in live.schedulers:
         if s.path and s.scheduler is not None:
             root = set_path(root, s.path, s.scheduler.state_dict())
-    for counter, value in ((layout.step, live.step), (layout.epoch, live.epoch)):
-        if counter and counter != "info" and value is not None:
+    for piece, value in (("step", live.step), ("epoch", live.epoch)):
+        counter = getattr(layout, piece)
+        if counter and piece not in layout.counter_parse and value is not None:
             root = set_path(root, counter, value)
     with open(path, "wb") as fh:
         torch_save_to(fh, root)

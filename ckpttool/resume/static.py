@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.interpret.pieces import Interpretation
-from ckpttool.interpret.profiles import Layout
+from ckpttool.interpret.profiles import Layout, counter_value
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import Checkpoint, get_path
 from ckpttool.resume.live import driven_optimizer
-from ckpttool.resume.schedulers import RULES, closed_form_lr, infer_class
+from ckpttool.resume.schedulers import closed_form_lr, infer_class, rule_of
 
 
 @dataclass
@@ -81,8 +81,8 @@ def stage_check(sources: list[Source]) -> list[Check]:
         return []
     stages = []
     for s in sources:
-        epoch = get_path(s.ckpt.root, s.layout.epoch) if s.layout.epoch and s.layout.epoch != "info" else None
-        step = get_path(s.ckpt.root, s.layout.step) if s.layout.step and s.layout.step != "info" else None
+        epoch = counter_value(s.ckpt, s.layout, "epoch")
+        step = counter_value(s.ckpt, s.layout, "step")
         adam = max((o.step_range[1] for o in s.interp.optimizers if o.step_range), default=None)
         stages.append((s, epoch, step, adam))
     keys = {(e, st, a) for _, e, st, a in stages}
@@ -150,7 +150,7 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
 
 def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -> list[Check]:
     """Trainers that rebuild their scheduler: the LR they resume with against the uninterrupted run's."""
-    rule = RULES.get(src.layout.trainer or "")
+    rule = rule_of(src.layout)
     if rule is None or src.layout.schedulers:
         return []
     epoch = get_path(src.ckpt.root, src.layout.epoch) if src.layout.epoch else None

@@ -1,0 +1,125 @@
+"""Trainer records: what one training program writes, how it names and picks its files, and how it resumes.
+
+A record is data (YAML under ``ckpttool/trainers/data``), loaded into these frozen dataclasses. Every fact cites
+its upstream file and line in the record's ``source`` fields. Profiles (which key holds which piece), ``latest``,
+``prune``, ``check`` and the resume checks read the records; none of them knows a trainer by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Counter:
+    """Where a progress counter is and what it means. ``parse``: a regex whose group 1 is the number, applied
+    to the string at ``key`` (GPT-SoVITS exports keep ``"8epoch_144iteration"`` in ``info``)."""
+
+    key: str
+    parse: str | None = None
+    meaning: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """When a file is of this kind: every condition given must hold."""
+
+    formats: tuple[str, ...] = ()
+    keys: tuple[str, ...] | None = None  # the top-level keys, exactly
+    keys_all: tuple[str, ...] = ()
+    keys_any: tuple[str, ...] = ()
+    keys_none: tuple[str, ...] = ()  # none of these top-level keys
+    state_dicts: tuple[str, ...] = ()  # paths that must hold a state dict
+    any_state_dict: tuple[str, ...] = ()  # at least one of these paths holds a state dict
+    config_list: int | None = None  # ``config`` is a list of this many values (RVC)
+    weight_prefix: str | None = None  # every key of the first network starts with this
+    not_weight_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of file a trainer writes (a training checkpoint, an export) and where its pieces are.
+
+    Paths are dotted key paths into the checkpoint tree. ``{role}`` in a network label or optimizer target
+    stands for the role the file name gives (``G``/``D``); ``*`` in a path stands for every list index;
+    ``network_keys``/``optimizer_keys``/``scheduler_keys`` are regexes over top-level keys (accelerate).
+    """
+
+    profile: str
+    description: str
+    match: Match
+    networks: dict[str, str] = field(default_factory=dict)
+    optimizers: dict[str, str] = field(default_factory=dict)
+    schedulers: tuple[str, ...] = ()
+    counters: dict[str, Counter] = field(default_factory=dict)
+    config: str | None = None
+    version: tuple[str, ...] = ()  # candidate paths; the first that exists holds the version
+    version_from_header: bool = False  # a GPT-SoVITS header tag, when present, names the version
+    description_if: dict[str, str] = field(default_factory=dict)  # key -> text added when it exists
+    scaler: tuple[str, ...] = ()
+    network_keys: str | None = None
+    optimizer_keys: str | None = None
+    scheduler_keys: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)  # role -> file-name regex
+    default_role: str | None = None
+    role_from_keys: dict[str, str] = field(default_factory=dict)  # role -> key prefix that betrays it
+    structural: bool = False  # also look for unclaimed pieces by their structure
+    structural_skip: tuple[str, ...] = ()
+    rebuilt: dict[str, str] = field(default_factory=dict)
+    not_needed: dict[str, str] = field(default_factory=dict)
+    meaning: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    optimizer_groups: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    rng_files: bool = False  # accelerate: rng.<rank>.<generator>
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Detect:
+    """Which trainer wrote a file whose layout several trainers share (VITS's four keys): any rule that holds
+    attributes it; records are tried in ``priority`` order (lowest first)."""
+
+    priority: int = 100
+    path: str | None = None  # regex searched in the file's path (with / separators)
+    name: str | None = None  # regex searched in the file name
+    model_keys: tuple[str, ...] = ()  # a network key starts with one of these (wrapper prefixes stripped)
+    fallback: bool = False  # attributes any file of the shared layout (the generic record)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How checkpoint files are named and which one is the trainer's "latest"."""
+
+    pattern: str | None = None  # regex over the file name; named groups role, number
+    latest: tuple[str, ...] = ()  # file-name tags the trainer overwrites in place ("233333333333")
+    pick: str | None = None  # how the trainer picks its file on resume (see docs/trainers.md)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How the trainer rebuilds what it does not save."""
+
+    next_epoch: str = "next"  # "next": resumes at saved epoch + 1; "same": re-runs the saved epoch
+    scheduler_rule: str | None = None  # a rebuild rule of ckpttool.resume.schedulers.RULES
+    gamma_config: str | None = None
+    gamma_default: float | None = None
+    fp16_config: str | None = None
+    fp16_default: bool | None = None
+    config_files: tuple[str, ...] = ()  # where the run config lives, relative to the checkpoint's folder
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Trainer:
+    name: str
+    title: str
+    source: str
+    spec_family: str | None = None  # the architecture-spec family prefix of its networks
+    detect: Detect | None = None
+    files: tuple[FileKind, ...] = ()
+    naming: Naming = field(default_factory=Naming)
+    resume: Resume = field(default_factory=Resume)
+    extra: dict[str, Any] = field(default_factory=dict)
