@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +56,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def apply_overrides(config: dict[str, Any] | None, assignments: Iterable[str]) -> dict[str, Any] | None:
     """``model.inter_channels=256`` style overrides; values are parsed as YAML scalars (256, true, [1, 2])."""
-    items = list(assignments)
+    items = [parse_assignment(item) for item in assignments]
     if not items:
         return config
-    out = copy.deepcopy(config) if config is not None else {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example model.inter_channels=256")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = node[part] = {}
-            node = nxt
-        node[parts[-1]] = value
-    return out
+    return with_overrides(config or {}, items)
 
 
 def embedded_config(ckpt: Checkpoint) -> tuple[str, dict[str, Any]] | None:
@@ -121,14 +105,54 @@ def run_config_beside(checkpoint_path: str) -> Path | None:
     return None
 
 
-def resolve_config(
-    ckpt: Checkpoint | None, path: str | None, assignments: Iterable[str] = ()
-) -> tuple[str, dict[str, Any]] | None:
+@dataclass(frozen=True)
+class ConfigOptions:
+    """Which run config a command checks shapes against. ``file``: a config file already read, as (where it
+    came from, the config); ``overrides``: ``--set`` assignments already parsed, as (dotted key, value). With no
+    file, the config embedded in the checkpoint is used, else the run's config file beside it."""
+
+    file: tuple[str, dict[str, Any]] | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_cli(cls, path: str | None, sets: Iterable[str] = ()) -> ConfigOptions:
+        """Parse ``--config PATH`` and ``--set KEY=VALUE`` (raises ConfigError, exit 2, on a bad one)."""
+        loaded = (str(path), load_config_file(path)) if path else None
+        return cls(loaded, tuple(parse_assignment(item) for item in sets))
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """``model.inter_channels=256`` -> ("model.inter_channels", 256); values are YAML scalars."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example model.inter_channels=256")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def with_overrides(config: dict[str, Any], overrides: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    out = copy.deepcopy(config)
+    for key, value in overrides:
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def resolve_config(ckpt: Checkpoint | None, options: ConfigOptions) -> tuple[str, dict[str, Any]] | None:
     """The config to check against: a file when given, else the embedded one, else the run's config.json
     beside the checkpoint; then the overrides."""
-    sets = list(assignments)
-    if path is not None:
-        where, config = path, load_config_file(path)
+    sets = options.overrides
+    if options.file is not None:
+        where, config = options.file
     elif ckpt is not None and (found := embedded_config(ckpt)) is not None:
         where, config = found
     elif ckpt is not None and (beside := run_config_beside(ckpt.path)) is not None:
@@ -137,6 +161,4 @@ def resolve_config(
         where, config = "--set", {}
     else:
         return None
-    result = apply_overrides(config, sets)
-    assert result is not None
-    return (where + (" + --set" if sets and where != "--set" else "")), result
+    return (where + (" + --set" if sets and where != "--set" else "")), with_overrides(config, sets)

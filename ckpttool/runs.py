@@ -21,9 +21,9 @@ from ckpttool.errors import CkptError, InputNotFound, UsageError
 from ckpttool.formats import open_checkpoint
 from ckpttool.formats.registry import file_suffixes
 from ckpttool.formats.values import StorageReader
-from ckpttool.interpret.profiles import counter_value, detect_layout
+from ckpttool.interpret.profiles import Layout, counter_value, detect_layout
 from ckpttool.interpret.structure import is_optimizer
-from ckpttool.model import TensorInfo, get_path
+from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.trainers import all_trainers
 
 ROLE = re.compile(r"^(G|D)_(.+)$")  # VITS-family file names: the network, then the tag
@@ -52,6 +52,9 @@ class Candidate:
     epoch: int | None = None
     step: int | None = None
     adam_step: float | None = None
+    # What was read, kept for the chosen unit so a caller (check) does not read the file again.
+    checkpoint: Checkpoint | None = field(default=None, repr=False)
+    layout: Layout | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[float, float, float, float]:
@@ -147,6 +150,7 @@ def read_candidate(path: Path) -> Candidate:
         cand.ok, cand.reason = False, f"{exc.kind}: {exc.message.split(': ', 1)[-1]}"
         return cand
     layout = detect_layout(ckpt)
+    cand.checkpoint, cand.layout = ckpt, layout
     cand.profile = layout.profile
     cand.epoch = counter_value(ckpt, layout, "epoch") if "epoch" not in layout.counter_parse else None
     cand.step = counter_value(ckpt, layout, "step") if "step" not in layout.counter_parse else None
@@ -243,6 +247,10 @@ def latest(run_dir: str | os.PathLike[str]) -> LatestResult:
     good = [u for u in units if u.ok]
     good.sort(key=lambda u: u.key, reverse=True)
     result = LatestResult(str(run_dir), good[0] if good else None, units, cands)
+    chosen = {id(c) for c in result.chosen.files} if result.chosen else set()
+    for c in cands:  # keep what was read only for the chosen files: a folder may hold hundreds
+        if id(c) not in chosen:
+            c.checkpoint = c.layout = None
     # Compare "latest" files with every readable numbered file of the same role, valid pair or not: the trainer
     # sorts by digits, whatever became of the pair.
     for u in [u for u in units if u.latest_style]:

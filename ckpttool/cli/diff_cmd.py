@@ -9,7 +9,7 @@ import click
 from ckpttool.cli.common import emit, json_option
 from ckpttool.configs import load_config_file
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
-from ckpttool.ops.diff import Progress, diff_checkpoints
+from ckpttool.ops.diff import DiffOptions, Progress, diff_paths
 from ckpttool.render import to_json
 from ckpttool.render.diff_table import render_diff
 
@@ -48,13 +48,12 @@ def diff_cmd(a: str, b: str, config_a: str | None, config_b: str | None, values:
     A and B may be any formats ckpttool reads (a .pth against a .safetensors works). Configs come from
     --config-a/--config-b, else from the checkpoints themselves when they embed one.
     """
-    report = diff_checkpoints(
-        a,
-        b,
-        config_a=load_config_file(config_a) if config_a else None,
-        config_b=load_config_file(config_b) if config_b else None,
-        values=values,
-        progress=_progress(),
+    options = DiffOptions(
+        load_config_file(config_a) if config_a else None,
+        load_config_file(config_b) if config_b else None,
+        values,
+        _progress(),
     )
+    report = diff_paths(a, b, options)
     emit(to_json(report.to_json()) if as_json else render_diff(report))
     return EXIT_PROBLEMS if exit_code and report.differs else EXIT_OK

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import emit, json_option
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
-from ckpttool.ops.inspect import inspect_checkpoint
+from ckpttool.ops.inspect import InspectOptions, inspect_path, parse_require
 from ckpttool.render import to_json
 from ckpttool.render.inspect_table import render_inspect
 
@@ -42,6 +43,7 @@ def inspect_cmd(
 
     Reads only the pickle and archive directory: no code from the file runs, no tensor data is loaded.
     """
-    report = inspect_checkpoint(path, require=require, with_tensors=tensors, config=config_path, sets=sets)
+    options = InspectOptions(parse_require(require), tensors, ConfigOptions.from_cli(config_path, sets))
+    report = inspect_path(path, options)
     emit(to_json(report.to_json()) if as_json else render_inspect(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import emit, json_option
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK
-from ckpttool.ops.migrate import FORMATS, INIT_MODES, OPTIMIZER_MODES, migrate_checkpoint
+from ckpttool.ops.migrate import FORMATS, INIT_MODES, OPTIMIZER_MODES, MigrateOptions, migrate_path
 from ckpttool.render import to_json
 from ckpttool.render.migrate_table import render_migrate
 
@@ -41,7 +42,8 @@ def migrate_cmd(src: str, out: str | None, config_path: str | None, sets: tuple[
     The plan (one action per tensor: copy, partial copy, init, drop) is shown first; with --dry-run nothing is
     written. SRC is never modified; OUT is written atomically, re-read and checked against the target shapes.
     """
-    report = migrate_checkpoint(src, out, config=config_path, sets=sets, template=template, dry_run=dry_run,
-                                force=force, optimizer=optimizer, init=init, to=to, seed=seed)  # fmt: skip
+    options = MigrateOptions(ConfigOptions.from_cli(config_path, sets), template, dry_run, force, optimizer, init,
+                             to, seed)  # fmt: skip
+    report = migrate_path(src, out, options)
     emit(to_json(report.to_json()) if as_json else render_migrate(report))
     return EXIT_OK

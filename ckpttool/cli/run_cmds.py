@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import emit, json_option
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
-from ckpttool.ops.check import check_resume
+from ckpttool.ops.check import CheckOptions, check_targets
+from ckpttool.ops.inspect import parse_require
 from ckpttool.ops.pack import pack_run, unpack_package
 from ckpttool.render import to_json
 from ckpttool.render.runs_table import (
@@ -61,8 +63,10 @@ def check_cmd(targets: tuple[str, ...], config_path: str | None, sets: tuple[str
 
     TARGETS: a run directory (its latest valid checkpoint is used) or checkpoint files. Exit 0 ready, 1 not.
     """
-    r = check_resume(targets, config=config_path, sets=sets, require=require, verify=verify, steps=steps,
-                     device=device)  # fmt: skip
+    options = CheckOptions(
+        parse_require(require), ConfigOptions.from_cli(config_path, sets), verify, steps, device
+    )
+    r = check_targets(targets, options)
     emit(to_json(r.to_json()) if as_json else render_check(r))
     return EXIT_OK if r.ok else EXIT_PROBLEMS
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import emit, json_option
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
-from ckpttool.ops.verify import DEFAULT_STEPS, verify_resume
+from ckpttool.ops.verify import DEFAULT_STEPS, VerifyOptions, verify_paths
 from ckpttool.render import to_json
 from ckpttool.render.verify_table import render_verify
 
@@ -43,8 +44,10 @@ def verify_cmd(paths: tuple[str, ...], config_path: str | None, steps: int, devi
     N steps straight against N/2, save, reload, N/2, which must end bit-identical on the CPU. Exit 0 verified,
     1 with every failed check listed.
     """
-    report = verify_resume(paths, config=config_path, steps=steps, device=device, recipe=recipe, strict=strict,
-                           shadow=not no_shadow, optimizer_class=optimizer_class,
-                           scheduler_class=scheduler_class)  # fmt: skip
+    config = ConfigOptions.from_cli(config_path).file
+    options = VerifyOptions(
+        config, steps, device, recipe, strict, not no_shadow, optimizer_class, scheduler_class
+    )
+    report = verify_paths(paths, options)
     emit(to_json(report.to_json()) if as_json else render_verify(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ckpttool.configs import resolve_config
+from ckpttool.configs import ConfigOptions, resolve_config
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.specs.match import ConfigCheck, Fingerprint, check_config, fingerprint
@@ -55,10 +54,10 @@ def identify(ckpt: Checkpoint, layout: Layout) -> list[Architecture]:
 
 
 def check_architectures(
-    ckpt: Checkpoint, layout: Layout, archs: list[Architecture], config_path: str | None, sets: Iterable[str]
+    ckpt: Checkpoint, layout: Layout, archs: list[Architecture], options: ConfigOptions
 ) -> None:
     """Fill in each architecture's config check, from --config/--set or the config embedded in the file."""
-    resolved = resolve_config(ckpt, config_path, sets)
+    resolved = resolve_config(ckpt, options)
     if resolved is None:
         return
     where, config = resolved

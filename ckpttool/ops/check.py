@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import UsageError
-from ckpttool.ops.inspect import InspectReport, inspect_checkpoint
-from ckpttool.ops.verify import verify_resume
+from ckpttool.formats import sniff_directory
+from ckpttool.interpret.source import Source, interpret_checkpoint, load
+from ckpttool.ops.inspect import InspectOptions, InspectReport, inspect_source, parse_require
+from ckpttool.ops.verify import VerifyOptions, verify_sources
 from ckpttool.resume.static import Check
 from ckpttool.runs import LatestResult, latest
 
@@ -53,6 +56,18 @@ def _inspection(r: InspectReport) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CheckOptions:
+    """What ``check`` requires: pieces that must be present, the run config (file and --set overrides), and
+    whether to run the shadow run (``verify``, ``steps``, ``device``)."""
+
+    require: tuple[str, ...] = ()
+    config: ConfigOptions = field(default_factory=ConfigOptions)
+    verify: bool = False
+    steps: int = 4
+    device: str = "cpu"
+
+
 def check_resume(
     targets: Iterable[str | os.PathLike[str]],
     *,
@@ -63,38 +78,58 @@ def check_resume(
     steps: int = 4,
     device: str = "cpu",
 ) -> CheckReport:
+    """The convenience form of :func:`check_targets` (a config path and ``KEY=VALUE`` strings)."""
+    options = CheckOptions(
+        parse_require(require), ConfigOptions.from_cli(config, sets), verify, steps, device
+    )
+    return check_targets(targets, options)
+
+
+def check_targets(
+    targets: Iterable[str | os.PathLike[str]], options: CheckOptions | None = None
+) -> CheckReport:
+    """The CI gate before a resume: for each run folder its latest valid checkpoint (each file is read once),
+    the verdict, the config check, the static resume checks and, on request, the shadow run."""
+    options = options or CheckOptions()
     items = [str(t) for t in targets]
     if not items:
         raise UsageError("give a run directory or checkpoint files")
     report = CheckReport(items, [], [])
+    sources: list[Source] = []
     for t in items:
-        if Path(t).is_dir():
-            res = latest(t)
-            report.latest.append(res)
-            for w in res.warnings:
-                report.checks.append(Check("latest", "warn", w))
-            for c in res.candidates:
-                if not c.ok:
-                    report.checks.append(Check("latest", "warn", f"skipped {c.path}: {c.reason}"))
-            for u in res.units:
-                if not u.ok and all(c.ok for c in u.files):
-                    report.checks.append(
-                        Check("latest", "warn", f"skipped {', '.join(map(str, u.paths))}: {u.reason}")
-                    )
-            if res.chosen is None:
-                report.checks.append(
-                    Check("latest", "fail", f"{t}: no complete, readable checkpoint to resume from")
-                )
-                continue
-            chosen = [str(p) for p in res.chosen.paths]
-            report.checks.append(Check("latest", "pass", f"{t}: resume from {', '.join(chosen)} "
-                                       f"({res.chosen.head.describe()})"))  # fmt: skip
-            report.files += chosen
-        else:
+        if not Path(t).is_dir() or sniff_directory(t):
             report.files.append(t)
-    sets = list(sets)
-    for f in report.files:
-        r = inspect_checkpoint(f, require=require, config=config, sets=sets)
+            sources.append(load(t))
+            continue
+        res = latest(t)
+        report.latest.append(res)
+        for w in res.warnings:
+            report.checks.append(Check("latest", "warn", w))
+        for c in res.candidates:
+            if not c.ok:
+                report.checks.append(Check("latest", "warn", f"skipped {c.path}: {c.reason}"))
+        for u in res.units:
+            if not u.ok and all(c.ok for c in u.files):
+                report.checks.append(
+                    Check("latest", "warn", f"skipped {', '.join(map(str, u.paths))}: {u.reason}")
+                )
+        if res.chosen is None:
+            report.checks.append(
+                Check("latest", "fail", f"{t}: no complete, readable checkpoint to resume from")
+            )
+            continue
+        chosen = [str(p) for p in res.chosen.paths]
+        report.checks.append(Check("latest", "pass", f"{t}: resume from {', '.join(chosen)} "
+                                   f"({res.chosen.head.describe()})"))  # fmt: skip
+        report.files += chosen
+        by_path = {str(c.path): c for c in res.chosen.files}
+        for f in chosen:
+            c = by_path[f]
+            sources.append(interpret_checkpoint(c.checkpoint, c.layout) if c.checkpoint else load(f))
+    inspect_options = InspectOptions(options.require, config=options.config)
+    for src in sources:
+        f = src.name
+        r = inspect_source(src, inspect_options)
         report.inspections.append(r)
         if r.verdict in ("weights-only", "none"):
             report.checks.append(
@@ -106,25 +141,27 @@ def check_resume(
             report.checks.append(
                 Check("require", "fail", f"{f}: required piece(s) absent: {', '.join(r.required_missing)}")
             )
-        for a in r.architectures:
-            if a.check is None:
-                continue
-            if a.check.ok:
-                report.checks.append(
-                    Check("config", "pass", f"{f}: {a.network} agrees with {a.config_source}")
-                )
-            else:
-                keys = ", ".join(f"{k} (config {e['config']}, checkpoint {e['checkpoint']})"
-                                 for k, e in a.check.key_summary.items())  # fmt: skip
-                n = (
-                    len({m.tensor for m in a.check.mismatches})
-                    + len(a.check.missing)
-                    + len(a.check.unexpected)
-                )
-                report.checks.append(Check("config", "fail", f"{f}: {a.network} ({a.fingerprint.family} "
-                                           f"{a.fingerprint.version}) contradicts {a.config_source}: {n} tensor(s); "
-                                           f"{keys or 'structure differs'}"))  # fmt: skip
-    if report.files:
-        vr = verify_resume(report.files, config=config, steps=steps, device=device, shadow=verify)
+        report.checks += _config_checks(f, r)
+    if sources:
+        verify_options = VerifyOptions(
+            options.config.file, options.steps, options.device, shadow=options.verify
+        )
+        vr = verify_sources(sources, verify_options)
         report.checks += [c for c in vr.checks if c.name not in ("pieces",) or c.status != "pass"]
     return report
+
+
+def _config_checks(f: str, r: InspectReport) -> list[Check]:
+    out = []
+    for a in r.architectures:
+        if a.check is None:
+            continue
+        if a.check.ok:
+            out.append(Check("config", "pass", f"{f}: {a.network} agrees with {a.config_source}"))
+            continue
+        keys = ", ".join(f"{k} (config {e['config']}, checkpoint {e['checkpoint']})"
+                         for k, e in a.check.key_summary.items())  # fmt: skip
+        n = len({m.tensor for m in a.check.mismatches}) + len(a.check.missing) + len(a.check.unexpected)
+        out.append(Check("config", "fail", f"{f}: {a.network} ({a.fingerprint.family} {a.fingerprint.version}) "
+                         f"contradicts {a.config_source}: {n} tensor(s); {keys or 'structure differs'}"))  # fmt: skip
+    return out

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpttool.formats import open_checkpoint
 from ckpttool.formats.values import StorageReader
-from ckpttool.interpret.pieces import interpret, network_params
-from ckpttool.interpret.profiles import PIECES, detect_layout
+from ckpttool.interpret.pieces import network_params
+from ckpttool.interpret.profiles import PIECES
+from ckpttool.interpret.source import Source, load
 from ckpttool.model import Checkpoint, TensorInfo
 from ckpttool.ops.diff_model import (
     Change,
@@ -175,6 +175,18 @@ def _state_changes(ca: Checkpoint, cb: Checkpoint, ia: Any, ib: Any) -> list[Cha
     return out
 
 
+@dataclass(frozen=True)
+class DiffOptions:
+    """``config_a``/``config_b``: run configs (already read) that explain shape changes, else the configs the
+    checkpoints embed; ``values``: also compare tensor values, one pair at a time; ``progress`` is called per
+    tensor pair as (done, total, name)."""
+
+    config_a: dict[str, Any] | None = None
+    config_b: dict[str, Any] | None = None
+    values: bool = False
+    progress: Progress | None = None
+
+
 def diff_checkpoints(
     a: str | os.PathLike[str],
     b: str | os.PathLike[str],
@@ -185,11 +197,26 @@ def diff_checkpoints(
     progress: Progress | None = None,
 ) -> DiffReport:
     """Compare two checkpoints (any formats the readers accept). Configs are optional explanations."""
-    ca, cb = open_checkpoint(a), open_checkpoint(b)
-    la, lb = detect_layout(ca), detect_layout(cb)
-    with StorageReader() as reader:
-        ia = interpret(ca, la, lambda ts: [reader.scalar(t) for t in ts])
-        ib = interpret(cb, lb, lambda ts: [reader.scalar(t) for t in ts])
+    return diff_paths(a, b, DiffOptions(config_a, config_b, values, progress))
+
+
+def diff_paths(
+    a: str | os.PathLike[str], b: str | os.PathLike[str], options: DiffOptions | None = None
+) -> DiffReport:
+    """:func:`diff_sources` of the files at ``a`` and ``b`` (what the CLI's ``diff`` runs)."""
+    return diff_sources(load(a), load(b), options)
+
+
+def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> DiffReport:
+    """What differs between two interpreted checkpoints, and which config change explains each shape change."""
+    options = options or DiffOptions()
+    config_a, config_b, values, progress = (
+        options.config_a,
+        options.config_b,
+        options.values,
+        options.progress,
+    )
+    ca, cb, la, lb, ia, ib = sa.ckpt, sb.ckpt, sa.layout, sb.layout, sa.interp, sb.interp
     networks = [
         _compare_network(name, pa, pb, network_params(ca, pa), network_params(cb, pb))
         for name, pa, pb in _pair_networks(la.networks, lb.networks)

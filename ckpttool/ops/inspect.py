@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import UsageError
-from ckpttool.formats import open_checkpoint
-from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.optimizer import OptimizerReport
-from ckpttool.interpret.pieces import Finding, Network, Piece, interpret
-from ckpttool.interpret.profiles import PIECES, detect_layout
+from ckpttool.interpret.pieces import Finding, Network, Piece
+from ckpttool.interpret.profiles import PIECES
+from ckpttool.interpret.source import Source, load
 from ckpttool.model import TensorInfo
 from ckpttool.ops.architecture import Architecture, check_architectures, identify
 
@@ -73,9 +73,10 @@ class InspectReport:
         return doc
 
 
-def parse_require(spec: str | Iterable[str] | None) -> list[str]:
+def parse_require(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"optimizer,scheduler"`` (or a list) -> the piece names; UsageError for an unknown one."""
     if spec is None:
-        return []
+        return ()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [s.strip() for s in items if s.strip()]
     unknown = [n for n in names if n not in PIECES]
@@ -83,35 +84,35 @@ def parse_require(spec: str | Iterable[str] | None) -> list[str]:
         raise UsageError(
             f"unknown piece(s) {', '.join(unknown)} in --require; choose from {', '.join(PIECES)}"
         )
-    return names
+    return tuple(names)
 
 
-def inspect_checkpoint(
-    path: str | os.PathLike[str],
-    *,
-    require: str | Iterable[str] | None = None,
-    with_tensors: bool = False,
-    config: str | None = None,
-    sets: Iterable[str] = (),
-) -> InspectReport:
-    """Read ``path`` (structure only, plus Adam step scalars) and judge whether training can resume from it.
+@dataclass(frozen=True)
+class InspectOptions:
+    """``require``: pieces that must be present; ``with_tensors``: list every tensor; ``config``: the run
+    config to check tensor shapes against (default: the one embedded in the file or beside it)."""
+
+    require: tuple[str, ...] = ()
+    with_tensors: bool = False
+    config: ConfigOptions = field(default_factory=ConfigOptions)
+
+
+def inspect_source(src: Source, options: InspectOptions | None = None) -> InspectReport:
+    """Judge whether training can resume from ``src``; name its architecture and check it against a config.
 
     When a network matches an architecture spec, its family, version and implied config are reported, and
-    checked against ``config`` (a JSON/YAML file) or else the config embedded in the checkpoint.
+    checked against ``options.config`` (a file, or else the config embedded in the checkpoint or beside it).
     """
-    required = parse_require(require)
-    ckpt = open_checkpoint(path)
-    layout = detect_layout(ckpt)
+    options = options or InspectOptions()
+    ckpt, layout, result = src.ckpt, src.layout, src.interp
     archs = identify(ckpt, layout)
-    check_architectures(ckpt, layout, archs, config, sets)
-    with StorageReader() as reader:
-        result = interpret(ckpt, layout, lambda ts: [reader.scalar(t) for t in ts])
+    check_architectures(ckpt, layout, archs, options.config)
     for piece in result.pieces:
         versions = [f"{a.network}: {a.fingerprint.family} {a.fingerprint.version}" for a in archs
                     if a.fingerprint.version]  # fmt: skip
         if piece.name == "version" and piece.status == "absent" and versions:
             piece.detail = "not stored, but the shapes say " + "; ".join(versions)
-    missing = [p.name for p in result.pieces if p.name in required and p.status == "absent"]
+    missing = [p.name for p in result.pieces if p.name in options.require and p.status == "absent"]
     return InspectReport(
         path=ckpt.path,
         format=ckpt.format,
@@ -127,7 +128,29 @@ def inspect_checkpoint(
         findings=result.findings,
         notes=[*ckpt.notes, *layout.notes],
         required_missing=missing,
-        tensors=list(ckpt.tensors) if with_tensors else None,
+        tensors=list(ckpt.tensors) if options.with_tensors else None,
         meta=ckpt.meta,
         architectures=archs,
     )
+
+
+def inspect_path(path: str | os.PathLike[str], options: InspectOptions | None = None) -> InspectReport:
+    """:func:`inspect_source` of ``load(path)``: what the CLI's ``inspect`` runs."""
+    return inspect_source(load(path), options)
+
+
+def inspect_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    require: str | Iterable[str] | None = None,
+    with_tensors: bool = False,
+    config: str | None = None,
+    sets: Iterable[str] = (),
+) -> InspectReport:
+    """Read ``path`` (structure only, plus Adam step scalars) and judge whether training can resume from it.
+
+    The convenience form of :func:`inspect_source`: ``require`` is a comma-separated string or a list,
+    ``config`` a config file path and ``sets`` ``KEY=VALUE`` overrides.
+    """
+    options = InspectOptions(parse_require(require), with_tensors, ConfigOptions.from_cli(config, sets))
+    return inspect_path(path, options)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ckpttool.configs import ConfigOptions
 from ckpttool.errors import MigrationError, UsageError
 from ckpttool.formats import open_checkpoint
 from ckpttool.formats.torch_zip import torch_save_to
@@ -65,6 +66,22 @@ class MigrateReport:
         return doc
 
 
+@dataclass(frozen=True)
+class MigrateOptions:
+    """What to migrate to (``config``: a config file already read and/or ``--set`` overrides; or ``template``,
+    a checkpoint of the new architecture) and how: ``optimizer`` migrate|reset|drop, ``init`` normal|zeros|
+    template for new entries, ``to`` pth|safetensors (default: the input's format), ``seed`` for new entries."""
+
+    config: ConfigOptions = field(default_factory=ConfigOptions)
+    template: str | None = None
+    dry_run: bool = False
+    force: bool = False
+    optimizer: str = "migrate"
+    init: str = "normal"
+    to: str | None = None
+    seed: int = 0
+
+
 def migrate_checkpoint(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str] | None,
@@ -79,7 +96,19 @@ def migrate_checkpoint(
     to: str | None = None,
     seed: int = 0,
 ) -> MigrateReport:
+    """The convenience form of :func:`migrate_path` (a config path and ``KEY=VALUE`` strings)."""
+    options = MigrateOptions(
+        ConfigOptions.from_cli(config, sets), template, dry_run, force, optimizer, init, to, seed
+    )
+    return migrate_path(src, out, options)
+
+
+def migrate_path(
+    src: str | os.PathLike[str], out: str | os.PathLike[str] | None, options: MigrateOptions
+) -> MigrateReport:
     """Plan a migration of ``src`` to a new config or template; unless ``dry_run``, apply it and write ``out``."""
+    template, dry_run, force, optimizer = options.template, options.dry_run, options.force, options.optimizer
+    init, to, seed = options.init, options.to, options.seed
     if optimizer not in OPTIMIZER_MODES:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZER_MODES)}")
     if init not in INIT_MODES:
@@ -96,7 +125,7 @@ def migrate_checkpoint(
     layout = detect_layout(ckpt)
     to = to or ("safetensors" if ckpt.format == "safetensors" else "pth")  # keep the input's format
     tmpl = open_checkpoint(template) if template else None
-    target = load_target(config, sets, tmpl, detect_layout(tmpl) if tmpl else None)
+    target = load_target(options.config, tmpl, detect_layout(tmpl) if tmpl else None)
     if not layout.networks:
         raise MigrationError(f"{ckpt.path}: no network weights found to migrate")
     plan = MigratePlan(ckpt.path, str(out) if out else None, [], optimizer, init, to)

@@ -10,11 +10,11 @@ copied, and the plan says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpttool.configs import apply_overrides, load_config_file
+from ckpttool.configs import ConfigOptions, with_overrides
 from ckpttool.errors import UsageError
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint, TensorInfo, get_path
@@ -212,9 +212,10 @@ class Target:
     description: str = ""
 
 
-def load_target(config_path: str | None, sets: Iterable[str], template: Checkpoint | None,
-                template_layout: Layout | None) -> Target:  # fmt: skip
-    sets = list(sets)
+def load_target(config: ConfigOptions, template: Checkpoint | None, template_layout: Layout | None) -> Target:
+    """The migration's target: a template checkpoint, or a config file and/or overrides (not both)."""
+    sets = config.overrides
+    config_path = config.file[0] if config.file else None
     if template is not None and (config_path or sets):
         raise UsageError("give either --template or --config/--set, not both")
     if template is not None:
@@ -225,10 +226,9 @@ def load_target(config_path: str | None, sets: Iterable[str], template: Checkpoi
         raise UsageError(
             "say what to migrate to: --config NEW.json, --set model.KEY=VALUE or --template T.pth"
         )
-    config = load_config_file(config_path) if config_path else {}
-    config = apply_overrides(config, sets) or {}
-    what = " + ".join(x for x in (config_path, " ".join(f"--set {s}" for s in sets)) if x)
-    return Target(config=config, description=what)
+    values = with_overrides(config.file[1] if config.file else {}, sets)
+    what = " + ".join(x for x in (config_path, " ".join(f"--set {k}={v}" for k, v in sets)) if x)
+    return Target(config=values, description=what)
 
 
 def plan_network(

@@ -11,14 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from ckpttool.configs import load_config_file, run_config_beside
 from ckpttool.errors import DeviceError, UsageError
-from ckpttool.formats import open_checkpoint
-from ckpttool.formats.values import StorageReader
-from ckpttool.interpret.pieces import interpret
-from ckpttool.interpret.profiles import detect_layout
+from ckpttool.interpret.source import Source, load
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, rule_of
 from ckpttool.resume.static import (
     Check,
-    Source,
     lr_rule_checks,
     optimizer_checks,
     piece_checks,
@@ -74,14 +70,32 @@ def resolve_device(name: str) -> torch.device:
     raise UsageError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
 
 
-def _run_config(paths: list[str], config: str | None) -> tuple[dict[str, Any] | None, str]:
-    if config:
-        return load_config_file(config), config
+def _run_config(
+    paths: list[str], config: tuple[str, dict[str, Any]] | None
+) -> tuple[dict[str, Any] | None, str]:
+    if config is not None:
+        return config[1], config[0]
     for p in paths:
         beside = run_config_beside(p)
         if beside is not None:
             return load_config_file(beside), str(beside)
     return None, ""
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How to verify: ``config`` a run config already read as (where, config) (default: config.json beside the
+    files); ``steps`` even, >= 2; ``device`` auto, cpu or cuda[:N]; ``recipe`` MODULE:FUNCTION; ``strict``
+    makes known trainer drifts fail; ``shadow`` False runs the static checks only."""
+
+    config: tuple[str, dict[str, Any]] | None = None
+    steps: int = DEFAULT_STEPS
+    device: str = "auto"
+    recipe: str | None = None
+    strict: bool = False
+    shadow: bool = True
+    optimizer_class: str | None = None
+    scheduler_class: str | None = None
 
 
 def verify_resume(
@@ -98,25 +112,47 @@ def verify_resume(
 ) -> VerifyReport:
     """Check that training resumed from ``paths`` continues exactly as if it had never stopped."""
     files = [str(p) for p in paths]
+    options = VerifyOptions((config, load_config_file(config)) if config else None, steps, device, recipe, strict,
+                            shadow, optimizer_class, scheduler_class)  # fmt: skip
+    return verify_paths(files, options)
+
+
+def verify_paths(
+    paths: Iterable[str | os.PathLike[str]], options: VerifyOptions | None = None
+) -> VerifyReport:
+    """:func:`verify_sources` of the files at ``paths`` (what the CLI's ``verify-resume`` runs)."""
+    files = [str(p) for p in paths]
+    _check_files(files)
+    _check_options(options or VerifyOptions())
+    return verify_sources([load(f) for f in files], options)
+
+
+def _check_files(files: list[str]) -> None:
     if not files:
         raise UsageError("give at least one checkpoint (a bundle, or a G file and its D file)")
-    if steps < 2 or steps % 2:
-        raise UsageError("--steps must be an even number, at least 2 (half before the save, half after)")
     if len({os.path.realpath(f) for f in files}) != len(files):
         raise UsageError("the same file is given twice; give a G file and its D file, or one bundle")
-    dev = resolve_device(device) if shadow or recipe else None  # static checks alone need no device
+
+
+def _check_options(options: VerifyOptions) -> None:
+    if options.steps < 2 or options.steps % 2:
+        raise UsageError("--steps must be an even number, at least 2 (half before the save, half after)")
+
+
+def verify_sources(sources: list[Source], options: VerifyOptions | None = None) -> VerifyReport:
+    """The static resume checks on ``sources`` (one bundle, or a G file and its D file), then, unless
+    ``options.shadow`` is False, the shadow run (and the recipe run when one is given)."""
+    options = options or VerifyOptions()
+    _check_options(options)
+    files = [s.name for s in sources]
+    _check_files(files)
+    steps, recipe, strict, shadow = options.steps, options.recipe, options.strict, options.shadow
+    dev = resolve_device(options.device) if shadow or recipe else None  # static checks alone need no device
     if dev is not None and dev.type == "cuda":
         import torch
 
         torch.use_deterministic_algorithms(True, warn_only=True)
-    sources = []
-    for f in files:
-        ckpt = open_checkpoint(f)
-        layout = detect_layout(ckpt)
-        with StorageReader() as reader:
-            interp = interpret(ckpt, layout, lambda ts, r=reader: [r.scalar(t) for t in ts])
-        sources.append(Source(ckpt, layout, interp))
-    run_config, config_from = _run_config(files, config)
+    run_config, config_from = _run_config(files, options.config)
     train = run_config.get("train", {}) if isinstance(run_config, dict) else {}
     gamma = float(train.get("lr_decay", DEFAULT_GAMMA)) if isinstance(train, dict) else DEFAULT_GAMMA
     gamma_from = f"train.lr_decay in {config_from}" if isinstance(train, dict) and "lr_decay" in train else (
@@ -135,7 +171,7 @@ def verify_resume(
         if not any(c.status == "fail" for c in basics):
             runnable.append(s)
         report.checks += basics
-        report.checks += scheduler_checks(s, scheduler_class)
+        report.checks += scheduler_checks(s, options.scheduler_class)
         report.checks += lr_rule_checks(s, gamma, gamma_from, strict)
         report.checks += scaler_check(s, fp16)
     report.checks += stage_check(sources)
@@ -152,7 +188,7 @@ def verify_resume(
                     continue
                 try:
                     res = shadow_run(s.ckpt, s.layout, dev, steps, Path(tmp), gamma=gamma,
-                                     optimizer_override=optimizer_class)  # fmt: skip
+                                     optimizer_override=options.optimizer_class)  # fmt: skip
                 except NotRebuildable as exc:
                     report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run: {exc}"))
                     continue

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpttool.interpret.pieces import Interpretation
-from ckpttool.interpret.profiles import Layout, counter_value
+from ckpttool.interpret.profiles import counter_value
+from ckpttool.interpret.source import Source
 from ckpttool.interpret.structure import is_optimizer
-from ckpttool.model import Checkpoint, get_path
+from ckpttool.model import get_path
 from ckpttool.resume.live import driven_optimizer
 from ckpttool.resume.schedulers import closed_form_lr, infer_class, rule_of
 
@@ -22,19 +22,6 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "message": self.message, "data": self.data}
-
-
-@dataclass
-class Source:
-    """One input file, read and interpreted."""
-
-    ckpt: Checkpoint
-    layout: Layout
-    interp: Interpretation
-
-    @property
-    def name(self) -> str:
-        return self.ckpt.path
 
 
 def piece_checks(src: Source) -> list[Check]:
