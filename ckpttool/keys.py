@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.module.")
+# A LightningModule that holds its network as ``self.model`` (GPT-SoVITS s1) saves every key under ``model.``;
+# architecture specs describe the network itself, so matching strips it too.
+MODULE_PREFIXES = ("model.",)
 
 # first two bytes -> version, as GPT-SoVITS's head2version reads them (b"00".."02" are read, never written)
 GPT_SOVITS_TAGS: dict[bytes, str] = {
@@ -29,19 +32,19 @@ GPT_SOVITS_TAGS: dict[bytes, str] = {
 GPT_SOVITS_TAG_OF: dict[str, bytes] = {"v3": b"03", "v4": b"04", "v2Pro": b"05", "v2ProPlus": b"06"}
 
 
-def wrapper_prefix(keys: Iterable[str]) -> str | None:
+def wrapper_prefix(keys: Iterable[str], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> str | None:
     """The wrapper prefix every key carries (``module.``...), or None."""
     names = [str(k) for k in keys]
     if not names:
         return None
-    for prefix in sorted(WRAPPER_PREFIXES, key=len, reverse=True):
+    for prefix in sorted(prefixes, key=len, reverse=True):
         if all(n.startswith(prefix) for n in names):
             return prefix
     return None
 
 
-def strip_wrapper(keys: Iterable[str]) -> tuple[str, list[str]]:
+def strip_wrapper(keys: Iterable[str], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> tuple[str, list[str]]:
     """(prefix, keys without it); the prefix is ``""`` when the keys carry none."""
     names = [str(k) for k in keys]
-    prefix = wrapper_prefix(names) or ""
+    prefix = wrapper_prefix(names, prefixes) or ""
     return prefix, [n[len(prefix) :] for n in names]

@@ -7,6 +7,7 @@ their values, so the public JSON schemas (docs/json-schema.md) are unchanged by 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 
 class Vocab(str, Enum):
@@ -32,41 +33,18 @@ class Format(Vocab):
     DCP = "dcp-dir"
 
 
-class PieceStatus(Vocab):
-    PRESENT = "present"
-    ABSENT = "absent"
-    REBUILT = "rebuilt"  # not saved, but the trainer recomputes it on resume
-
-
-class Verdict(Vocab):
-    """Can training resume from this file (docs/json-schema.md)."""
-
-    FULL = "full"
-    WARM_START = "warm-start"
-    WEIGHTS_ONLY = "weights-only"
-    NONE = "none"
-
-
-class Severity(Vocab):
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-
-class CheckStatus(Vocab):
-    PASS = "pass"
-    FAIL = "fail"
-    WARN = "warn"
-    SKIP = "skip"
-
-
-class PlanAction(Vocab):
-    """What migrate does with one tensor."""
-
-    COPY = "copy"
-    PARTIAL = "partial"
-    INIT = "init"
-    DROP = "drop"
+# Closed string vocabularies, checked by mypy wherever they are written (each is a field of a public JSON schema).
+PieceStatus = Literal[
+    "present", "absent", "rebuilt"
+]  # rebuilt: not saved, but recomputed by the trainer on resume
+Verdict = Literal["full", "warm-start", "weights-only", "none"]  # can training resume (docs/json-schema.md)
+Severity = Literal["error", "warning", "info"]
+CheckStatus = Literal["pass", "fail", "warn", "skip"]
+PlanAction = Literal["copy", "partial", "init", "drop"]  # what migrate does with one tensor
+FindingCode = Literal[
+    "optimizer-misaligned", "optimizer-shape", "optimizer-unchecked", "optimizer-aligned", "optimizer-partial",
+    "adam-step", "adam-step-spread", "g-d-stage", "devices", "stubbed-class",
+]  # fmt: skip
 
 
 # The ten pieces of training state (DESIGN.md), in report order.

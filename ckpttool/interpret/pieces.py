@@ -14,6 +14,7 @@ from ckpttool.interpret import structure as st
 from ckpttool.interpret.optimizer import OptimizerReport, analyse
 from ckpttool.interpret.profiles import PIECES, Layout, counter_value
 from ckpttool.model import Checkpoint, Stub, TensorInfo, get_path
+from ckpttool.vocab import FindingCode, PieceStatus, Severity, Verdict
 
 CONSEQUENCES = {
     "model": "nothing to resume or fine-tune from",
@@ -33,7 +34,7 @@ REQUIRED = ("model", "optimizer", "scheduler", "step|epoch")
 @dataclass
 class Piece:
     name: str
-    status: str  # present, absent, rebuilt
+    status: PieceStatus
     required: bool
     where: str | None = None
     detail: str = ""
@@ -67,8 +68,8 @@ class Network:
 
 @dataclass
 class Finding:
-    severity: str  # error, warning, info
-    code: str
+    severity: Severity
+    code: FindingCode
     message: str
 
     def to_json(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class Interpretation:
     networks: list[Network]
     pieces: list[Piece]
     optimizers: list[OptimizerReport]
-    verdict: str
+    verdict: Verdict
     verdict_reason: str
     findings: list[Finding] = field(default_factory=list)
     version: str | None = None
@@ -357,7 +358,7 @@ def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list
 
 def _verdict(
     pieces: list[Piece], networks: list[Network], opts: list[OptimizerReport], layout: Layout
-) -> tuple[str, str]:
+) -> tuple[Verdict, str]:
     status = {p.name: p.status for p in pieces}
     if status["model"] == "absent":
         return "none", "no network weights in this file"

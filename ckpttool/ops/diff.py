@@ -18,6 +18,7 @@ from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import network_params
 from ckpttool.interpret.profiles import PIECES
 from ckpttool.interpret.source import Source, load
+from ckpttool.keys import wrapper_prefix
 from ckpttool.model import Checkpoint, TensorInfo
 from ckpttool.ops.diff_model import (
     Change,
@@ -30,7 +31,6 @@ from ckpttool.ops.diff_model import (
 from ckpttool.ops.explain import explain
 
 SCHEMA = "ckpttool.diff/1"
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.module.")
 Progress = Callable[[int, int, str], None]
 
 
@@ -70,10 +70,8 @@ def _module_prefix(name: str) -> str:
 
 
 def _strip_wrapper(names: set[str]) -> tuple[str, set[str]] | None:
-    for prefix in WRAPPER_PREFIXES:
-        if names and all(n.startswith(prefix) for n in names):
-            return prefix, {n[len(prefix) :] for n in names}
-    return None
+    prefix = wrapper_prefix(names)
+    return (prefix, {n[len(prefix) :] for n in names}) if prefix else None
 
 
 def _group(keys: list[str], side: str, other: set[str]) -> list[KeyGroup]:

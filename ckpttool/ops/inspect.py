@@ -15,6 +15,7 @@ from ckpttool.interpret.profiles import PIECES
 from ckpttool.interpret.source import Source, load
 from ckpttool.model import TensorInfo
 from ckpttool.ops.architecture import Architecture, check_architectures, identify
+from ckpttool.vocab import Verdict
 
 SCHEMA = "ckpttool.inspect/1"
 
@@ -30,7 +31,7 @@ class InspectReport:
     networks: list[Network]
     pieces: list[Piece]
     optimizers: list[OptimizerReport]
-    verdict: str
+    verdict: Verdict
     verdict_reason: str
     findings: list[Finding]
     notes: list[str]

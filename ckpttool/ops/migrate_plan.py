@@ -21,6 +21,7 @@ from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.ops.architecture import spec_hint
 from ckpttool.specs.match import Fingerprint, fingerprint, strip_wrapper
 from ckpttool.specs.model import Spec, TensorSpec, get_spec
+from ckpttool.vocab import PlanAction
 
 SCHEMA = "ckpttool.migrate/1"
 Segments = list[tuple[int, int, int, int]]  # (src_start, src_stop, dst_start, dst_stop) along one dim
@@ -29,7 +30,7 @@ Segments = list[tuple[int, int, int, int]]  # (src_start, src_stop, dst_start, d
 @dataclass
 class TensorPlan:
     name: str
-    action: str  # copy | partial | init | drop
+    action: PlanAction
     src_shape: tuple[int, ...] | None
     dst_shape: tuple[int, ...] | None
     dtype: str
@@ -70,7 +71,7 @@ class NetworkPlan:
     template_path: str | None = None  # the template's network this one takes its shapes from
     template_prefix: str = ""
 
-    def count(self, action: str) -> int:
+    def count(self, action: PlanAction) -> int:
         return sum(1 for t in self.tensors if t.action == action)
 
     @property

@@ -22,6 +22,7 @@ from ckpttool.resume.static import (
     scheduler_checks,
     stage_check,
 )
+from ckpttool.vocab import CheckStatus
 
 if TYPE_CHECKING:
     import torch
@@ -204,7 +205,7 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
         with tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
             rr = run_recipe(recipe, [Path(f) for f in files], dev, steps, Path(tmp))
         report.recipe = rr.to_json()
-        status = "pass" if rr.identical else "fail"
+        status: CheckStatus = "pass" if rr.identical else "fail"
         detail = "identical end states" if rr.identical else "; ".join(rr.differences[:6])
         report.checks.append(
             Check("recipe-run", status, f"{recipe}: {rr.steps} steps straight vs split: {detail}")

@@ -11,12 +11,13 @@ from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import get_path
 from ckpttool.resume.live import driven_optimizer
 from ckpttool.resume.schedulers import closed_form_lr, infer_class, rule_of
+from ckpttool.vocab import CheckStatus
 
 
 @dataclass
 class Check:
     name: str
-    status: str  # pass | fail | warn | skip
+    status: CheckStatus
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -167,7 +168,7 @@ def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -
         )
         if rule.resumed_epoch(epoch) == epoch:
             message += f"; the saved epoch {epoch} is trained again from its start"
-        status = (
+        status: CheckStatus = (
             "pass"
             if abs(rel) < 1e-12 and rule.resumed_epoch(epoch) > epoch
             else ("fail" if strict else "warn")

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.keys import MODULE_PREFIXES, WRAPPER_PREFIXES, wrapper_prefix
 from ckpttool.specs import expr as ex
 from ckpttool.specs.model import Spec, TensorSpec, builtin_specs
 
 Shapes = Mapping[str, tuple[int, ...]]
-WRAPPERS = ("module.", "_orig_mod.", "model.")
 
 
 @dataclass
@@ -91,10 +91,9 @@ class _Probe:
 
 
 def strip_wrapper(shapes: Shapes) -> tuple[str, dict[str, tuple[int, ...]]]:
-    for prefix in WRAPPERS:
-        if shapes and all(n.startswith(prefix) for n in shapes):
-            return prefix, {n[len(prefix) :]: s for n, s in shapes.items()}
-    return "", dict(shapes)
+    """Shapes keyed without the wrapper (DDP, torch.compile) or Lightning-module prefix all keys share."""
+    prefix = wrapper_prefix(shapes, (*WRAPPER_PREFIXES, *MODULE_PREFIXES)) or ""
+    return prefix, {n[len(prefix) :]: s for n, s in shapes.items()}
 
 
 def _eval_rule(text: str, probe: _Probe) -> Any:
