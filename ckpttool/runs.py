@@ -66,9 +66,11 @@ class Candidate:
         return (num(self.epoch), num(self.step), num(self.adam_step), self.mtime)
 
     def describe(self) -> str:
-        parts = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                 for k, v in (("epoch", self.epoch), ("step", self.step), ("Adam step", self.adam_step))
-                 if v is not None]  # fmt: skip
+        parts = [
+            f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in (("epoch", self.epoch), ("step", self.step), ("Adam step", self.adam_step))
+            if v is not None
+        ]
         return ", ".join(parts) or "no counters"
 
     def to_json(self) -> dict[str, Any]:
@@ -112,8 +114,12 @@ class Unit:
         return [c.path for c in sorted(self.files, key=lambda c: c.role or "")[::-1]]  # G before D
 
     def to_json(self) -> dict[str, Any]:
-        return {"paths": [str(p) for p in self.paths], "ok": self.ok, "reason": self.reason,
-                "counters": self.head.describe()}  # fmt: skip
+        return {
+            "paths": [str(p) for p in self.paths],
+            "ok": self.ok,
+            "reason": self.reason,
+            "counters": self.head.describe(),
+        }
 
 
 @dataclass
@@ -254,8 +260,15 @@ def latest(run_dir: str | os.PathLike[str]) -> LatestResult:
     # Compare "latest" files with every readable numbered file of the same role, valid pair or not: the trainer
     # sorts by digits, whatever became of the pair.
     for u in [u for u in units if u.latest_style]:
-        newer = [c for c in cands if c.ok and not c.latest_style and c.role == u.head.role
-                 and c.path.parent == u.head.path.parent and c.key[:3] > u.head.key[:3]]  # fmt: skip
+        newer = [
+            c
+            for c in cands
+            if c.ok
+            and not c.latest_style
+            and c.role == u.head.role
+            and c.path.parent == u.head.path.parent
+            and c.key[:3] > u.head.key[:3]
+        ]
         if newer:
             top = max(newer, key=lambda c: c.key)
             result.warnings.append(

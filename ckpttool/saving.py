@@ -51,9 +51,12 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> LatestResult:
 
 
 def prune_checkpoints(
-    run_dir: str | os.PathLike[str], keep: int = 5, every: int | None = None, pinned: tuple[str, ...] = (),
+    run_dir: str | os.PathLike[str],
+    keep: int = 5,
+    every: int | None = None,
+    pinned: tuple[str, ...] = (),
     dry_run: bool = True,
-) -> PrunePlan:  # fmt: skip
+) -> PrunePlan:
     """Delete all but the newest ``keep`` valid checkpoints (plus multiples of ``every`` and pinned files).
     Dry run by default: returns the plan; pass ``dry_run=False`` to delete."""
     plan = plan_prune(run_dir, keep, every, pinned)

@@ -58,19 +58,34 @@ def encode(obj: Any, tensor_ref: Callable[[Any], str]) -> Any:
         if isinstance(x, NumpyArray):
             if x.data is None:
                 raise CorruptCheckpoint("a numpy array larger than 1 MB cannot be carried in JSON metadata")
-            return {MARK: "ndarray", "dtype": x.dtype, "shape": list(x.shape),
-                    "b64": base64.b64encode(x.data).decode()}  # fmt: skip
+            return {
+                MARK: "ndarray",
+                "dtype": x.dtype,
+                "shape": list(x.shape),
+                "b64": base64.b64encode(x.data).decode(),
+            }
         if isinstance(x, NumpyDType):
             return {MARK: "npdtype", "code": x.code}
         if type(x).__module__ == "numpy" and hasattr(x, "tobytes") and hasattr(x, "dtype"):
             import numpy as np
 
             arr = np.asarray(x)
-            return {MARK: "ndarray", "dtype": arr.dtype.str, "shape": list(arr.shape),
-                    "b64": base64.b64encode(arr.tobytes()).decode()}  # fmt: skip
+            return {
+                MARK: "ndarray",
+                "dtype": arr.dtype.str,
+                "shape": list(arr.shape),
+                "b64": base64.b64encode(arr.tobytes()).decode(),
+            }
         if type(x).__name__ in ("PosixPath", "WindowsPath"):
-            return {MARK: "stub", "module": "pathlib", "name": type(x).__name__, "args": [leaf(p) for p in x.parts],
-                    "state": None, "items": [], "list_items": []}  # fmt: skip
+            return {
+                MARK: "stub",
+                "module": "pathlib",
+                "name": type(x).__name__,
+                "args": [leaf(p) for p in x.parts],
+                "state": None,
+                "items": [],
+                "list_items": [],
+            }
         raise CorruptCheckpoint(f"cannot carry a {type(x).__module__}.{type(x).__name__} in JSON metadata")
 
     def build(x: Any, parts: Any, _: Any) -> Any:
@@ -84,9 +99,15 @@ def encode(obj: Any, tensor_ref: Callable[[Any], str]) -> Any:
         if isinstance(x, set | frozenset):
             return {MARK: "frozenset" if isinstance(x, frozenset) else "set", "items": list(parts)}
         assert isinstance(x, Stub) and isinstance(parts, StubParts)
-        doc = {MARK: "stub", "module": type(x).module, "name": type(x).name, "args": parts.args,
-               "state": parts.state, "items": [[_encode_key(k), v] for k, v in parts.items],
-               "list_items": parts.list_items}  # fmt: skip
+        doc = {
+            MARK: "stub",
+            "module": type(x).module,
+            "name": type(x).name,
+            "args": parts.args,
+            "state": parts.state,
+            "items": [[_encode_key(k), v] for k, v in parts.items],
+            "list_items": parts.list_items,
+        }
         if parts.kwargs:
             doc["kwargs"] = [[k, v] for k, v in parts.kwargs]
         return doc

@@ -41,8 +41,9 @@ def _progress() -> Progress | None:
 )
 @click.option("--exit-code", is_flag=True, help="Exit 1 when anything differs (like git diff --exit-code).")
 @json_option
-def diff_cmd(a: str, b: str, config_a: str | None, config_b: str | None, values: bool, exit_code: bool,
-             as_json: bool) -> int:  # fmt: skip
+def diff_cmd(
+    a: str, b: str, config_a: str | None, config_b: str | None, values: bool, exit_code: bool, as_json: bool
+) -> int:
     """Compare two checkpoints and explain each shape change by the config change that caused it.
 
     A and B may be any formats ckpttool reads (a .pth against a .safetensors works). Configs come from

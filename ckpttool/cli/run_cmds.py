@@ -47,8 +47,12 @@ def latest_cmd(run_dir: str, table: bool, as_json: bool) -> int:
 
 @click.command("check")
 @click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str),
-              help="The run config the resume will use (checked against the tensor shapes).")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The run config the resume will use (checked against the tensor shapes).",
+)
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
 )
@@ -57,8 +61,16 @@ def latest_cmd(run_dir: str, table: bool, as_json: bool) -> int:
 @click.option("--steps", type=int, default=4, show_default=True, help="Shadow-run steps with --verify.")
 @click.option("--device", default="cpu", show_default=True, help="Device for --verify: auto, cpu or cuda.")
 @json_option
-def check_cmd(targets: tuple[str, ...], config_path: str | None, sets: tuple[str, ...], require: str | None,
-              verify: bool, steps: int, device: str, as_json: bool) -> int:  # fmt: skip
+def check_cmd(
+    targets: tuple[str, ...],
+    config_path: str | None,
+    sets: tuple[str, ...],
+    require: str | None,
+    verify: bool,
+    steps: int,
+    device: str,
+    as_json: bool,
+) -> int:
     """The CI gate before a resume: latest valid pair, verdict, config compatibility, resume checks.
 
     TARGETS: a run directory (its latest valid checkpoint is used) or checkpoint files. Exit 0 ready, 1 not.
@@ -78,8 +90,9 @@ def check_cmd(targets: tuple[str, ...], config_path: str | None, sets: tuple[str
 @click.option("--pin", "pins", multiple=True, type=click.Path(path_type=str), help="A file never to delete.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @json_option
-def prune_cmd(run_dir: str, keep: int, every: int | None, pins: tuple[str, ...], dry_run: bool,
-              as_json: bool) -> int:  # fmt: skip
+def prune_cmd(
+    run_dir: str, keep: int, every: int | None, pins: tuple[str, ...], dry_run: bool, as_json: bool
+) -> int:
     """Delete old checkpoints, never the newest valid pair, the trainer's latest file or a pinned one.
 
     Unreadable files are left alone (they may be saves in progress).
@@ -92,14 +105,24 @@ def prune_cmd(run_dir: str, keep: int, every: int | None, pins: tuple[str, ...],
 @click.command("pack")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=str))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=str), help="The package file to write.")
-@click.option("--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=str),
-              help="Pack these checkpoints instead of the latest valid ones (repeatable).")  # fmt: skip
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=str),
-              help="The run config to include (default: config.json beside the checkpoints).")  # fmt: skip
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=str),
+    help="Pack these checkpoints instead of the latest valid ones (repeatable).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=str),
+    help="The run config to include (default: config.json beside the checkpoints).",
+)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @json_option
-def pack_cmd(run_dir: str, out: str, files: tuple[str, ...], config_path: str | None, force: bool,
-             as_json: bool) -> int:  # fmt: skip
+def pack_cmd(
+    run_dir: str, out: str, files: tuple[str, ...], config_path: str | None, force: bool, as_json: bool
+) -> int:
     """Pack the latest valid checkpoint(s), the config and a manifest (sizes, sha256, inspect summary)."""
     r = pack_run(run_dir, out, files=files, config=config_path, force=force)
     emit(to_json(r.to_json()) if as_json else render_pack(r))
@@ -108,10 +131,21 @@ def pack_cmd(run_dir: str, out: str, files: tuple[str, ...], config_path: str | 
 
 @click.command("unpack")
 @click.argument("package", type=click.Path(path_type=str))
-@click.option("-o", "--out", "out_dir", default=".", show_default=True, type=click.Path(path_type=str),
-              help="Folder to unpack into.")  # fmt: skip
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Check sizes, sha256 and the inspect summaries against the manifest.")  # fmt: skip
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="Folder to unpack into.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check sizes, sha256 and the inspect summaries against the manifest.",
+)
 @click.option("--force", is_flag=True, help="Replace files that exist.")
 @json_option
 def unpack_cmd(package: str, out_dir: str, verify: bool, force: bool, as_json: bool) -> int:

@@ -14,8 +14,12 @@ from ckpttool.render.verify_table import render_verify
 
 @click.command("verify-resume")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str),
-              help="Run config (for train.lr_decay and fp16_run); default: config.json beside the files.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Run config (for train.lr_decay and fp16_run); default: config.json beside the files.",
+)
 @click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True, help="Shadow-run steps (even).")
 @click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N]."
@@ -34,9 +38,18 @@ from ckpttool.render.verify_table import render_verify
     "--scheduler-class", help="The scheduler class the trainer builds; a saved state of another fails."
 )
 @json_option
-def verify_cmd(paths: tuple[str, ...], config_path: str | None, steps: int, device: str, recipe: str | None,
-               strict: bool, no_shadow: bool, optimizer_class: str | None, scheduler_class: str | None,
-               as_json: bool) -> int:  # fmt: skip
+def verify_cmd(
+    paths: tuple[str, ...],
+    config_path: str | None,
+    steps: int,
+    device: str,
+    recipe: str | None,
+    strict: bool,
+    no_shadow: bool,
+    optimizer_class: str | None,
+    scheduler_class: str | None,
+    as_json: bool,
+) -> int:
     """Prove that training resumed from PATHS continues as if it had never stopped.
 
     PATHS: a bundle, a Lightning checkpoint, or a G file and its D file. Static checks first (pieces, optimizer

@@ -55,8 +55,15 @@ def _read_accelerate(folder: Path) -> Checkpoint:
     rng_files = len(rng)
     if rng_files > 1:
         notes.append(f"{rng_files} random_states files: resuming on another number of processes ignores some")
-    ckpt = Checkpoint(str(folder), FormatName.ACCELERATE, root, tensors, total_size(folder), foreign_globals=foreign,
-                      notes=notes)  # fmt: skip
+    ckpt = Checkpoint(
+        str(folder),
+        FormatName.ACCELERATE,
+        root,
+        tensors,
+        total_size(folder),
+        foreign_globals=foreign,
+        notes=notes,
+    )
     ckpt.meta["members"] = files
     ckpt.meta["models"] = models
     return ckpt

@@ -137,8 +137,15 @@ def probe(path: str) -> Probe:
             raise InputNotFound(f"{path}: cannot list the folder ({exc.strerror})", path=path) from None
         return Probe(path, 0, names=names, is_dir=True)
     if not stat.S_ISREG(st.st_mode):
-        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else (
-            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or special file")  # fmt: skip
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else (
+                "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket or special file"
+            )
+        )
         raise UnsupportedFormat(f"{path}: is {kind}, not a checkpoint file; pass the file itself", path=path)
     try:
         with open(path, "rb") as f:

@@ -169,8 +169,11 @@ class Safetensors(Format):
                 tensors[t.path] = reader.tensor(t).contiguous().clone()
         metadata: dict[str, str] = {}
         notes = []
-        flat = isinstance(ckpt.root, dict) and bool(ckpt.root) and all(
-            isinstance(v, TensorInfo) for v in ckpt.root.values())  # fmt: skip
+        flat = (
+            isinstance(ckpt.root, dict)
+            and bool(ckpt.root)
+            and all(isinstance(v, TensorInfo) for v in ckpt.root.values())
+        )
         if not flat:
             metadata["ckpttool.state"] = json.dumps(encode(ckpt.root, lambda t: t.path))
             metadata["ckpttool.format"] = FORMAT

@@ -74,12 +74,18 @@ class OptimizerReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path, "network": self.network, "kind": self.kind,
-            "groups": [g.to_json() for g in self.groups], "params": self.n_params, "state_entries": self.n_state,
-            "aligned": self.aligned, "alignment_method": self.method,
-            "mismatches": [m.to_json() for m in self.mismatches], "problem": self.problem,
+            "path": self.path,
+            "network": self.network,
+            "kind": self.kind,
+            "groups": [g.to_json() for g in self.groups],
+            "params": self.n_params,
+            "state_entries": self.n_state,
+            "aligned": self.aligned,
+            "alignment_method": self.method,
+            "mismatches": [m.to_json() for m in self.mismatches],
+            "problem": self.problem,
             "adam_step": list(self.step_range) if self.step_range else None,
-        }  # fmt: skip
+        }
 
 
 def guess_kind(opt: dict[str, Any]) -> str:

@@ -164,24 +164,36 @@ def _pieces(
     req = {"model", "optimizer", "scheduler"}
     counter_req = layout.step is None and layout.epoch is None and "step" not in layout.rebuilt
     where: dict[str, tuple[str | None, str]] = {
-        "model": (", ".join(n.path or "<root>" for n in networks) or None,
-                  "; ".join(f"{n.label}: {n.tensors} tensors, {n.numel:,} values" for n in networks)),
-        "optimizer": (", ".join(o.path for o in opts) or None,
-                      "; ".join(f"{o.network or '?'}: {o.kind}, {len(o.groups)} group(s), "
-                                f"lr {', '.join(_fmt_lr(g.lr) for g in o.groups)}, state {o.n_state}/{o.n_params}"
-                                for o in opts)),
-        "scheduler": (", ".join(layout.schedulers) or None, "; ".join(_sched_detail(_value(ckpt, s))
-                                                                     for s in layout.schedulers)),
+        "model": (
+            ", ".join(n.path or "<root>" for n in networks) or None,
+            "; ".join(f"{n.label}: {n.tensors} tensors, {n.numel:,} values" for n in networks),
+        ),
+        "optimizer": (
+            ", ".join(o.path for o in opts) or None,
+            "; ".join(
+                f"{o.network or '?'}: {o.kind}, {len(o.groups)} group(s), "
+                f"lr {', '.join(_fmt_lr(g.lr) for g in o.groups)}, state {o.n_state}/{o.n_params}"
+                for o in opts
+            ),
+        ),
+        "scheduler": (
+            ", ".join(layout.schedulers) or None,
+            "; ".join(_sched_detail(_value(ckpt, s)) for s in layout.schedulers),
+        ),
         "step": (layout.step, _counter(ckpt, layout, "step")),
         "epoch": (layout.epoch, _counter(ckpt, layout, "epoch")),
-        "norm_stats": (", ".join(layout.norm_stats) or None,
-                       ", ".join(f"{p}: {_short(_value(ckpt, p))}" for p in layout.norm_stats)),
+        "norm_stats": (
+            ", ".join(layout.norm_stats) or None,
+            ", ".join(f"{p}: {_short(_value(ckpt, p))}" for p in layout.norm_stats),
+        ),
         "rng": (", ".join(layout.rng.values()) or None, ", ".join(sorted(layout.rng))),
         "scaler": (layout.scaler, _scaler_detail(_value(ckpt, layout.scaler))),
         "config": (layout.config, _short(_value(ckpt, layout.config)) if layout.config else ""),
-        "version": (layout.version if layout.version and not layout.version.startswith("tag:") else None,
-                    str(_value(ckpt, layout.version)) if layout.version else ""),
-    }  # fmt: skip
+        "version": (
+            layout.version if layout.version and not layout.version.startswith("tag:") else None,
+            str(_value(ckpt, layout.version)) if layout.version else "",
+        ),
+    }
     pieces: list[Piece] = []
     for name in PIECES:
         path, detail = where[name]

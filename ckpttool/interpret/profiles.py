@@ -262,8 +262,12 @@ def _rng_files(root: dict[str, Any], layout: Layout) -> None:
     """accelerate's random_states_<rank>.pkl, read into ``rng.<rank>`` (checkpointing.py:144-176)."""
     for rank, states in sorted((root.get("rng") or {}).items()):
         if isinstance(states, dict):
-            for kind, name in (("python", "random_state"), ("numpy", "numpy_random_seed"), ("torch", "torch_manual_seed"),
-                               ("cuda", "torch_cuda_manual_seed")):  # fmt: skip
+            for kind, name in (
+                ("python", "random_state"),
+                ("numpy", "numpy_random_seed"),
+                ("torch", "torch_manual_seed"),
+                ("cuda", "torch_cuda_manual_seed"),
+            ):
                 if name in states:
                     layout.rng[kind if rank == "0" else f"{kind}[{rank}]"] = f"rng.{rank}.{name}"
 

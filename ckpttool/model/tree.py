@@ -245,8 +245,9 @@ def fold_tree(
         pairs = children(obj, fields=fields)
         results: list[Any] = [None] * len(pairs)
 
-        def done(obj: Any = obj, pairs: Any = pairs, results: Any = results, path: Path = path,
-                 sink: Any = sink) -> None:  # fmt: skip
+        def done(
+            obj: Any = obj, pairs: Any = pairs, results: Any = results, path: Path = path, sink: Any = sink
+        ) -> None:
             if isinstance(obj, dict) or (fields and isinstance(obj, Stub)):
                 parts: Any = [(k, r) for (k, _), r in zip(pairs, results, strict=True)]
             elif isinstance(obj, Stub):

@@ -119,8 +119,9 @@ def check_targets(
             )
             continue
         chosen = [str(p) for p in res.chosen.paths]
-        report.checks.append(Check("latest", "pass", f"{t}: resume from {', '.join(chosen)} "
-                                   f"({res.chosen.head.describe()})"))  # fmt: skip
+        report.checks.append(
+            Check("latest", "pass", f"{t}: resume from {', '.join(chosen)} ({res.chosen.head.describe()})")
+        )
         report.files += chosen
         by_path = {str(c.path): c for c in res.chosen.files}
         for f in chosen:
@@ -159,9 +160,17 @@ def _config_checks(f: str, r: InspectReport) -> list[Check]:
         if a.check.ok:
             out.append(Check("config", "pass", f"{f}: {a.network} agrees with {a.config_source}"))
             continue
-        keys = ", ".join(f"{k} (config {e['config']}, checkpoint {e['checkpoint']})"
-                         for k, e in a.check.key_summary.items())  # fmt: skip
+        keys = ", ".join(
+            f"{k} (config {e['config']}, checkpoint {e['checkpoint']})"
+            for k, e in a.check.key_summary.items()
+        )
         n = len({m.tensor for m in a.check.mismatches}) + len(a.check.missing) + len(a.check.unexpected)
-        out.append(Check("config", "fail", f"{f}: {a.network} ({a.fingerprint.family} {a.fingerprint.version}) "
-                         f"contradicts {a.config_source}: {n} tensor(s); {keys or 'structure differs'}"))  # fmt: skip
+        out.append(
+            Check(
+                "config",
+                "fail",
+                f"{f}: {a.network} ({a.fingerprint.family} {a.fingerprint.version}) "
+                f"contradicts {a.config_source}: {n} tensor(s); {keys or 'structure differs'}",
+            )
+        )
     return out

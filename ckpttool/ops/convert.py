@@ -76,15 +76,20 @@ def convert_checkpoint(
         report.verified = not report.differences
         if report.differences:
             more = f" (and {len(report.differences) - 1} more)" if len(report.differences) > 1 else ""
-            raise MigrationError(f"{target}: the conversion would change the checkpoint: "
-                                 f"{report.differences[0][:300]}{more}; nothing was written")  # fmt: skip
+            raise MigrationError(
+                f"{target}: the conversion would change the checkpoint: "
+                f"{report.differences[0][:300]}{more}; nothing was written"
+            )
 
     header = ckpt.meta.get("gpt_sovits_header")
     options = WriteOptions(check, force=force, tag=header.encode() if header else None)
     with StorageReader() as reader:
         options.reader = reader
-        materialised = reader.materialise(ckpt.root, shared=True) if to == "pth" else (
-            reader.materialise(ckpt.root) if fmt.directory else None)  # fmt: skip
+        materialised = (
+            reader.materialise(ckpt.root, shared=True)
+            if to == "pth"
+            else (reader.materialise(ckpt.root) if fmt.directory else None)
+        )
         report.notes += fmt.write(ckpt, target, materialised, options)
     return report
 
@@ -119,8 +124,11 @@ def _same_tensor(a: Any, b: Any) -> bool:
         return False
     if torch.equal(a, b):
         return True
-    return bool(a.is_floating_point() and torch.equal(torch.isnan(a), torch.isnan(b)) and
-                torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)))  # fmt: skip
+    return bool(
+        a.is_floating_point()
+        and torch.equal(torch.isnan(a), torch.isnan(b))
+        and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+    )
 
 
 def _norm(v: Any) -> Any:

@@ -55,13 +55,21 @@ class DiffReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA, "a": self.path_a, "b": self.path_b,
-            "profile_a": self.profile_a, "profile_b": self.profile_b, "differs": self.differs,
-            "networks": [n.to_json() for n in self.networks], "pieces": [c.to_json() for c in self.pieces],
-            "state": [c.to_json() for c in self.state], "config": [c.to_json() for c in self.config],
-            "explanations": [e.to_json() for e in self.explanations], "unexplained": self.unexplained,
-            "architectures": [p.to_json() for p in self.architectures], "notes": self.notes,
-        }  # fmt: skip
+            "schema": SCHEMA,
+            "a": self.path_a,
+            "b": self.path_b,
+            "profile_a": self.profile_a,
+            "profile_b": self.profile_b,
+            "differs": self.differs,
+            "networks": [n.to_json() for n in self.networks],
+            "pieces": [c.to_json() for c in self.pieces],
+            "state": [c.to_json() for c in self.state],
+            "config": [c.to_json() for c in self.config],
+            "explanations": [e.to_json() for e in self.explanations],
+            "unexplained": self.unexplained,
+            "architectures": [p.to_json() for p in self.architectures],
+            "notes": self.notes,
+        }
 
 
 def _module_prefix(name: str) -> str:
@@ -127,8 +135,17 @@ def _compare_network(
         if a.dtype != b.dtype:
             key = f"{a.dtype}->{b.dtype}"
             dtypes[key] = dtypes.get(key, 0) + 1
-    return NetworkDiff(name, pa, pb, common, rename, _group(only_a, "a", set(tb)), _group(only_b, "b", set(ta)),
-                       shapes, dtypes)  # fmt: skip
+    return NetworkDiff(
+        name,
+        pa,
+        pb,
+        common,
+        rename,
+        _group(only_a, "a", set(tb)),
+        _group(only_b, "b", set(ta)),
+        shapes,
+        dtypes,
+    )
 
 
 def _pair_networks(la: dict[str, str], lb: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -227,9 +244,20 @@ def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> 
     )
     if values:
         _values(networks, ca, cb, progress)
-    return DiffReport(ca.path, cb.path, la.profile, lb.profile, networks, _piece_changes(ia, ib),
-                      _state_changes(ca, cb, ia, ib), config_changes, explanations, unexplained,
-                      [*spec_notes, *notes], pairs)  # fmt: skip
+    return DiffReport(
+        ca.path,
+        cb.path,
+        la.profile,
+        lb.profile,
+        networks,
+        _piece_changes(ia, ib),
+        _state_changes(ca, cb, ia, ib),
+        config_changes,
+        explanations,
+        unexplained,
+        [*spec_notes, *notes],
+        pairs,
+    )
 
 
 def _values(networks: list[NetworkDiff], ca: Checkpoint, cb: Checkpoint, progress: Progress | None) -> None:

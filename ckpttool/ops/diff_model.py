@@ -31,8 +31,13 @@ class ShapeChange:
     explanation: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape_a": list(self.shape_a), "shape_b": list(self.shape_b),
-                "explained_by": self.explained_by, "explanation": self.explanation}  # fmt: skip
+        return {
+            "name": self.name,
+            "shape_a": list(self.shape_a),
+            "shape_b": list(self.shape_b),
+            "explained_by": self.explained_by,
+            "explanation": self.explanation,
+        }
 
 
 @dataclass
@@ -72,12 +77,17 @@ class NetworkDiff:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "path_a": self.path_a, "path_b": self.path_b, "common": self.common,
-            "rename": self.rename, "only_a": [g.to_json() for g in self.only_a],
+            "name": self.name,
+            "path_a": self.path_a,
+            "path_b": self.path_b,
+            "common": self.common,
+            "rename": self.rename,
+            "only_a": [g.to_json() for g in self.only_a],
             "only_b": [g.to_json() for g in self.only_b],
-            "shape_changes": [c.to_json() for c in self.shape_changes], "dtype_changes": self.dtype_changes,
+            "shape_changes": [c.to_json() for c in self.shape_changes],
+            "dtype_changes": self.dtype_changes,
             "values": None if self.values is None else [v.to_json() for v in self.values],
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -109,8 +119,11 @@ class Explanation:
 
 def explain_generic(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) -> None:
     """Attribute each changed dim to config keys whose old/new values stand in the same ratio as the dims."""
-    numeric = {k: (Fraction(o), Fraction(n)) for k, (o, n) in changes.items()
-               if _is_int(o) and _is_int(n) and o and n and o != n}  # fmt: skip
+    numeric = {
+        k: (Fraction(o), Fraction(n))
+        for k, (o, n) in changes.items()
+        if _is_int(o) and _is_int(n) and o and n and o != n
+    }
     for change in shapes:
         keys: list[str] = []
         reasons: list[str] = []
@@ -140,5 +153,7 @@ def summarise(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) ->
     for c in shapes:
         for k in c.explained_by:
             counts[k] = counts.get(k, 0) + 1
-    return [Explanation(k, *changes.get(k, (None, None)), n, len(shapes))
-            for k, n in sorted(counts.items(), key=lambda kv: -kv[1])]  # fmt: skip
+    return [
+        Explanation(k, *changes.get(k, (None, None)), n, len(shapes))
+        for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    ]

@@ -109,8 +109,11 @@ def inspect_source(src: Source, options: InspectOptions | None = None) -> Inspec
     archs = identify(ckpt, layout)
     check_architectures(ckpt, layout, archs, options.config)
     for piece in result.pieces:
-        versions = [f"{a.network}: {a.fingerprint.family} {a.fingerprint.version}" for a in archs
-                    if a.fingerprint.version]  # fmt: skip
+        versions = [
+            f"{a.network}: {a.fingerprint.family} {a.fingerprint.version}"
+            for a in archs
+            if a.fingerprint.version
+        ]
         if piece.name == "version" and piece.status == "absent" and versions:
             piece.detail = "not stored, but the shapes say " + "; ".join(versions)
     missing = [p.name for p in result.pieces if p.name in options.require and p.status == "absent"]

@@ -145,8 +145,9 @@ def migrate_path(
         if changed:
             plan.notes.append(
                 "this trainer reads the run config from logs/<exp>/config.json: set "
-                + ", ".join(changed) + " there before resuming"
-            )  # fmt: skip
+                + ", ".join(changed)
+                + " there before resuming"
+            )
     report = MigrateReport(plan)
     if dry_run:
         return report
@@ -309,9 +310,14 @@ def _fix_weight_norm(
 
 
 def _migrate_network(
-    net: NetworkPlan, ckpt: Checkpoint, reader: StorageReader, gen: torch.Generator, init: str,
-    tmpl_tensors: dict[str, TensorInfo], tmpl_reader: StorageReader | None,
-) -> OrderedDict[str, torch.Tensor]:  # fmt: skip
+    net: NetworkPlan,
+    ckpt: Checkpoint,
+    reader: StorageReader,
+    gen: torch.Generator,
+    init: str,
+    tmpl_tensors: dict[str, TensorInfo],
+    tmpl_reader: StorageReader | None,
+) -> OrderedDict[str, torch.Tensor]:
     sd = get_path(ckpt.root, net.path) if net.path else ckpt.root
     infos = {str(k)[len(net.prefix) :]: v for k, v in sd.items() if isinstance(v, TensorInfo)}
 
@@ -339,9 +345,15 @@ def _migrate_network(
 
 
 def _migrate_optimizer(
-    opt: dict[str, Any], path: str, net: NetworkPlan, ckpt: Checkpoint, layout: Any, reader: StorageReader,
-    mode: str, new_owned: set[str],
-) -> tuple[Any, str]:  # fmt: skip
+    opt: dict[str, Any],
+    path: str,
+    net: NetworkPlan,
+    ckpt: Checkpoint,
+    layout: Any,
+    reader: StorageReader,
+    mode: str,
+    new_owned: set[str],
+) -> tuple[Any, str]:
     """The optimizer dict for the new network: moments cut and padded like their parameters.
 
     Membership follows the source optimizer: a tensor it did not hold (a frozen layer, a buffer, another
@@ -463,9 +475,14 @@ def _set_config_value(node: Any, parts: list[str], value: Any) -> bool:
 
 
 def _apply(
-    ckpt: Checkpoint, layout: Any, plan: MigratePlan, report: MigrateReport, out: Path,
-    tmpl: Checkpoint | None, seed: int,
-) -> None:  # fmt: skip
+    ckpt: Checkpoint,
+    layout: Any,
+    plan: MigratePlan,
+    report: MigrateReport,
+    out: Path,
+    tmpl: Checkpoint | None,
+    seed: int,
+) -> None:
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -506,8 +523,16 @@ def _apply(
             opt = get_path(ckpt.root, opt_path)
             if not is_optimizer(opt) or label not in by_label:
                 continue
-            new_opt, message = _migrate_optimizer(opt, opt_path, by_label[label], ckpt, layout, reader,
-                                                  plan.optimizer, owners.get(opt_path, set()))  # fmt: skip
+            new_opt, message = _migrate_optimizer(
+                opt,
+                opt_path,
+                by_label[label],
+                ckpt,
+                layout,
+                reader,
+                plan.optimizer,
+                owners.get(opt_path, set()),
+            )
             root = set_path(root, opt_path, new_opt)
             report.optimizer_results.append(message)
         for net in plan.networks:
@@ -559,8 +584,11 @@ def _new_param_owners(ckpt: Checkpoint, layout: Any, nets: dict[str, NetworkPlan
         for p in net.tensors:
             if p.action != "init" or p.src_shape is not None or p.buffer or _looks_like_buffer(p.name):
                 continue
-            best = max(paths, key=lambda op: max((_shared_prefix(p.name, h) for h in held[op]), default=0),
-                       default=None)  # fmt: skip
+            best = max(
+                paths,
+                key=lambda op: max((_shared_prefix(p.name, h) for h in held[op]), default=0),
+                default=None,
+            )
             if best is not None:
                 owners[best].add(p.name)
     return owners

@@ -306,8 +306,11 @@ def plan_network(
                 "it is copied unchanged (use --template to migrate it)"
             )
     bad = sorted(n for n, shape in dst_shapes.items() if any(d <= 0 for d in shape) and n not in infos)
-    bad += sorted(n for n, shape in dst_shapes.items() if any(d <= 0 for d in shape) and n in infos
-                  and not any(d <= 0 for d in infos[n].shape))  # fmt: skip
+    bad += sorted(
+        n
+        for n, shape in dst_shapes.items()
+        if any(d <= 0 for d in shape) and n in infos and not any(d <= 0 for d in infos[n].shape)
+    )
     if bad:
         raise UsageError(
             f"network {label}: the new shapes give {bad[0]} a dimension of {min(min(dst_shapes[bad[0]]), 0)}"
@@ -329,8 +332,19 @@ def plan_network(
             f"{label}: no architecture spec: partial copies keep the leading overlap of each dim, which is wrong "
             "for dims made of parts (like [m; logs]); check the result"
         )
-    net = NetworkPlan(label, path, prefix, fp.family if fp else None, fp.version if fp else None, version_to,
-                      changes, plans, values, template_path, template_prefix)  # fmt: skip
+    net = NetworkPlan(
+        label,
+        path,
+        prefix,
+        fp.family if fp else None,
+        fp.version if fp else None,
+        version_to,
+        changes,
+        plans,
+        values,
+        template_path,
+        template_prefix,
+    )
     return net, warnings
 
 

@@ -38,8 +38,12 @@ def _sha256(path: Path) -> str:
 
 def _summary(path: Path) -> dict[str, Any]:
     r = inspect_checkpoint(path)
-    return {"format": r.format, "profile": r.profile, "verdict": r.verdict,
-            "pieces": {p.name: p.status for p in r.pieces}}  # fmt: skip
+    return {
+        "format": r.format,
+        "profile": r.profile,
+        "verdict": r.verdict,
+        "pieces": {p.name: p.status for p in r.pieces},
+    }
 
 
 @dataclass
@@ -51,14 +55,24 @@ class PackReport:
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "package": self.package, "written": self.written, "verified": self.verified,
-                "problems": self.problems, "manifest": self.manifest}  # fmt: skip
+        return {
+            "schema": SCHEMA,
+            "package": self.package,
+            "written": self.written,
+            "verified": self.verified,
+            "problems": self.problems,
+            "manifest": self.manifest,
+        }
 
 
 def pack_run(
-    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, files: Iterable[str] = (),
-    config: str | None = None, force: bool = False,
-) -> PackReport:  # fmt: skip
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    files: Iterable[str] = (),
+    config: str | None = None,
+    force: bool = False,
+) -> PackReport:
     chosen = [Path(f) for f in files]
     root = Path(run_dir)
     if not chosen:
@@ -77,12 +91,17 @@ def pack_run(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "source": str(root.resolve()),
         "files": [
-            {"name": p.name, "role": "config" if p == cfg else "checkpoint", "size": p.stat().st_size,
-             "sha256": _sha256(p), "original_path": str(p),
-             **({"inspect": _summary(p)} if p != cfg else {})}
+            {
+                "name": p.name,
+                "role": "config" if p == cfg else "checkpoint",
+                "size": p.stat().st_size,
+                "sha256": _sha256(p),
+                "original_path": str(p),
+                **({"inspect": _summary(p)} if p != cfg else {}),
+            }
             for p in members
         ],
-    }  # fmt: skip
+    }
 
     def write(fh: Any) -> None:
         with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -164,8 +183,13 @@ def _check_package(package: Path, extract_to: Path | None) -> list[str]:
     return problems
 
 
-def unpack_package(package: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, verify: bool = True,
-                   force: bool = False) -> PackReport:  # fmt: skip
+def unpack_package(
+    package: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+    force: bool = False,
+) -> PackReport:
     pkg = Path(package)
     if not pkg.is_file():
         raise InputNotFound(f"{pkg}: no such package")

@@ -113,8 +113,16 @@ def verify_resume(
 ) -> VerifyReport:
     """Check that training resumed from ``paths`` continues exactly as if it had never stopped."""
     files = [str(p) for p in paths]
-    options = VerifyOptions((config, load_config_file(config)) if config else None, steps, device, recipe, strict,
-                            shadow, optimizer_class, scheduler_class)  # fmt: skip
+    options = VerifyOptions(
+        (config, load_config_file(config)) if config else None,
+        steps,
+        device,
+        recipe,
+        strict,
+        shadow,
+        optimizer_class,
+        scheduler_class,
+    )
     return verify_paths(files, options)
 
 
@@ -156,12 +164,21 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
     run_config, config_from = _run_config(files, options.config)
     train = run_config.get("train", {}) if isinstance(run_config, dict) else {}
     gamma = float(train.get("lr_decay", DEFAULT_GAMMA)) if isinstance(train, dict) else DEFAULT_GAMMA
-    gamma_from = f"train.lr_decay in {config_from}" if isinstance(train, dict) and "lr_decay" in train else (
-        "the GPT-SoVITS/VITS default; pass --config to use the run's")  # fmt: skip
+    gamma_from = (
+        f"train.lr_decay in {config_from}"
+        if isinstance(train, dict) and "lr_decay" in train
+        else ("the GPT-SoVITS/VITS default; pass --config to use the run's")
+    )
     fp16 = train.get("fp16_run") if isinstance(train, dict) else None
     if fp16 is None:  # the trainer's own default (GPT-SoVITS s2.json: fp16_run true)
-        fp16 = next((s.layout.record.resume.fp16_default for s in sources if s.layout.record is not None
-                     and s.layout.record.resume.fp16_default is not None), None)  # fmt: skip
+        fp16 = next(
+            (
+                s.layout.record.resume.fp16_default
+                for s in sources
+                if s.layout.record is not None and s.layout.record.resume.fp16_default is not None
+            ),
+            None,
+        )
 
     report = VerifyReport(
         files, str(dev) if dev is not None else "none (static checks only)", [], strict=strict
@@ -184,18 +201,36 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
         with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as tmp:
             for s in sources:
                 if s not in runnable or not s.layout.optimizers:
-                    report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run (nothing to resume, or "
-                                               "the static checks above already fail)"))  # fmt: skip
+                    report.checks.append(
+                        Check(
+                            "shadow-run",
+                            "skip",
+                            f"{s.name}: not run (nothing to resume, or the static checks above already fail)",
+                        )
+                    )
                     continue
                 try:
-                    res = shadow_run(s.ckpt, s.layout, dev, steps, Path(tmp), gamma=gamma,
-                                     optimizer_override=options.optimizer_class)  # fmt: skip
+                    res = shadow_run(
+                        s.ckpt,
+                        s.layout,
+                        dev,
+                        steps,
+                        Path(tmp),
+                        gamma=gamma,
+                        optimizer_override=options.optimizer_class,
+                    )
                 except NotRebuildable as exc:
                     report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run: {exc}"))
                     continue
                 except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
-                    report.checks.append(Check("shadow-run", "fail", f"{s.name}: the shadow run failed: "
-                                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))  # fmt: skip
+                    report.checks.append(
+                        Check(
+                            "shadow-run",
+                            "fail",
+                            f"{s.name}: the shadow run failed: "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                        )
+                    )
                     continue
                 report.shadow.append({"path": s.name, **res.to_json()})
                 report.checks += _shadow_checks(s, res, strict)
@@ -218,19 +253,40 @@ def _shadow_checks(s: Source, res: Any, strict: bool) -> list[Check]:
     where = f"{s.name}: {res.steps} steps straight vs {res.steps // 2} + save/reload + {res.steps - res.steps // 2}"
     if res.exact.identical:
         kind = "bit-identical" if res.device == "cpu" else "identical within rtol 1e-6"
-        out.append(Check("shadow-run", "pass", f"{where}: {kind} parameters, optimizer state, LR and counters "
-                         f"({res.parameters:,} parameters, {res.seconds:.1f} s on {res.device})"))  # fmt: skip
+        out.append(
+            Check(
+                "shadow-run",
+                "pass",
+                f"{where}: {kind} parameters, optimizer state, LR and counters "
+                f"({res.parameters:,} parameters, {res.seconds:.1f} s on {res.device})",
+            )
+        )
     else:
-        out.append(Check("shadow-run", "fail", f"{where}: the reload changed the training state: "
-                         + "; ".join(res.exact.differences[:6])))  # fmt: skip
+        out.append(
+            Check(
+                "shadow-run",
+                "fail",
+                f"{where}: the reload changed the training state: " + "; ".join(res.exact.differences[:6]),
+            )
+        )
     if res.trainer is not None:
         found = rule_of(s.layout)
         rule = found.description if found is not None else res.trainer_rule
         if res.trainer.identical:
-            out.append(Check("trainer-resume", "pass", f"{s.name}: resuming the way the trainer does ({rule}) "
-                             "matches the uninterrupted run"))  # fmt: skip
+            out.append(
+                Check(
+                    "trainer-resume",
+                    "pass",
+                    f"{s.name}: resuming the way the trainer does ({rule}) matches the uninterrupted run",
+                )
+            )
         else:
-            out.append(Check("trainer-resume", "fail" if strict else "warn",
-                             f"{s.name}: resuming the way the trainer does ({rule}) drifts from the uninterrupted "
-                             "run: " + "; ".join(res.trainer.differences[:4])))  # fmt: skip
+            out.append(
+                Check(
+                    "trainer-resume",
+                    "fail" if strict else "warn",
+                    f"{s.name}: resuming the way the trainer does ({rule}) drifts from the uninterrupted "
+                    "run: " + "; ".join(res.trainer.differences[:4]),
+                )
+            )
     return out

@@ -65,8 +65,10 @@ class GptSovitsTrainer:
                 {"params": self.net_g.enc_p.encoder_text.parameters(), "lr": low},
                 {"params": self.net_g.enc_p.mrte.parameters(), "lr": low},
             ],
-            lr, betas=hps.train.betas, eps=hps.train.eps,
-        )  # fmt: skip
+            lr,
+            betas=hps.train.betas,
+            eps=hps.train.eps,
+        )
         self.optim_d = torch.optim.AdamW(
             self.net_d.parameters(), lr, betas=hps.train.betas, eps=hps.train.eps
         )
@@ -97,8 +99,17 @@ class GptSovitsTrainer:
         lengths = torch.tensor([100], device=dev)
         out = self.net_g(ssl, spec, lengths, text, torch.tensor([40], device=dev))
         y_hat, ids_slice = out[0], out[2]
-        y = torch.stack([wav[0, :, s * hps.data.hop_length:(s + y_hat.shape[-1] // hps.data.hop_length)
-                             * hps.data.hop_length] for s in ids_slice.tolist()])  # fmt: skip
+        y = torch.stack(
+            [
+                wav[
+                    0,
+                    :,
+                    s * hps.data.hop_length : (s + y_hat.shape[-1] // hps.data.hop_length)
+                    * hps.data.hop_length,
+                ]
+                for s in ids_slice.tolist()
+            ]
+        )
         from module.losses import discriminator_loss, feature_loss, generator_loss
 
         y_d_r, y_d_g, _, _ = self.net_d(y, y_hat.detach())
@@ -119,8 +130,15 @@ class GptSovitsTrainer:
         paths = []
         for kind, net, opt in (("G", self.net_g, self.optim_g), ("D", self.net_d, self.optim_d)):
             path = folder / f"{kind}_233333333333.pth"
-            torch.save({"model": net.state_dict(), "iteration": self.epoch - 1, "optimizer": opt.state_dict(),
-                        "learning_rate": self.hps.train.learning_rate}, path)  # fmt: skip
+            torch.save(
+                {
+                    "model": net.state_dict(),
+                    "iteration": self.epoch - 1,
+                    "optimizer": opt.state_dict(),
+                    "learning_rate": self.hps.train.learning_rate,
+                },
+                path,
+            )
             paths.append(path)
         return paths
 

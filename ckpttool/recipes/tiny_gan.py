@@ -97,15 +97,25 @@ class TinyGAN:
 
     def save(self, folder: Path) -> list[Path]:
         paths = [folder / f"G_{self.epoch}.pth", folder / f"D_{self.epoch}.pth"]
-        for path, net, opt, sched in ((paths[0], self.net_g, self.optim_g, self.sched_g),
-                                      (paths[1], self.net_d, self.optim_d, self.sched_d)):  # fmt: skip
+        for path, net, opt, sched in (
+            (paths[0], self.net_g, self.optim_g, self.sched_g),
+            (paths[1], self.net_d, self.optim_d, self.sched_d),
+        ):
             obj: dict[str, Any]
             if self.save_scheduler:
-                obj = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                       "epoch": self.epoch}  # fmt: skip
+                obj = {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": self.epoch,
+                }
             else:  # exactly what VITS's utils.save_checkpoint writes
-                obj = {"model": net.state_dict(), "iteration": self.epoch, "optimizer": opt.state_dict(),
-                       "learning_rate": LR}  # fmt: skip
+                obj = {
+                    "model": net.state_dict(),
+                    "iteration": self.epoch,
+                    "optimizer": opt.state_dict(),
+                    "learning_rate": LR,
+                }
             torch.save(obj, path)
         return paths
 

@@ -19,8 +19,10 @@ def render_diff(r: DiffReport) -> str:
     for e in r.explanations:
         lines.append(f"  explained  {e.sentence()}")
     if r.unexplained:
-        lines.append(f"  unexplained  {len(r.unexplained)} shape change(s): {', '.join(r.unexplained[:5])}"
-                     + (" ..." if len(r.unexplained) > 5 else ""))  # fmt: skip
+        lines.append(
+            f"  unexplained  {len(r.unexplained)} shape change(s): {', '.join(r.unexplained[:5])}"
+            + (" ..." if len(r.unexplained) > 5 else "")
+        )
     if r.explanations or r.unexplained:
         lines.append("")
     for net in r.networks:
@@ -47,14 +49,23 @@ def _network(net: NetworkDiff) -> list[str]:
     for change, n in net.dtype_changes.items():
         lines.append(f"  dtype    {change} on {n} tensors")
     if net.shape_changes:
-        rows = [[c.name, _shape(c.shape_a), _shape(c.shape_b), c.explanation or "unexplained"]
-                for c in net.shape_changes]  # fmt: skip
+        rows = [
+            [c.name, _shape(c.shape_a), _shape(c.shape_b), c.explanation or "unexplained"]
+            for c in net.shape_changes
+        ]
         lines.append(tabulate(rows, headers=["shape change", "A", "B", "why"]))
     if net.values:
         moved = [v for v in net.values if v.max_abs != 0 or v.nonfinite_a or v.nonfinite_b]
-        rows = [[v.name, f"{v.max_abs:.3g}", f"{v.rel_l2:.3g}", f"{v.cosine:.6f}",
-                 f"{v.nonfinite_a}->{v.nonfinite_b}" if v.nonfinite_a or v.nonfinite_b else ""]
-                for v in moved]  # fmt: skip
+        rows = [
+            [
+                v.name,
+                f"{v.max_abs:.3g}",
+                f"{v.rel_l2:.3g}",
+                f"{v.cosine:.6f}",
+                f"{v.nonfinite_a}->{v.nonfinite_b}" if v.nonfinite_a or v.nonfinite_b else "",
+            ]
+            for v in moved
+        ]
         lines.append(f"  values   {len(moved)} of {len(net.values)} compared tensors differ")
         if rows:
             lines.append(tabulate(rows, headers=["tensor", "max |a-b|", "rel L2", "cosine", "nan/inf"]))

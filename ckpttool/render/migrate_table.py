@@ -36,9 +36,19 @@ def render_migrate(r: MigrateReport, limit: int = 60) -> str:
             lines.append(f"  change   {key}: {a} -> {b}")
         counts = ", ".join(f"{net.count(a)} {a}" for a in ("copy", "partial", "init", "drop") if net.count(a))
         lines.append(f"  plan     {counts}; {net.kept:.1%} of the source values kept")
-        rows = [[p.name, p.action, _shape(p.src_shape), _shape(p.dst_shape), f"{p.kept:.0%}", _region(p),
-                 p.init if p.action in ("partial", "init") else ""]
-                for p in net.tensors if p.action != "copy"]  # fmt: skip
+        rows = [
+            [
+                p.name,
+                p.action,
+                _shape(p.src_shape),
+                _shape(p.dst_shape),
+                f"{p.kept:.0%}",
+                _region(p),
+                p.init if p.action in ("partial", "init") else "",
+            ]
+            for p in net.tensors
+            if p.action != "copy"
+        ]
         if rows:
             shown = rows[:limit]
             lines.append(

@@ -18,8 +18,11 @@ def render_latest_paths(r: LatestResult) -> str:
 
 def latest_notes(r: LatestResult) -> list[str]:
     notes = [f"skipped {c.path}: {c.reason}" for c in r.candidates if not c.ok]
-    notes += [f"skipped {', '.join(map(str, u.paths))}: {u.reason}" for u in r.units
-              if not u.ok and all(c.ok for c in u.files)]  # fmt: skip
+    notes += [
+        f"skipped {', '.join(map(str, u.paths))}: {u.reason}"
+        for u in r.units
+        if not u.ok and all(c.ok for c in u.files)
+    ]
     return notes + [f"warning: {w}" for w in r.warnings]
 
 
@@ -27,10 +30,15 @@ def render_latest_table(r: LatestResult) -> str:
     chosen = set(r.chosen.paths) if r.chosen else set()
     ordered = sorted(r.candidates, key=lambda c: c.key, reverse=True)
     rows = [
-        [("*" if c.path in chosen else "") + str(c.path), c.role or "", c.profile or "", c.describe(),
-         "ok" if c.ok else f"skipped: {c.reason}"]
+        [
+            ("*" if c.path in chosen else "") + str(c.path),
+            c.role or "",
+            c.profile or "",
+            c.describe(),
+            "ok" if c.ok else f"skipped: {c.reason}",
+        ]
         for c in ordered
-    ]  # fmt: skip
+    ]
     lines = [tabulate(rows, headers=["file (* = chosen)", "role", "profile", "counters", "status"]), ""]
     lines += [f"  {n}" for n in latest_notes(r)]
     lines.append(f"latest: {', '.join(map(str, r.chosen.paths))}" if r.chosen else "latest: none")

@@ -116,9 +116,13 @@ def build_live(
 
 
 def _build_live(
-    ckpt: Checkpoint, layout: Layout, device: torch.device, trainer_rule: bool, gamma: float,
+    ckpt: Checkpoint,
+    layout: Layout,
+    device: torch.device,
+    trainer_rule: bool,
+    gamma: float,
     optimizer_override: str | None,
-) -> Live:  # fmt: skip
+) -> Live:
     live = Live({}, [], [], counter_value(ckpt, layout, "step"), counter_value(ckpt, layout, "epoch"))
     with StorageReader() as reader:
         for label, path in layout.networks.items():

@@ -229,8 +229,9 @@ def shadow_run(
 
     trainer_cmp = None
     if rule is not None:
-        as_trainer = build_live(again, again_layout, device, trainer_rule=True, gamma=gamma,
-                                optimizer_override=optimizer_override)  # fmt: skip
+        as_trainer = build_live(
+            again, again_layout, device, trainer_rule=True, gamma=gamma, optimizer_override=optimizer_override
+        )
         final_epoch = (first_epoch or 0) + steps - 1
         remaining = (
             final_epoch - (as_trainer.next_epoch or 0) + 1 if first_epoch is not None else steps - half
@@ -245,5 +246,6 @@ def shadow_run(
             trainer_cmp.identical = False
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return ShadowResult(steps, str(device), time.perf_counter() - start, n_params, exact_cmp, trainer_cmp,
-                        rule, notes)  # fmt: skip
+    return ShadowResult(
+        steps, str(device), time.perf_counter() - start, n_params, exact_cmp, trainer_cmp, rule, notes
+    )

@@ -35,8 +35,14 @@ def piece_checks(src: Source) -> list[Check]:
         for label, path in src.layout.networks.items():
             if label not in driven:
                 missing.append(src.interp.pieces[0])
-                out.append(Check("pieces", "fail", f"{src.name}: no optimizer state for {label} ({path}): its "
-                                 "Adam moments restart from zero; expect a loss spike"))  # fmt: skip
+                out.append(
+                    Check(
+                        "pieces",
+                        "fail",
+                        f"{src.name}: no optimizer state for {label} ({path}): its "
+                        "Adam moments restart from zero; expect a loss spike",
+                    )
+                )
     if not missing:
         needed = [p.name for p in src.interp.pieces if p.required]
         out.append(
@@ -58,8 +64,13 @@ def optimizer_checks(src: Source) -> list[Check]:
             out.append(Check("g-d-stage", "fail", f"{src.name}: {f.message}"))
     aligned = [o for o in src.interp.optimizers if o.aligned]
     if aligned and not any(c.status == "fail" for c in out):
-        out.append(Check("optimizer", "pass", "; ".join(
-            f"{o.path}: {o.n_state} state entries fit their parameters" for o in aligned)))  # fmt: skip
+        out.append(
+            Check(
+                "optimizer",
+                "pass",
+                "; ".join(f"{o.path}: {o.n_state} state entries fit their parameters" for o in aligned),
+            )
+        )
     return out
 
 
@@ -76,8 +87,11 @@ def stage_check(sources: list[Source]) -> list[Check]:
     keys = {(e, st, a) for _, e, st, a in stages}
 
     def describe(e: Any, st: Any, a: Any) -> str:
-        parts = [f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
-                 for k, v in (("epoch", e), ("step", st), ("Adam step", a)) if v is not None]  # fmt: skip
+        parts = [
+            f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in (("epoch", e), ("step", st), ("Adam step", a))
+            if v is not None
+        ]
         return ", ".join(parts) or "no counters"
 
     text = "; ".join(f"{s.name}: {describe(e, st, a)}" for s, e, st, a in stages)
@@ -101,9 +115,15 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
             continue
         kind = infer_class(state)
         if expected_class and kind != expected_class:
-            out.append(Check("scheduler", "fail", f"{path}: the trainer builds {expected_class}, but the saved state "
-                             f"is a {kind or 'scheduler of unknown class'} (keys {sorted(state)}); torch would load "
-                             "it without complaint"))  # fmt: skip
+            out.append(
+                Check(
+                    "scheduler",
+                    "fail",
+                    f"{path}: the trainer builds {expected_class}, but the saved state "
+                    f"is a {kind or 'scheduler of unknown class'} (keys {sorted(state)}); torch would load "
+                    "it without complaint",
+                )
+            )
             continue
         target = driven_optimizer(path, opt_paths, src.layout)
         if kind is None or target is None:
@@ -121,16 +141,35 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
             if implied is None or not isinstance(lr, int | float):
                 continue
             if abs(implied - lr) > 1e-9 + 1e-6 * abs(lr):
-                bad.append(f"group {i}: the {kind} state (last_epoch {state.get('last_epoch')}) implies lr "
-                           f"{implied:.6g}, the optimizer holds {lr:.6g}")  # fmt: skip
-        checked = [i for i, g in enumerate(groups) if i < len(base_lrs) and isinstance(base_lrs[i], int | float)
-                   and closed_form_lr(kind, state, float(base_lrs[i])) is not None]  # fmt: skip
+                bad.append(
+                    f"group {i}: the {kind} state (last_epoch {state.get('last_epoch')}) implies lr "
+                    f"{implied:.6g}, the optimizer holds {lr:.6g}"
+                )
+        checked = [
+            i
+            for i, g in enumerate(groups)
+            if i < len(base_lrs)
+            and isinstance(base_lrs[i], int | float)
+            and closed_form_lr(kind, state, float(base_lrs[i])) is not None
+        ]
         if bad:
-            out.append(Check("scheduler", "fail", f"{path} does not belong to {target}: " + "; ".join(bad)
-                             + ". A scheduler state of another class or run loads silently and changes the LR"))  # fmt: skip
+            out.append(
+                Check(
+                    "scheduler",
+                    "fail",
+                    f"{path} does not belong to {target}: "
+                    + "; ".join(bad)
+                    + ". A scheduler state of another class or run loads silently and changes the LR",
+                )
+            )
         elif not checked:
-            out.append(Check("scheduler", "warn", f"{path}: a {kind} has no closed form here; its LR against "
-                             f"{target}'s is not checked"))  # fmt: skip
+            out.append(
+                Check(
+                    "scheduler",
+                    "warn",
+                    f"{path}: a {kind} has no closed form here; its LR against {target}'s is not checked",
+                )
+            )
         else:
             out.append(Check("scheduler", "pass", f"{path}: {kind} state consistent with {target}'s LR"))
     return out
@@ -156,8 +195,14 @@ def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -
         resumed = rule.resumed_lr(float(lr), float(lr0), gamma, epoch)
         wanted = rule.uninterrupted_lr(float(lr0), gamma, epoch)
         rel = (resumed - wanted) / wanted if wanted else 0.0
-        data = {"epoch": rule.resumed_epoch(epoch), "resumed_lr": resumed, "uninterrupted_lr": wanted,
-                "relative_error": rel, "gamma": gamma, "gamma_from": gamma_source}  # fmt: skip
+        data = {
+            "epoch": rule.resumed_epoch(epoch),
+            "resumed_lr": resumed,
+            "uninterrupted_lr": wanted,
+            "relative_error": rel,
+            "gamma": gamma,
+            "gamma_from": gamma_source,
+        }
         import torch
 
         data["torch"] = torch.__version__
@@ -181,7 +226,13 @@ def scaler_check(src: Source, fp16: bool | None) -> list[Check]:
     if src.layout.scaler is not None:
         return [Check("scaler", "pass", f"{src.name}: AMP GradScaler state saved")]
     if fp16:
-        return [Check("scaler", "warn", f"{src.name}: training used fp16 but the GradScaler state is not saved: it "
-                      "restarts at scale 65536 and skips the first steps whose gradients overflow while it "
-                      "re-calibrates (a few steps, no lasting effect)")]  # fmt: skip
+        return [
+            Check(
+                "scaler",
+                "warn",
+                f"{src.name}: training used fp16 but the GradScaler state is not saved: it "
+                "restarts at scale 65536 and skips the first steps whose gradients overflow while it "
+                "re-calibrates (a few steps, no lasting effect)",
+            )
+        ]
     return []

@@ -129,8 +129,10 @@ def _eval(node: ast.expr, env: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Subscript):
         container = _eval(node.value, env)
         if isinstance(node.slice, ast.Slice):
-            lo, hi, st = (None if s is None else _eval(s, env) for s in (node.slice.lower, node.slice.upper,
-                                                                         node.slice.step))  # fmt: skip
+            lo, hi, st = (
+                None if s is None else _eval(s, env)
+                for s in (node.slice.lower, node.slice.upper, node.slice.step)
+            )
             return container[lo:hi:st]
         try:
             return container[_eval(node.slice, env)]
@@ -177,8 +179,10 @@ def _fold(node: ast.expr, lengths: Mapping[str, int] | None = None) -> ast.expr:
             ):
                 if isinstance(n, ast.Call) and not all(_is_literal(a) for a in n.args):
                     return n
-                if all(_is_literal(x) or (isinstance(x, ast.Load | ast.Name) and isinstance(n, ast.Call))
-                       for x in _operands(n)):  # fmt: skip
+                if all(
+                    _is_literal(x) or (isinstance(x, ast.Load | ast.Name) and isinstance(n, ast.Call))
+                    for x in _operands(n)
+                ):
                     try:
                         value = _eval(n, {})
                     except Exception:
@@ -198,8 +202,11 @@ def simplify(node: ast.expr, lengths: Mapping[str, int]) -> ast.expr:
 
 
 def _operands(n: ast.AST) -> list[ast.AST]:
-    return [c for c in ast.iter_child_nodes(n) if not isinstance(c, ast.operator | ast.cmpop | ast.unaryop
-                                                                  | ast.boolop | ast.expr_context)]  # fmt: skip
+    return [
+        c
+        for c in ast.iter_child_nodes(n)
+        if not isinstance(c, ast.operator | ast.cmpop | ast.unaryop | ast.boolop | ast.expr_context)
+    ]
 
 
 def _is_literal(n: ast.AST) -> bool:

@@ -169,9 +169,10 @@ def _fit(spec: Spec, shapes: Shapes, probe: _Probe) -> Fingerprint:
     constants = {
         k: (values[k], real[k])
         for k, var in spec.variables.items()
-        if var.config is None and (k in solved or any(a.startswith(k + "[") for a in solved))
+        if var.config is None
+        and (k in solved or any(a.startswith(k + "[") for a in solved))
         and values[k] != real[k]
-    }  # fmt: skip
+    }
     active = [(str(r[0]), str(r[2])) for r in spec.detect.get("partial") or [] if _eval_rule(r[1], probe)]
     partial = [label for label, _ in active]
     absent_ok = tuple(prefix for _, prefix in active)

@@ -138,9 +138,13 @@ class _Expander:
         return ex.substitute_text(str(text), subst)
 
     def items(
-        self, items: list[dict[str, Any]], prefix: str, subst: Mapping[str, str], attrs: dict[str, Any],
+        self,
+        items: list[dict[str, Any]],
+        prefix: str,
+        subst: Mapping[str, str],
+        attrs: dict[str, Any],
         depth: int,
-    ) -> Iterator[TensorSpec]:  # fmt: skip
+    ) -> Iterator[TensorSpec]:
         if depth > 40:
             raise ConfigError(f"spec {self.spec.family}: blocks nest too deeply (a block uses itself?)")
         for item in items:

@@ -50,13 +50,22 @@ def dcp_metadata(folder: Path) -> dict[str, Any]:
     for index, info in (md.get("storage_data") or {}).items():
         ia, sa = _attrs(index), _attrs(info)
         storage.setdefault(str(ia.get("fqn")), []).append(
-            {"offset": _size(ia.get("offset")) if ia.get("offset") is not None else None,
-             "file": sa.get("relative_path"), "start": sa.get("offset"), "length": sa.get("length"),
-             "transforms": sa.get("transform_descriptors")}
-        )  # fmt: skip
+            {
+                "offset": _size(ia.get("offset")) if ia.get("offset") is not None else None,
+                "file": sa.get("relative_path"),
+                "start": sa.get("offset"),
+                "length": sa.get("length"),
+                "transforms": sa.get("transform_descriptors"),
+            }
+        )
     planner = md.get("planner_data") if isinstance(md.get("planner_data"), dict) else {}
-    out: dict[str, Any] = {"tensors": {}, "bytes": [], "storage": storage, "mappings": planner,
-                           "globals": result.foreign_globals}  # fmt: skip
+    out: dict[str, Any] = {
+        "tensors": {},
+        "bytes": [],
+        "storage": storage,
+        "mappings": planner,
+        "globals": result.foreign_globals,
+    }
     for fqn, entry in entries.items():
         ea = _attrs(entry)
         if "chunks" in ea:

@@ -110,15 +110,20 @@ def _load(folder: str, state: dict[str, Any]) -> None:
             "ignore", UserWarning
         )  # "torch.distributed is disabled ...": one process, as meant
         try:
-            dcp.load(state, storage_reader=_SafeReader(folder), planner=_SafePlanner(flatten_state_dict=False),
-                     no_dist=True)  # fmt: skip
+            dcp.load(
+                state,
+                storage_reader=_SafeReader(folder),
+                planner=_SafePlanner(flatten_state_dict=False),
+                no_dist=True,
+            )
         except BaseException as exc:  # DCP's CheckpointException derives from BaseException
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             lines = str(exc).strip().splitlines()
             first = (lines[-1] if lines else type(exc).__name__)[:200]
-            raise CorruptCheckpoint(f"{folder}: torch.distributed.checkpoint cannot read it ({first})",
-                                    path=folder) from None  # fmt: skip
+            raise CorruptCheckpoint(
+                f"{folder}: torch.distributed.checkpoint cannot read it ({first})", path=folder
+            ) from None
 
 
 def load_value(folder: str, fqn: str) -> Any:
