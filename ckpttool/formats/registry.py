@@ -5,8 +5,6 @@ Adding a format is a module defining a :class:`~ckpttool.formats.base.Format` su
 
 from __future__ import annotations
 
-from functools import cache
-
 from ckpttool.formats.accelerate import Accelerate
 from ckpttool.formats.base import Format
 from ckpttool.formats.dcp import Dcp
@@ -28,7 +26,6 @@ FORMATS: tuple[Format, ...] = (
 )
 
 
-@cache
 def get_format(name: str) -> Format:
     for f in FORMATS:
         if f.name == name:
@@ -36,18 +33,13 @@ def get_format(name: str) -> Format:
     raise KeyError(name)
 
 
-@cache
-def _by_storage() -> dict[type[StorageRef], Format]:
-    out: dict[type[StorageRef], Format] = {}
-    for f in FORMATS:
-        if f.storage is not None:
-            out.setdefault(f.storage, f)
-    return out
-
-
 def for_storage(ref: StorageRef) -> Format:
-    """The format that serves this kind of storage reference."""
-    return _by_storage()[type(ref)]
+    """The format that serves this kind of storage reference (the first one registered for it)."""
+    kind = type(ref)
+    for f in FORMATS:
+        if f.storage is kind:
+            return f
+    raise KeyError(kind.__name__)
 
 
 def writers() -> dict[str, Format]:
