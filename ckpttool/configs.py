@@ -134,6 +134,8 @@ def parse_assignment(item: str) -> tuple[str, Any]:
 
 
 def with_overrides(config: dict[str, Any], overrides: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A deep copy of ``config`` with each (dotted key, value) set; missing or non-dict intermediate keys
+    become dicts."""
     out = copy.deepcopy(config)
     for key, value in overrides:
         node = out

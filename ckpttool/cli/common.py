@@ -15,6 +15,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def json_option(f: F) -> F:
+    """The ``--json`` flag (passed as ``as_json``). Eager, so an error met while the other options are parsed
+    is already printed as a ``ckpttool.error/1`` document."""
+
     def set_mode(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         json_mode.set(bool(value))
         return value
@@ -30,4 +33,5 @@ def json_option(f: F) -> F:
 
 
 def emit(text: str) -> None:
+    """Write ``text`` to stdout as is (a rendered table or JSON document ends with its own newline)."""
     click.echo(text, nl=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ckpttool.formats.base import Format, Probe, Sniffed
 from ckpttool.formats.folders import read_member, rebase, total_size
-from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.model import Checkpoint, Safety, TensorInfo
 from ckpttool.vocab import Format as FormatName
 
 ACCEL_MODEL = re.compile(r"^(?:model|pytorch_model)(?:_(\d+))?\.(?:safetensors|bin)$")
@@ -24,6 +24,7 @@ def _read_accelerate(folder: Path) -> Checkpoint:
     tensors: list[TensorInfo] = []
     foreign: list[str] = []
     notes: list[str] = []
+    safety = Safety()
     files = sorted(f.name for f in folder.iterdir() if f.is_file())
     for name in files:
         m = ACCEL_MODEL.match(name)
@@ -41,6 +42,7 @@ def _read_accelerate(folder: Path) -> Checkpoint:
             continue
         member = read_member(folder / name)
         foreign += [g for g in member.foreign_globals if g not in foreign]
+        safety.merge(member.safety, prefix=f"{name}: ")
         member_root, member_tensors = rebase(member.root, key, member.tensors)
         tensors += member_tensors
         if key.startswith("rng."):
@@ -64,6 +66,7 @@ def _read_accelerate(folder: Path) -> Checkpoint:
         foreign_globals=foreign,
         notes=notes,
     )
+    ckpt.safety = safety
     ckpt.meta["members"] = files
     ckpt.meta["models"] = models
     return ckpt

@@ -10,7 +10,7 @@ from typing import Any
 from ckpttool.errors import CorruptCheckpoint
 from ckpttool.formats.base import Format, Probe, Sniffed
 from ckpttool.formats.folders import read_member, total_size
-from ckpttool.model import Checkpoint, TensorInfo
+from ckpttool.model import Checkpoint, Safety, TensorInfo
 from ckpttool.vocab import Format as FormatName
 
 
@@ -24,11 +24,13 @@ def _read_hf_sharded(folder: Path) -> Checkpoint:
         raise CorruptCheckpoint(f"{index}: not a valid shard index ({exc})", path=str(index)) from None
     root: dict[str, Any] = {}
     tensors: list[TensorInfo] = []
+    safety = Safety()
     for shard in sorted(set(weight_map.values())):
         shard_path = folder / shard
         if Path(shard).name != shard:
             raise CorruptCheckpoint(f"{index}: shard {shard!r} is outside the folder", path=str(index))
         member = read_member(shard_path)
+        safety.merge(member.safety, prefix=f"{shard}: ")
         tmap = member.tensor_map() if isinstance(member.root, dict) else {}
         for name, t in tmap.items():
             if weight_map.get(name) == shard:
@@ -42,6 +44,7 @@ def _read_hf_sharded(folder: Path) -> Checkpoint:
             path=str(folder),
         )
     ckpt = Checkpoint(str(folder), FormatName.HF_SHARDED, root, tensors, total_size(folder))
+    ckpt.safety = safety
     ckpt.meta.update(
         index=index.name, shards=len(set(weight_map.values())), index_metadata=doc.get("metadata")
     )

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ckpttool.errors import CorruptCheckpoint, TruncatedCheckpoint
-from ckpttool.formats.base import Format, Handles, Probe, Sniffed, read_range
-from ckpttool.formats.pickled import build_checkpoint, read_pickle
-from ckpttool.formats.unpickler import StorageType
-from ckpttool.model import DTYPE_SIZES, Checkpoint, RangeStorage, StorageRef
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, open_regular, read_range
+from ckpttool.formats.builders import StorageType
+from ckpttool.formats.pickle_vm import MachineResult
+from ckpttool.formats.pickled import MAX_PICKLE_BYTES, build_checkpoint, read_pickle
+from ckpttool.model import DTYPE_SIZES, Checkpoint, RangeStorage, Safety, StorageRef
 from ckpttool.vocab import Format as FormatName
 
 # The legacy format starts with a protocol-2 pickle of this magic number (torch/serialization.py MAGIC_NUMBER).
@@ -36,7 +37,33 @@ def _no_storages(pid: Any) -> Any:
     raise CorruptCheckpoint("storage reference outside the object pickle")
 
 
+class PickleWindow:
+    """The first bytes of a file, grown on demand, for pickles read back to back (legacy files keep their
+    storages after the pickles, so the whole file is never read)."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path, self.size = path, size
+        self.data = b""
+        self._grow(min(size, 16 << 20))
+
+    def _grow(self, n: int) -> None:
+        with open_regular(self.path) as f:
+            self.data = f.read(min(n, self.size, MAX_PICKLE_BYTES))
+
+    def run(self, start: int, persistent_load: Any, what: str) -> MachineResult:
+        while True:
+            try:
+                return read_pickle(self.data, self.path, persistent_load, start=start, what=what)
+            except TruncatedCheckpoint:
+                if len(self.data) >= min(self.size, MAX_PICKLE_BYTES):
+                    raise
+                self._grow(len(self.data) * 4)
+
+
 def read_legacy(path: str, sniffed: Sniffed) -> Checkpoint:
+    """The five pickles of a legacy file (magic number, protocol version, sys info, the object, the sorted
+    storage keys) and each storage's element count. torch.load reads the first with the caller's pickle module
+    before it checks the magic (torch/serialization.py _legacy_load), so every pickle counts for safety."""
     pending: dict[str, _Pending] = {}
 
     def persistent_load(pid: Any) -> _Pending:
@@ -44,21 +71,30 @@ def read_legacy(path: str, sniffed: Sniffed) -> Checkpoint:
             raise CorruptCheckpoint(f"{path}: unexpected persistent id", path=path)
         _, stype, key, location, numel = pid[:5]
         dtype = stype.dtype if isinstance(stype, StorageType) else "uint8"
-        return pending.setdefault(str(key), _Pending(str(key), dtype, int(numel), str(location)))
+        if type(numel) is not int or numel < 0:
+            raise CorruptCheckpoint(f"{path}: a storage with a bad element count", path=path)
+        return pending.setdefault(str(key), _Pending(str(key), dtype, numel, str(location)))
 
-    with open(path, "rb") as f:
-        if read_pickle(f, path, _no_storages).root != LEGACY_MAGIC:
+    window = PickleWindow(path, sniffed.size)
+    safety = Safety()
+    parts = []
+    pos = 0
+    for what in ("the magic-number pickle", "the protocol pickle", "the sys-info pickle", "the object pickle",
+                 "the storage-key pickle"):  # fmt: skip
+        loader = persistent_load if what == "the object pickle" else _no_storages
+        part = window.run(pos, loader, what)
+        safety.merge(part.safety)
+        parts.append(part)
+        pos = part.end
+        if what == "the magic-number pickle" and part.root != LEGACY_MAGIC:
             raise CorruptCheckpoint(f"{path}: not a legacy torch file (bad magic number)", path=path)
-        protocol = read_pickle(f, path, _no_storages).root
-        sys_info = read_pickle(f, path, _no_storages).root
-        little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
-        byteorder = "little" if little else "big"
-        result = read_pickle(f, path, persistent_load)
-        pickle_end = f.tell()
-        keys = read_pickle(f, path, _no_storages).root
-        if not isinstance(keys, list):
-            raise CorruptCheckpoint(f"{path}: damaged storage key list", path=path)
-        located = _locate(f, f.tell(), [str(k) for k in keys], pending, sniffed.size, path, byteorder)
+    protocol, sys_info, result, keys = parts[1].root, parts[2].root, parts[3], parts[4].root
+    little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
+    byteorder = "little" if little else "big"
+    if not isinstance(keys, list):
+        raise CorruptCheckpoint(f"{path}: damaged storage key list", path=path)
+    with open_regular(path) as f:
+        located = _locate(f, pos, [str(k) for k in keys], pending, sniffed.size, path, byteorder)
 
     def storage_of(obj: Any) -> StorageRef:
         if not isinstance(obj, _Pending) or obj.key not in located:
@@ -66,9 +102,10 @@ def read_legacy(path: str, sniffed: Sniffed) -> Checkpoint:
         return located[obj.key]
 
     ckpt = build_checkpoint(result, path, storage_of)
+    ckpt.safety = safety
     ckpt.format = FormatName.LEGACY
     ckpt.size = sniffed.size
-    ckpt.meta.update({"legacy_protocol": protocol, "byteorder": byteorder, "pickle_bytes": pickle_end})
+    ckpt.meta.update({"legacy_protocol": protocol, "byteorder": byteorder, "pickle_bytes": parts[3].end})
     ckpt.notes.append("legacy (pre-1.6) torch format: torch.load cannot mmap it; re-save to get a zip file")
     return ckpt
 

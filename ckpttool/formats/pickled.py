@@ -1,73 +1,83 @@
-"""Shared step of every pickle-based reader: unpickle safely, refuse unsafe files, build the tree.
+"""Shared step of every pickle-based reader: run the pickle machine, judge its globals, build the tree.
 
-The unpickler leaves a :class:`~ckpttool.formats.unpickler.TensorRef` wherever the pickle rebuilt a tensor;
-:func:`finalize` turns each into a :class:`~ckpttool.model.TensorInfo` named by its key path (the first path
-that reaches a shared tensor names it, as ``state_dict()`` does for tied weights) and checks that it fits
-inside its storage.
+The machine (:mod:`ckpttool.formats.pickle_vm`) leaves a :class:`~ckpttool.formats.builders.TensorRef`
+wherever the pickle rebuilt a tensor; :func:`finalize` turns each into a :class:`~ckpttool.model.TensorInfo`
+named by its key path (the first path that reaches a shared tensor names it, as ``state_dict()`` does for tied
+weights) and checks that it fits inside its storage. A pickle that names a code-running global is refused here
+(:class:`~ckpttool.errors.UnsafeCheckpoint`, exit 3), whether or not it is also damaged.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint, UnsafeCheckpoint
-from ckpttool.formats.unpickler import PickleResult, TensorRef, unpickle
-from ckpttool.model import DTYPE_SIZES, Checkpoint, StorageRef, TensorInfo, TreeError, dotted, map_tree
-
-# Errors a damaged pickle can raise inside the restricted unpickler or the tree walk.
-DAMAGE = (
-    pickle.UnpicklingError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    UnicodeDecodeError,
-    OverflowError,
-    MemoryError,
-    RecursionError,
+from ckpttool.formats.builders import BadTensor, TensorRef
+from ckpttool.formats.pickle_vm import MachineResult, PickleError, run_pickle
+from ckpttool.model import (
+    DTYPE_SIZES,
+    SKIP,
+    UNSAFE,
+    Checkpoint,
+    Safety,
+    StorageRef,
+    TensorInfo,
     TreeError,
+    dotted,
+    map_tree,
 )
 
+MAX_TREE_DEPTH = 200  # real checkpoints nest a dozen levels; deeper trees would break recursive consumers
+MAX_PICKLE_BYTES = 1 << 30
 
-def refuse_unsafe(path: str, dangerous: list[str]) -> UnsafeCheckpoint:
+
+def refuse_unsafe(path: str, safety: Safety) -> UnsafeCheckpoint:
+    names = [u.name for u in safety.unsafe] or [n for n in safety.notes]
+    detail = "; ".join(f"{u.name} ({u.why})" for u in safety.unsafe[:6]) or "; ".join(safety.notes[:3])
     return UnsafeCheckpoint(
-        f"{path}: refused, the pickle would call {', '.join(dangerous)} when loaded with torch.load; "
-        "do not load this file, get the checkpoint from a trusted source",
-        globals_=dangerous,
+        f"{path}: refused, torch.load with weights_only off would run code from it: {detail}; do not load this "
+        "file, get the checkpoint from a trusted source",
+        globals_=names,
         path=path,
     )
 
 
-def read_pickle(data: bytes | BinaryIO, path: str, persistent_load: Callable[[Any], Any]) -> PickleResult:
-    """Unpickle one pickle, refusing unsafe ones and mapping damage to a CorruptCheckpoint."""
+def read_pickle(
+    data: bytes, path: str, persistent_load: Callable[[Any], Any], *, start: int = 0, what: str = "the pickle"
+) -> MachineResult:
+    """Run one pickle from ``data[start:]``; refuse it when unsafe, map damage to Corrupt/Truncated errors."""
     try:
-        result = unpickle(data, persistent_load)
+        result = run_pickle(data, start, persistent_load)
     except CkptError:
         raise
-    except DAMAGE as exc:
-        if isinstance(exc, EOFError) or "truncated" in str(exc) or "ran out of input" in str(exc).lower():
+    except BadTensor as exc:
+        raise CorruptCheckpoint(f"{path}: {what} is damaged ({exc}); use another copy", path=path) from None
+    except PickleError as exc:
+        safety: Safety = getattr(exc, "safety", Safety())
+        if safety.verdict == UNSAFE:
+            raise refuse_unsafe(path, safety) from None
+        if exc.truncated:
             raise TruncatedCheckpoint(
-                f"{path}: the pickle ends early, so the save was cut short (crash or full "
-                "disk); use the previous checkpoint",
+                f"{path}: {what} ends early, so the save was cut short (crash or full disk); use the previous "
+                "checkpoint",
                 path=path,
-            ) from exc
+            ) from None
+        if exc.limit:
+            raise CorruptCheckpoint(
+                f"{path}: refused, {what} goes past ckpttool's limits: {exc}", path=path
+            ) from None
         raise CorruptCheckpoint(
-            f"{path}: the pickle inside is damaged ({type(exc).__name__}); "
-            "use another copy of the checkpoint",
-            path=path,
-        ) from exc
-    if result.dangerous_globals:
-        raise refuse_unsafe(path, result.dangerous_globals)
+            f"{path}: {what} is damaged ({exc}); use another copy of the checkpoint", path=path
+        ) from None
+    if result.safety.verdict == UNSAFE:
+        raise refuse_unsafe(path, result.safety)
     return result
 
 
 def load_pickle(
-    data: bytes | BinaryIO,
+    data: bytes,
     path: str,
     persistent_load: Callable[[Any], Any],
     storage_of: Callable[[Any], StorageRef] | None = None,
@@ -76,15 +86,18 @@ def load_pickle(
 
 
 def build_checkpoint(
-    result: PickleResult, path: str, storage_of: Callable[[Any], StorageRef] | None = None
+    result: MachineResult, path: str, storage_of: Callable[[Any], StorageRef] | None = None
 ) -> Checkpoint:
+    """The Checkpoint of one unpickled tree: tensors named and checked, the safety verdict attached."""
     try:
         root, tensors = finalize(result.root, storage_of or _storage_checker(path))
-    except DAMAGE as exc:
-        raise CorruptCheckpoint(f"{path}: inconsistent tensor metadata ({exc})", path=path) from exc
-    return Checkpoint(
-        path=path, format="", root=root, tensors=tensors, size=0, foreign_globals=result.foreign_globals
+    except (TreeError, BadTensor, ValueError, TypeError, OverflowError) as exc:
+        raise CorruptCheckpoint(f"{path}: inconsistent tensor metadata ({exc})", path=path) from None
+    ckpt = Checkpoint(
+        path=path, format="", root=root, tensors=tensors, size=0, foreign_globals=result.foreign
     )
+    ckpt.safety = result.safety
+    return ckpt
 
 
 def _storage_checker(path: str) -> Callable[[Any], StorageRef]:
@@ -107,16 +120,25 @@ def finalize(root: Any, storage_of: Callable[[Any], StorageRef]) -> tuple[Any, l
             return info
         return obj
 
-    return map_tree(root, leaf), tensors
+    def enter(obj: Any, path: tuple[Any, ...]) -> Any:
+        if len(path) > MAX_TREE_DEPTH:
+            raise TreeError(f"the data nests more than {MAX_TREE_DEPTH} levels deep")
+        return SKIP
+
+    return map_tree(root, leaf, enter=enter), tensors
 
 
 def _tensor(ref: TensorRef, path: str, storage_of: Callable[[Any], StorageRef]) -> TensorInfo:
+    """Check a tensor's view against its storage: sizes >= 0, strides > 0 (a stride-0 or overlapping view
+    expands on write), the last element inside the storage."""
     storage = storage_of(ref.storage)
     dtype = ref.dtype or storage.dtype
-    if any(d < 0 for d in ref.shape) or ref.storage_offset < 0:
+    if any(d < 0 for d in ref.shape) or ref.storage_offset < 0 or storage.numel < 0:
         raise TreeError(f"tensor {path} has a negative size or offset")
     if len(ref.stride) != len(ref.shape):
         raise TreeError(f"tensor {path}: stride and shape lengths differ")
+    if any(s < 0 for s in ref.stride):
+        raise TreeError(f"tensor {path} has a negative stride")
     numel = math.prod(ref.shape)
     if numel:
         extent = ref.storage_offset + sum((d - 1) * s for d, s in zip(ref.shape, ref.stride, strict=True)) + 1

@@ -17,8 +17,8 @@ from typing import Any, BinaryIO, ClassVar
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint, UnsupportedFormat
 from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions
+from ckpttool.formats.builders import StorageType
 from ckpttool.formats.pickled import load_pickle
-from ckpttool.formats.unpickler import StorageType
 from ckpttool.keys import GPT_SOVITS_TAGS
 from ckpttool.model import Checkpoint, StorageRef, Stub, ZipStorage
 from ckpttool.vocab import Format as FormatName

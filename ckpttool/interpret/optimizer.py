@@ -16,6 +16,8 @@ from typing import Any
 from ckpttool.model import TensorInfo
 
 Shape = tuple[int, ...]
+# An alignment strategy: (its method, as reported; candidate names -> the name per state index, or None).
+_Strategy = tuple[str, Callable[[list[str]], list[str] | None]]
 # State-dict entries that are buffers, not parameters, in common modules (BatchNorm, VQ codebooks, HF).
 BUFFER_PATTERN = re.compile(
     r"(running_mean|running_var|num_batches_tracked|_codebook\.(inited|cluster_size|embed|embed_avg)"
@@ -27,6 +29,8 @@ MOMENT_KEYS = ("exp_avg", "momentum_buffer", "square_avg", "exp_avg_sq", "sum", 
 
 @dataclass
 class GroupInfo:
+    """One entry of an optimizer's ``param_groups``: its index, parameter count and main hyper-parameters."""
+
     index: int
     params: int
     lr: Any = None
@@ -36,17 +40,21 @@ class GroupInfo:
     weight_decay: Any = None
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``optimizers[].groups`` in ``ckpttool.inspect/1``."""
         return {k: v for k, v in self.__dict__.items()}
 
 
 @dataclass
 class Mismatch:
+    """A state entry whose moment shape differs from its parameter's (``index`` in the optimizer's numbering)."""
+
     index: int
     param: str
     state_shape: Shape
     param_shape: Shape
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``optimizers[].mismatches`` in ``ckpttool.inspect/1``."""
         return {
             "index": self.index,
             "param": self.param,
@@ -57,6 +65,10 @@ class Mismatch:
 
 @dataclass
 class OptimizerReport:
+    """One saved optimizer: its class (guessed), groups, state count and how its state entries map onto the
+    network's parameters (``mapping``: state index -> parameter name; ``aligned`` None when not checked).
+    Adam's ``step`` counters are kept as tensors (``step_tensors``, read later) or values."""
+
     path: str
     network: str
     kind: str
@@ -73,6 +85,7 @@ class OptimizerReport:
     step_range: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``optimizers`` in ``ckpttool.inspect/1``."""
         return {
             "path": self.path,
             "network": self.network,
@@ -89,6 +102,13 @@ class OptimizerReport:
 
 
 def guess_kind(opt: dict[str, Any]) -> str:
+    """The ``torch.optim`` class (or icefall's ScaledAdam) that wrote ``opt``, from its state keys and its
+    first group's keys; ``"unknown"`` when nothing fits.
+
+    Source: the keys each class in torch/optim/*.py writes (``exp_inf`` only Adamax, ``mu_product`` only
+    NAdam, ...) and icefall's optim.py (ScaledAdam's ``clipping_scale``). Adam with weight decay and AdamW
+    store the same keys unless torch recorded ``decoupled_weight_decay``.
+    """
     groups = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
     g0 = groups[0] if groups else {}
     keys: set[str] = set()
@@ -148,6 +168,10 @@ def analyse(
     params: dict[str, TensorInfo] | None,
     group_layout: tuple[tuple[str, ...], ...] | None = None,
 ) -> OptimizerReport:
+    """The report on optimizer ``opt`` (at ``path``, driving network ``network`` whose tensors are
+    ``params``). ``group_layout``: the trainer's parameter-group prefixes (groups 1..; group 0 takes the
+    rest), when known. ScaledAdam is not aligned (its state sits on the first parameter of each batch);
+    ``params`` None leaves the report unaligned with a ``problem``. Reads no tensor bytes."""
     groups_raw = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
     groups = [
         GroupInfo(
@@ -190,48 +214,15 @@ def _align(
     params: dict[str, TensorInfo],
     group_layout: tuple[tuple[str, ...], ...] | None,
 ) -> None:
+    """Fill ``report``'s mapping (state index -> parameter name), method, mismatches and problem.
+
+    The strategies are tried in order, each on all the tensors and on the parameters without buffers; the
+    first exact fit wins, else the fewest shape mismatches, unless an unambiguous ordered subset fits exactly.
+    """
     names_all = list(params)
     names_nobuf = [n for n in names_all if not BUFFER_PATTERN.search(n)]
-    strategies: list[tuple[str, Callable[[list[str]], list[str] | None]]] = []
-    if all("param_names" in g for g in groups):
-        strategies.append(
-            ("param_names recorded by torch", lambda _: [n for g in groups for n in g["param_names"]])
-        )
-    if group_layout is not None:
-        strategies.append(
-            ("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout))
-        )
-    strategies.append(("state_dict order", lambda ns: ns))
-    strategies.append(
-        (
-            "module-wise shape matching (the file does not keep registration order, e.g. safetensors)",
-            lambda ns: _by_module_shapes(ns, [shapes.get(i) for i in order], params),
-        )
-    )
-    if len(groups) > 1:
-        strategies.append(
-            ("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params))
-        )
-        strategies.append(("decay / no-decay split", lambda ns: _by_decay(ns, groups)))
-    best: tuple[int, str, list[str], list[Mismatch]] | None = None
-    for method, build in strategies:
-        for names in [names_all] if names_all == names_nobuf else [names_all, names_nobuf]:
-            assigned = build(names)
-            if assigned is None or len(assigned) != len(order):
-                continue
-            mismatches = [
-                Mismatch(i, n, s, params[n].shape)
-                for i, n in zip(order, assigned, strict=True)
-                if (s := shapes.get(i)) is not None and n in params and params[n].shape != s
-            ]
-            if any(n not in params for n in assigned):
-                continue
-            if best is None or len(mismatches) < best[0]:
-                best = (len(mismatches), method, assigned, mismatches)
-            if not mismatches:
-                break
-        if best is not None and best[0] == 0:
-            break
+    strategies = _strategies(groups, order, shapes, params, group_layout)
+    best = _best_assignment(strategies, order, shapes, params, names_all, names_nobuf)
     if best is None or best[0] > 0:
         subset = _by_subset(order, shapes, names_nobuf, params, group_layout)
         if subset is not None:
@@ -260,6 +251,70 @@ def _align(
             f"{len(mismatches)} optimizer state entries do not have the shape of their parameter; "
             "loading works but the first optimizer.step() fails"
         )
+
+
+def _strategies(
+    groups: list[dict[str, Any]],
+    order: list[Any],
+    shapes: dict[Any, Shape | None],
+    params: dict[str, TensorInfo],
+    group_layout: tuple[tuple[str, ...], ...] | None,
+) -> list[_Strategy]:
+    """The ways to assign parameter names to the state indices that apply here, most trustworthy first."""
+    strategies: list[_Strategy] = []
+    if all("param_names" in g for g in groups):
+        strategies.append(
+            ("param_names recorded by torch", lambda _: [n for g in groups for n in g["param_names"]])
+        )
+    if group_layout is not None:
+        strategies.append(
+            ("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout))
+        )
+    strategies.append(("state_dict order", lambda ns: ns))
+    strategies.append(
+        (
+            "module-wise shape matching (the file does not keep registration order, e.g. safetensors)",
+            lambda ns: _by_module_shapes(ns, [shapes.get(i) for i in order], params),
+        )
+    )
+    if len(groups) > 1:
+        strategies.append(
+            ("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params))
+        )
+        strategies.append(("decay / no-decay split", lambda ns: _by_decay(ns, groups)))
+    return strategies
+
+
+def _best_assignment(
+    strategies: list[_Strategy],
+    order: list[Any],
+    shapes: dict[Any, Shape | None],
+    params: dict[str, TensorInfo],
+    names_all: list[str],
+    names_nobuf: list[str],
+) -> tuple[int, str, list[str], list[Mismatch]] | None:
+    """(mismatch count, method, assigned names, mismatches) of the first exact fit, else of the fit with the
+    fewest mismatches; None when no strategy assigns an existing name to every state index."""
+    best: tuple[int, str, list[str], list[Mismatch]] | None = None
+    for method, build in strategies:
+        for names in [names_all] if names_all == names_nobuf else [names_all, names_nobuf]:
+            assigned = build(names)
+            if assigned is None or len(assigned) != len(order):
+                continue
+            mismatches = [
+                Mismatch(i, n, s, params[n].shape)
+                for i, n in zip(order, assigned, strict=True)
+                if (s := shapes.get(i)) is not None and n in params and params[n].shape != s
+            ]
+            if any(n not in params for n in assigned):
+                continue
+            if best is None or len(mismatches) < best[0]:
+                best = (len(mismatches), method, assigned, mismatches)
+            if not mismatches:
+                break
+        if best is not None and best[0] == 0:
+            break
+    return best
 
 
 def _by_module_shapes(

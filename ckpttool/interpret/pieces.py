@@ -33,6 +33,9 @@ REQUIRED = ("model", "optimizer", "scheduler", "step|epoch")
 
 @dataclass
 class Piece:
+    """One of the ten pieces of training state: ``present`` (``where``: its path), ``rebuilt`` by the trainer,
+    or ``absent`` (``consequence``: what that costs); ``required`` for an exact resume."""
+
     name: str
     status: PieceStatus
     required: bool
@@ -41,11 +44,14 @@ class Piece:
     consequence: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """A value of ``pieces`` in ``ckpttool.inspect/1``."""
         return dict(self.__dict__)
 
 
 @dataclass
 class Network:
+    """One network's state dict: where it is, its tensor count, values (``numel``), bytes, dtypes and devices."""
+
     label: str
     path: str
     tensors: int
@@ -55,6 +61,7 @@ class Network:
     devices: list[str]
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks`` in ``ckpttool.inspect/1``."""
         return {
             "name": self.label,
             "path": self.path,
@@ -68,16 +75,22 @@ class Network:
 
 @dataclass
 class Finding:
+    """One finding: ``severity`` error, warning or info; ``code`` a stable identifier (docs/json-schema.md)."""
+
     severity: Severity
     code: FindingCode
     message: str
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``findings`` in ``ckpttool.inspect/1``."""
         return dict(self.__dict__)
 
 
 @dataclass
 class Interpretation:
+    """A checkpoint interpreted: its layout, networks, ten pieces, optimizer reports, resume verdict (with the
+    reason), findings and the version it records."""
+
     layout: Layout
     networks: list[Network]
     pieces: list[Piece]
@@ -89,6 +102,7 @@ class Interpretation:
 
 
 def network_params(ckpt: Checkpoint, path: str) -> dict[str, TensorInfo]:
+    """The state dict at ``path`` (name -> tensor), or ``{}`` when what is there is not a state dict."""
     obj = get_path(ckpt.root, path)
     return dict(obj) if st.is_state_dict(obj) else {}
 
@@ -161,9 +175,25 @@ def interpret(ckpt: Checkpoint, layout: Layout, read_scalars: Any = None) -> Int
 def _pieces(
     ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]
 ) -> list[Piece]:
+    """The ten pieces in PIECES order: present (where, what), rebuilt by the trainer, not needed, or absent
+    (with its consequence). A step or epoch counter is required when the file has neither and the trainer does
+    not rebuild the step."""
     req = {"model", "optimizer", "scheduler"}
     counter_req = layout.step is None and layout.epoch is None and "step" not in layout.rebuilt
-    where: dict[str, tuple[str | None, str]] = {
+    where = _piece_locations(ckpt, layout, networks, opts)
+    pieces: list[Piece] = []
+    for name in PIECES:
+        path, detail = where[name]
+        required = name in req or (name in ("step", "epoch") and counter_req)
+        pieces.append(_piece(layout, name, path, detail, required))
+    return pieces
+
+
+def _piece_locations(
+    ckpt: Checkpoint, layout: Layout, networks: list[Network], opts: list[OptimizerReport]
+) -> dict[str, tuple[str | None, str]]:
+    """Per piece: where the file holds it (None: nowhere) and a one-line summary of what is there."""
+    return {
         "model": (
             ", ".join(n.path or "<root>" for n in networks) or None,
             "; ".join(f"{n.label}: {n.tensors} tensors, {n.numel:,} values" for n in networks),
@@ -194,33 +224,22 @@ def _pieces(
             str(_value(ckpt, layout.version)) if layout.version else "",
         ),
     }
-    pieces: list[Piece] = []
-    for name in PIECES:
-        path, detail = where[name]
-        required = name in req or (name in ("step", "epoch") and counter_req)
-        if name == "version" and layout.version and layout.version.startswith("tag:"):
-            pieces.append(
-                Piece(name, "present", False, "file header", f"GPT-SoVITS tag {layout.version[4:]}")
-            )
-            continue
-        if path is not None:
-            meaning = layout.meaning.get(name)
-            pieces.append(
-                Piece(
-                    name,
-                    "present",
-                    required,
-                    path,
-                    "; ".join(dict.fromkeys(x for x in (detail, meaning) if x)),
-                )
-            )
-        elif name in layout.rebuilt:
-            pieces.append(Piece(name, "rebuilt", required, None, layout.rebuilt[name]))
-        elif name in layout.not_needed:
-            pieces.append(Piece(name, "absent", False, None, layout.not_needed[name]))
-        else:
-            pieces.append(Piece(name, "absent", required, None, "", CONSEQUENCES[name]))
-    return pieces
+
+
+def _piece(layout: Layout, name: str, path: str | None, detail: str, required: bool) -> Piece:
+    """One piece's row, from where it is (``path``) or why it is not."""
+    if name == "version" and layout.version and layout.version.startswith("tag:"):
+        return Piece(name, "present", False, "file header", f"GPT-SoVITS tag {layout.version[4:]}")
+    if path is not None:
+        meaning = layout.meaning.get(name)
+        return Piece(
+            name, "present", required, path, "; ".join(dict.fromkeys(x for x in (detail, meaning) if x))
+        )
+    if name in layout.rebuilt:
+        return Piece(name, "rebuilt", required, None, layout.rebuilt[name])
+    if name in layout.not_needed:
+        return Piece(name, "absent", False, None, layout.not_needed[name])
+    return Piece(name, "absent", required, None, "", CONSEQUENCES[name])
 
 
 def _fmt_lr(lr: Any) -> str:

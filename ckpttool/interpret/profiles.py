@@ -50,6 +50,7 @@ class Layout:
 
     @property
     def record(self) -> Trainer | None:
+        """The record of the trainer that wrote the file, or None."""
         return get_trainer(self.trainer)
 
 
@@ -302,6 +303,8 @@ def counter_value(ckpt: Checkpoint, layout: Layout, piece: str) -> int | None:
 
 
 def generic(ckpt: Checkpoint) -> Layout:
+    """The layout of a file no trainer record claims: a bare state dict is one network (``model``, at the
+    root); anything else is classified by the structure of its data."""
     root = ckpt.root
     if st.is_state_dict(root):
         layout = Layout("state-dict", "plain state dict (weights only)", networks={"model": ""})

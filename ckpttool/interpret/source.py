@@ -27,6 +27,7 @@ class Source:
 
     @property
     def name(self) -> str:
+        """The input's path, as given."""
         return self.ckpt.path
 
 

@@ -43,10 +43,12 @@ VERSION_KEYS = ("version", "model_version", "format_version", "pytorch-lightning
 
 
 def is_state_dict(obj: Any) -> bool:
+    """A non-empty dict of tensors only."""
     return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(v, TensorInfo) for v in obj.values())
 
 
 def is_optimizer(obj: Any) -> bool:
+    """An ``Optimizer.state_dict()``: a dict with a ``state`` dict and a ``param_groups`` list."""
     return (
         isinstance(obj, dict)
         and isinstance(obj.get("state"), dict)
@@ -55,6 +57,8 @@ def is_optimizer(obj: Any) -> bool:
 
 
 def is_scheduler(obj: Any) -> bool:
+    """An ``LRScheduler.state_dict()`` (``last_epoch``, ``_last_lr`` or ``base_lrs``) or a warmup schedule
+    (``_current_step`` and ``warmup_steps``); never an optimizer."""
     if not isinstance(obj, dict) or is_optimizer(obj):
         return False
     keys = set(obj)
@@ -62,6 +66,7 @@ def is_scheduler(obj: Any) -> bool:
 
 
 def is_scaler(obj: Any) -> bool:
+    """A ``GradScaler.state_dict()``: ``scale`` with ``_growth_tracker`` or ``growth_factor``."""
     return isinstance(obj, dict) and "scale" in obj and ("_growth_tracker" in obj or "growth_factor" in obj)
 
 
@@ -85,6 +90,9 @@ def rng_kind(obj: Any) -> str | None:
 
 
 def is_config(obj: Any) -> bool:
+    """A config-like object: a stub of an hparams or namespace class (``utils.HParams``, argparse
+    ``Namespace``, OmegaConf ``DictConfig``, Lightning ``AttributeDict``, ``SimpleNamespace``), or a non-empty
+    dict that is neither a state dict nor an optimizer."""
     if isinstance(obj, Stub):
         return obj.qualname.endswith(
             ("HParams", "Namespace", "DictConfig", "AttributeDict", "SimpleNamespace")

@@ -10,6 +10,7 @@ from ckpttool.model.leaves import (
     DTYPE_SIZES,
     DcpStorage,
     DeferredValue,
+    HugeInt,
     NumpyArray,
     NumpyDType,
     RangeStorage,
@@ -22,6 +23,7 @@ from ckpttool.model.leaves import (
     is_stub,
     stub_class,
 )
+from ckpttool.model.safety import SAFE, UNSAFE, UNVERIFIED, GlobalUse, Safety
 from ckpttool.model.tree import (
     MISSING,
     SKIP,
@@ -40,13 +42,19 @@ from ckpttool.model.tree import (
 __all__ = [
     "DTYPE_SIZES",
     "MISSING",
+    "SAFE",
     "SKIP",
+    "UNSAFE",
+    "UNVERIFIED",
     "Checkpoint",
     "DcpStorage",
     "DeferredValue",
+    "GlobalUse",
+    "HugeInt",
     "NumpyArray",
     "NumpyDType",
     "RangeStorage",
+    "Safety",
     "StorageRef",
     "Stub",
     "TensorInfo",

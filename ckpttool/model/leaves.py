@@ -242,3 +242,15 @@ class DeferredValue:
 
     def __hash__(self) -> int:
         return hash((self.folder, self.fqn))
+
+
+@dataclass(frozen=True)
+class HugeInt:
+    """An integer too large to keep as one (a pickle can hold integers of any size; Python refuses to print
+    one over 4,300 digits): its size in bits and sign only."""
+
+    bits: int
+    negative: bool = False
+
+    def __repr__(self) -> str:
+        return f"<{'negative ' if self.negative else ''}integer of about {self.bits:,} bits>"

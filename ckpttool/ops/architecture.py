@@ -23,18 +23,23 @@ MIN_MATCH = 0.5  # below this share of the file's tensors a spec "matches" by ac
 
 @dataclass
 class Architecture:
+    """One network's matching architecture spec (``fingerprint``) and, when a config was found, the config it
+    was checked against (``config_source``) and the result (``check``)."""
+
     network: str
     fingerprint: Fingerprint
     config_source: str | None = None
     check: ConfigCheck | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``architectures`` in ``ckpttool.inspect/1``."""
         doc = {"network": self.network, **self.fingerprint.to_json(), "config_source": self.config_source}
         doc["config_check"] = self.check.to_json() if self.check else None
         return doc
 
 
 def network_shapes(ckpt: Checkpoint, layout: Layout) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Per network label: its tensors' shapes by key (wrapper prefixes kept); non-dict networks are left out."""
     out = {}
     for label, path in layout.networks.items():
         sd = get_path(ckpt.root, path) if path else ckpt.root
@@ -44,6 +49,8 @@ def network_shapes(ckpt: Checkpoint, layout: Layout) -> dict[str, dict[str, tupl
 
 
 def identify(ckpt: Checkpoint, layout: Layout) -> list[Architecture]:
+    """The networks of ``ckpt`` that match an architecture spec on at least MIN_MATCH of their tensors, the
+    trainer's spec family preferred; config checks are not filled in (:func:`check_architectures`)."""
     hint = spec_hint(layout)
     found = []
     for label, shapes in network_shapes(ckpt, layout).items():

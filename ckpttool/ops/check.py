@@ -23,6 +23,9 @@ SCHEMA = "ckpttool.check/1"
 
 @dataclass
 class CheckReport:
+    """The ``check`` outcome: the targets given, the checkpoint files they resolved to, every check, and the
+    ``latest`` results and inspections behind them."""
+
     targets: list[str]
     files: list[str]
     checks: list[Check]
@@ -31,9 +34,11 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """True when at least one file was checked and no check failed."""
         return bool(self.files) and not any(c.status == "fail" for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``ckpttool.check/1`` JSON document."""
         return {
             "schema": SCHEMA,
             "targets": self.targets,
@@ -100,33 +105,8 @@ def check_targets(
         if not Path(t).is_dir() or sniff_directory(t):
             report.files.append(t)
             sources.append(load(t))
-            continue
-        res = latest(t)
-        report.latest.append(res)
-        for w in res.warnings:
-            report.checks.append(Check("latest", "warn", w))
-        for c in res.candidates:
-            if not c.ok:
-                report.checks.append(Check("latest", "warn", f"skipped {c.path}: {c.reason}"))
-        for u in res.units:
-            if not u.ok and all(c.ok for c in u.files):
-                report.checks.append(
-                    Check("latest", "warn", f"skipped {', '.join(map(str, u.paths))}: {u.reason}")
-                )
-        if res.chosen is None:
-            report.checks.append(
-                Check("latest", "fail", f"{t}: no complete, readable checkpoint to resume from")
-            )
-            continue
-        chosen = [str(p) for p in res.chosen.paths]
-        report.checks.append(
-            Check("latest", "pass", f"{t}: resume from {', '.join(chosen)} ({res.chosen.head.describe()})")
-        )
-        report.files += chosen
-        by_path = {str(c.path): c for c in res.chosen.files}
-        for f in chosen:
-            c = by_path[f]
-            sources.append(interpret_checkpoint(c.checkpoint, c.layout) if c.checkpoint else load(f))
+        else:
+            sources += _latest_sources(t, report)
     inspect_options = InspectOptions(options.require, config=options.config)
     for src in sources:
         f = src.name
@@ -150,6 +130,39 @@ def check_targets(
         vr = verify_sources(sources, verify_options)
         report.checks += [c for c in vr.checks if c.name not in ("pieces",) or c.status != "pass"]
     return report
+
+
+def _latest_sources(folder: str, report: CheckReport) -> list[Source]:
+    """The latest valid save in run folder ``folder``, as Sources (already read while choosing it); adds the
+    ``latest`` result, its checks and the chosen files to ``report``."""
+    res = latest(folder)
+    report.latest.append(res)
+    for w in res.warnings:
+        report.checks.append(Check("latest", "warn", w))
+    for c in res.candidates:
+        if not c.ok:
+            report.checks.append(Check("latest", "warn", f"skipped {c.path}: {c.reason}"))
+    for u in res.units:
+        if not u.ok and all(c.ok for c in u.files):
+            report.checks.append(
+                Check("latest", "warn", f"skipped {', '.join(map(str, u.paths))}: {u.reason}")
+            )
+    if res.chosen is None:
+        report.checks.append(
+            Check("latest", "fail", f"{folder}: no complete, readable checkpoint to resume from")
+        )
+        return []
+    chosen = [str(p) for p in res.chosen.paths]
+    report.checks.append(
+        Check("latest", "pass", f"{folder}: resume from {', '.join(chosen)} ({res.chosen.head.describe()})")
+    )
+    report.files += chosen
+    by_path = {str(c.path): c for c in res.chosen.files}
+    sources = []
+    for f in chosen:
+        c = by_path[f]
+        sources.append(interpret_checkpoint(c.checkpoint, c.layout) if c.checkpoint else load(f))
+    return sources
 
 
 def _config_checks(f: str, r: InspectReport) -> list[Check]:

@@ -36,6 +36,9 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass
 class DiffReport:
+    """Checkpoint A against B: per-network key, shape, dtype (and value) differences, piece, counter and
+    config changes, and which config change explains each shape change."""
+
     path_a: str
     path_b: str
     profile_a: str
@@ -51,9 +54,11 @@ class DiffReport:
 
     @property
     def differs(self) -> bool:
+        """Any network, piece, counter or config difference (what ``--exit-code`` exits 1 on)."""
         return bool(any(n.differs for n in self.networks) or self.pieces or self.state or self.config)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``ckpttool.diff/1`` JSON document."""
         return {
             "schema": SCHEMA,
             "a": self.path_a,

@@ -19,11 +19,15 @@ class KeyGroup:
     pattern: str | None = None  # a recognised, usually harmless reason
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks[].only_a`` / ``only_b`` in ``ckpttool.diff/1``."""
         return dict(self.__dict__)
 
 
 @dataclass
 class ShapeChange:
+    """A tensor present on both sides with another shape; ``explained_by`` the config keys (or ``version``)
+    that account for it, ``explanation`` per changed dim."""
+
     name: str
     shape_a: tuple[int, ...]
     shape_b: tuple[int, ...]
@@ -31,6 +35,7 @@ class ShapeChange:
     explanation: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks[].shape_changes`` in ``ckpttool.diff/1``."""
         return {
             "name": self.name,
             "shape_a": list(self.shape_a),
@@ -42,6 +47,9 @@ class ShapeChange:
 
 @dataclass
 class ValueDelta:
+    """How far one tensor moved from A to B: max |a - b|, ‖a - b‖/‖a‖, cosine similarity of the flattened
+    tensors (NaN when undefined) and each side's NaN/Inf count."""
+
     name: str
     max_abs: float
     rel_l2: float
@@ -50,6 +58,7 @@ class ValueDelta:
     nonfinite_b: int
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks[].values`` in ``ckpttool.diff/1``; non-finite floats become null."""
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in self.__dict__.items()
@@ -58,6 +67,9 @@ class ValueDelta:
 
 @dataclass
 class NetworkDiff:
+    """One network compared on both sides (paired by label): key counts, keys on one side only, shape and
+    dtype changes, and value deltas (None unless values were compared)."""
+
     name: str
     path_a: str
     path_b: str
@@ -71,11 +83,13 @@ class NetworkDiff:
 
     @property
     def differs(self) -> bool:
+        """A rename, keys on one side only, shape or dtype changes, or values that moved."""
         return bool(
             self.rename or self.only_a or self.only_b or self.shape_changes or self.dtype_changes
         ) or any(v.max_abs != 0 or v.nonfinite_a != v.nonfinite_b for v in self.values or [])
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks`` in ``ckpttool.diff/1``."""
         return {
             "name": self.name,
             "path_a": self.path_a,
@@ -99,11 +113,14 @@ class Change:
     b: Any
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``pieces``, ``state`` or ``config`` in ``ckpttool.diff/1``."""
         return {"what": self.what, "a": self.a, "b": self.b}
 
 
 @dataclass
 class Explanation:
+    """A config key's change (``old`` -> ``new``) and how many of the ``total`` shape changes it explains."""
+
     key: str
     old: Any
     new: Any
@@ -111,9 +128,11 @@ class Explanation:
     total: int
 
     def sentence(self) -> str:
+        """``inter_channels 192 -> 256 explains 17 of 17 shape changes``."""
         return f"{self.key} {self.old} -> {self.new} explains {self.explains} of {self.total} shape changes"
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``explanations`` in ``ckpttool.diff/1``, with the sentence as ``summary``."""
         return {**self.__dict__, "summary": self.sentence()}
 
 
@@ -149,6 +168,8 @@ def _is_int(v: Any) -> bool:
 
 
 def summarise(shapes: list[ShapeChange], changes: dict[str, tuple[Any, Any]]) -> list[Explanation]:
+    """One explanation per key named in ``explained_by``, most shape changes explained first; ``changes``
+    gives each key's (old, new)."""
     counts: dict[str, int] = {}
     for c in shapes:
         for k in c.explained_by:

@@ -26,11 +26,15 @@ from ckpttool.specs.model import get_spec
 
 @dataclass
 class FamilyPair:
+    """The architecture spec each side of one network matches (None: no spec)."""
+
     network: str
     a: Fingerprint | None
     b: Fingerprint | None
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``architectures`` in ``ckpttool.diff/1``."""
+
         def side(fp: Fingerprint | None) -> dict[str, Any] | None:
             if fp is None:
                 return None
@@ -40,6 +44,8 @@ class FamilyPair:
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
+    """The differences between two configs, dotted key by dotted key (DeepDiff): changed values, added keys
+    (``a`` None) and removed keys (``b`` None), sorted by key."""
     dd = DeepDiff(a, b, ignore_order=False, verbose_level=2)
     changes: list[Change] = []
     for kind in ("values_changed", "type_changes"):
@@ -129,6 +135,10 @@ def explain(
     config_a: dict[str, Any] | None,
     config_b: dict[str, Any] | None,
 ) -> tuple[list[Change], list[Explanation], list[str], list[FamilyPair], list[str]]:
+    """Attribute the shape changes in ``networks`` (reset first) to config changes: through the specs, then
+    generically against the config diff. The configs default to those embedded in the files; without both, no
+    config diff. Returns (config changes, explanations, names of unexplained shape changes, families per
+    network, notes)."""
     found_a, found_b = embedded_config(ca), embedded_config(cb)
     conf_a = config_a if config_a is not None else (found_a[1] if found_a else None)
     conf_b = config_b if config_b is not None else (found_b[1] if found_b else None)

@@ -22,6 +22,10 @@ SCHEMA = "ckpttool.inspect/1"
 
 @dataclass
 class InspectReport:
+    """What ``inspect`` found in one file: format, size, layout (profile), networks, the ten pieces, optimizer
+    reports, the resume verdict, findings, missing ``--require``d pieces, architectures and, with
+    ``--tensors``, every tensor."""
+
     path: str
     format: str
     size: int
@@ -50,6 +54,7 @@ class InspectReport:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The ``ckpttool.inspect/1`` JSON document; ``tensors`` only when they were listed."""
         doc: dict[str, Any] = {
             "schema": SCHEMA,
             "path": self.path,

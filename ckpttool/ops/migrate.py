@@ -49,6 +49,9 @@ WN_PAIRS = (("weight_g", "weight_v"), ("original0", "original1"))
 
 @dataclass
 class MigrateReport:
+    """The plan and, once applied, the output: its path and size in bytes, whether the re-read output
+    verified, and what happened to each optimizer."""
+
     plan: MigratePlan
     written: str | None = None
     size: int = 0
@@ -56,6 +59,7 @@ class MigrateReport:
     optimizer_results: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``ckpttool.migrate/1`` JSON document."""
         doc = self.plan.to_json()
         doc.update(
             written=self.written,
@@ -229,6 +233,9 @@ def _copy_into(dst: torch.Tensor, src: torch.Tensor, segments: list[list[tuple[i
 def build_tensor(
     plan: TensorPlan, source: torch.Tensor | None, gen: torch.Generator, init: str, tmpl: torch.Tensor | None
 ) -> torch.Tensor:
+    """The target tensor of ``plan``: the source itself for a copy; otherwise new values (as ``init`` and the
+    spec say; from ``tmpl`` with ``init == "template"`` when its shape fits) with the planned overlap of
+    ``source`` copied in. Keeps the source's dtype, else the plan's."""
     import torch
 
     if plan.action == "copy":
@@ -360,8 +367,6 @@ def _migrate_optimizer(
     optimizer's half of a GAN) stays out; a brand-new parameter joins the optimizer (``new_owned``) and the
     group (the trainer's prefix rule, else its nearest sibling's) it belongs to.
     """
-    import torch
-
     params = get_path(ckpt.root, net.path) if net.path else ckpt.root
     report = analyse(path, net.label, opt, dict(params), layout.group_layout)
     groups = opt.get("param_groups") or []
@@ -369,6 +374,31 @@ def _migrate_optimizer(
         return None, f"{path}: dropped (the trainer starts a fresh optimizer)"
     plans = {p.name: p for p in net.tensors}
     mapping = {sid: name[len(net.prefix) :] for sid, name in report.mapping.items()}
+    new_groups, new_id = _new_param_groups(net, groups, mapping, plans, layout, reader, new_owned)
+    if mode == "reset" or not report.aligned:
+        why = (
+            "reset" if mode == "reset" else f"reset, because its state could not be mapped ({report.problem})"
+        )
+        return {"state": {}, "param_groups": new_groups}, f"{path}: {why}; hyper-parameters kept"
+    state = _carried_state(opt, mapping, new_id, plans, reader)
+    return (
+        {"state": state, "param_groups": new_groups},
+        f"{path}: moments of {len(state)} parameter(s) carried over (new entries zero), "
+        f"{len(new_id) - len(state)} new parameter(s) start fresh; {len(new_groups)} group(s) kept",
+    )
+
+
+def _new_param_groups(
+    net: NetworkPlan,
+    groups: list[dict[str, Any]],
+    mapping: dict[Any, str],
+    plans: dict[str, TensorPlan],
+    layout: Any,
+    reader: StorageReader,
+    new_owned: set[str],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The new ``param_groups`` (hyper-parameters kept, indices renumbered in target order) and each member
+    parameter's new index."""
     group_of: dict[str, int] = {}
     for gi, g in enumerate(groups):
         for sid in g.get("params", []):
@@ -405,14 +435,22 @@ def _migrate_optimizer(
         if "param_names" in hyper:  # torch >= 2.6 records the names; keep them true
             hyper["param_names"] = [net.prefix + n for n in members]
         new_groups.append({**hyper, "params": ids})
-    if mode == "reset" or not report.aligned:
-        why = (
-            "reset" if mode == "reset" else f"reset, because its state could not be mapped ({report.problem})"
-        )
-        return {"state": {}, "param_groups": new_groups}, f"{path}: {why}; hyper-parameters kept"
+    return new_groups, new_id
+
+
+def _carried_state(
+    opt: dict[str, Any],
+    mapping: dict[Any, str],
+    new_id: dict[str, int],
+    plans: dict[str, TensorPlan],
+    reader: StorageReader,
+) -> dict[int, Any]:
+    """The state entries of the parameters that existed before, under their new indices; each moment with its
+    parameter's shape is cut and padded like the parameter (zeros for new entries)."""
+    import torch
+
     src_id = {name: sid for sid, name in mapping.items()}
     state: dict[int, Any] = {}
-    carried = 0
     for name, nid in new_id.items():
         sid = src_id.get(name)
         entry = (opt.get("state") or {}).get(sid) if sid is not None else None
@@ -437,12 +475,7 @@ def _migrate_optimizer(
             else:
                 new_entry[key] = reader.materialise(val)
         state[nid] = new_entry
-        carried += 1
-    return (
-        {"state": state, "param_groups": new_groups},
-        f"{path}: moments of {carried} parameter(s) carried over (new entries zero), "
-        f"{len(new_id) - carried} new parameter(s) start fresh; {len(new_groups)} group(s) kept",
-    )
+    return state
 
 
 def _is_buffer_like(name: str, plans: dict[str, TensorPlan]) -> bool:
@@ -483,18 +516,12 @@ def _apply(
     tmpl: Checkpoint | None,
     seed: int,
 ) -> None:
+    """Build the migrated checkpoint and write it to ``out`` atomically, verified before it takes its name."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    skip_ids = _replaced_tensor_ids(ckpt, layout, plan)
     labels = {n.label for n in plan.networks}
-    replaced_paths = {n.path for n in plan.networks}
-    replaced_paths |= {p for p, label in layout.optimizers.items() if label in labels}
-    skip_ids: set[int] = set()
-    for p in replaced_paths:
-        obj = get_path(ckpt.root, p) if p else ckpt.root
-        if isinstance(obj, dict):
-            for t in _tensors_in(obj):
-                skip_ids.add(id(t))
     for p, label in layout.optimizers.items():
         if label not in labels:
             plan.warnings.append(f"{p}: not tied to a migrated network; copied unchanged")
@@ -506,35 +533,10 @@ def _apply(
         )
         networks: dict[str, OrderedDict[str, torch.Tensor]] = {}
         for net in plan.networks:
-            tmpl_tensors: dict[str, TensorInfo] = {}
-            if tmpl is not None and net.template_path is not None:
-                tsd = get_path(tmpl.root, net.template_path) if net.template_path else tmpl.root
-                if isinstance(tsd, dict):
-                    pre = net.template_prefix
-                    tmpl_tensors = {
-                        str(k)[len(pre) :]: v for k, v in tsd.items() if isinstance(v, TensorInfo)
-                    }
             networks[net.label] = _migrate_network(
-                net, ckpt, reader, gen, plan.init, tmpl_tensors, tmpl_reader
+                net, ckpt, reader, gen, plan.init, _template_tensors(tmpl, net), tmpl_reader
             )
-        by_label = {n.label: n for n in plan.networks}
-        owners = _new_param_owners(ckpt, layout, by_label)
-        for opt_path, label in layout.optimizers.items():
-            opt = get_path(ckpt.root, opt_path)
-            if not is_optimizer(opt) or label not in by_label:
-                continue
-            new_opt, message = _migrate_optimizer(
-                opt,
-                opt_path,
-                by_label[label],
-                ckpt,
-                layout,
-                reader,
-                plan.optimizer,
-                owners.get(opt_path, set()),
-            )
-            root = set_path(root, opt_path, new_opt)
-            report.optimizer_results.append(message)
+        root = _replace_optimizers(root, ckpt, layout, plan, report, reader)
         for net in plan.networks:
             root = set_path(root, net.path, networks[net.label])
         root = _resolve_pending(root, reader)
@@ -553,6 +555,62 @@ def _apply(
 
     atomic_write(out, write, verify)
     report.written, report.size, report.verified = str(out), out.stat().st_size, True
+
+
+def _replaced_tensor_ids(ckpt: Checkpoint, layout: Any, plan: MigratePlan) -> set[int]:
+    """Ids of the source tensors inside the networks and optimizers the migration replaces (never read)."""
+    labels = {n.label for n in plan.networks}
+    replaced_paths = {n.path for n in plan.networks}
+    replaced_paths |= {p for p, label in layout.optimizers.items() if label in labels}
+    skip_ids: set[int] = set()
+    for p in replaced_paths:
+        obj = get_path(ckpt.root, p) if p else ckpt.root
+        if isinstance(obj, dict):
+            for t in _tensors_in(obj):
+                skip_ids.add(id(t))
+    return skip_ids
+
+
+def _template_tensors(tmpl: Checkpoint | None, net: NetworkPlan) -> dict[str, TensorInfo]:
+    """The template's tensors for ``net``, keyed without the template's wrapper prefix (``{}`` without one)."""
+    if tmpl is None or net.template_path is None:
+        return {}
+    tsd = get_path(tmpl.root, net.template_path) if net.template_path else tmpl.root
+    if not isinstance(tsd, dict):
+        return {}
+    pre = net.template_prefix
+    return {str(k)[len(pre) :]: v for k, v in tsd.items() if isinstance(v, TensorInfo)}
+
+
+def _replace_optimizers(
+    root: Any,
+    ckpt: Checkpoint,
+    layout: Any,
+    plan: MigratePlan,
+    report: MigrateReport,
+    reader: StorageReader,
+) -> Any:
+    """``root`` with every optimizer of a migrated network replaced (or dropped) as ``plan.optimizer`` says;
+    each optimizer's outcome is added to ``report.optimizer_results``."""
+    by_label = {n.label: n for n in plan.networks}
+    owners = _new_param_owners(ckpt, layout, by_label)
+    for opt_path, label in layout.optimizers.items():
+        opt = get_path(ckpt.root, opt_path)
+        if not is_optimizer(opt) or label not in by_label:
+            continue
+        new_opt, message = _migrate_optimizer(
+            opt,
+            opt_path,
+            by_label[label],
+            ckpt,
+            layout,
+            reader,
+            plan.optimizer,
+            owners.get(opt_path, set()),
+        )
+        root = set_path(root, opt_path, new_opt)
+        report.optimizer_results.append(message)
+    return root
 
 
 class _Pending:

@@ -29,6 +29,10 @@ Segments = list[tuple[int, int, int, int]]  # (src_start, src_stop, dst_start, d
 
 @dataclass
 class TensorPlan:
+    """What happens to one tensor (unprefixed name): ``copy``, ``partial`` (``segments``: per dim, the ranges
+    copied), ``init`` (new, or its rank changed) or ``drop``. ``kept`` and ``new`` are shares of the source
+    and target values; ``target`` the spec's tensor, when a spec knows the network."""
+
     name: str
     action: PlanAction
     src_shape: tuple[int, ...] | None
@@ -43,6 +47,7 @@ class TensorPlan:
     target: TensorSpec | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks[].tensors`` in ``ckpttool.migrate/1``."""
         return {
             "name": self.name,
             "action": self.action,
@@ -59,6 +64,9 @@ class TensorPlan:
 
 @dataclass
 class NetworkPlan:
+    """One network's migration: its label, state-dict path and wrapper prefix, spec family, version before and
+    after, the config variables that change (name -> (old, new)) and a plan per tensor."""
+
     label: str
     path: str
     prefix: str  # wrapper prefix of the source keys, kept in the output
@@ -72,6 +80,7 @@ class NetworkPlan:
     template_prefix: str = ""
 
     def count(self, action: PlanAction) -> int:
+        """How many tensors get ``action``."""
         return sum(1 for t in self.tensors if t.action == action)
 
     @property
@@ -82,6 +91,7 @@ class NetworkPlan:
         return kept / total if total else 1.0
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``networks`` in ``ckpttool.migrate/1``."""
         return {
             "network": self.label,
             "path": self.path,
@@ -96,6 +106,10 @@ class NetworkPlan:
 
 @dataclass
 class MigratePlan:
+    """The whole migration: source and output paths, a plan per network, what happens to the optimizer
+    (migrate|reset|drop), how new entries are filled (normal|zeros|template), the output format
+    (pth|safetensors), and warnings and notes for the user."""
+
     src: str
     out: str | None
     networks: list[NetworkPlan]
@@ -107,9 +121,11 @@ class MigratePlan:
 
     @property
     def changes_anything(self) -> bool:
+        """False when every tensor is copied as is (the output would equal the input)."""
         return any(t.action != "copy" for n in self.networks for t in n.tensors)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``ckpttool.migrate/1`` JSON document without the results of applying it."""
         return {
             "schema": SCHEMA,
             "src": self.src,
@@ -235,98 +251,35 @@ def load_target(config: ConfigOptions, template: Checkpoint | None, template_lay
 def plan_network(
     ckpt: Checkpoint, layout: Layout, label: str, path: str, target: Target
 ) -> tuple[NetworkPlan, list[str]]:
+    """The plan for one network of ``ckpt`` (``label``, its state dict at key ``path``) and the warnings met.
+
+    Target shapes come from the template's network of the same label (or its only network), else from the
+    architecture spec expanded with the config's values; a network no spec matches is copied unchanged. Raises
+    UsageError when the template has no such network or is another model family, or when the new shapes give a
+    tensor a dimension <= 0.
+    """
     warnings: list[str] = []
     tensors = _network_tensors(ckpt, path)
     prefix, plain = strip_wrapper({k: tuple(v.shape) for k, v in tensors.items()})
     infos = {k[len(prefix) :]: v for k, v in tensors.items()}
     hint = spec_hint(layout)
-    fp = fingerprint(plain, hint=hint)
-    if fp is not None and fp.matched < 0.5 * len(plain):
-        fp = None
+    fp = _matched_fingerprint(plain, hint)
     spec = get_spec(fp.family) if fp else None
     source_specs = {t.name: t for t in spec.expand(fp.values)} if spec and fp else {}
-
-    dst_shapes: dict[str, tuple[int, ...]]
-    template_prefix, template_path = "", None
-    target_specs: dict[str, TensorSpec] = {}
-    values: dict[str, Any] = {}
-    changes: dict[str, tuple[Any, Any]] = {}
-    version_to = fp.version if fp else None
     if target.template is not None:
-        t_layout = target.template_layout
-        assert t_layout is not None
-        t_path = t_layout.networks.get(label)
-        if t_path is None and len(t_layout.networks) == 1 and len(layout.networks) == 1:
-            t_path = next(iter(t_layout.networks.values()))  # one network each: pair them whatever the labels
-        if t_path is None:
-            raise UsageError(
-                f"the template has no network {label!r} (it has {', '.join(t_layout.networks) or 'none'}); "
-                "give a template of the same kind of file"
-            )
-        template_prefix, dst_shapes = strip_wrapper(
-            {k: tuple(v.shape) for k, v in _network_tensors(target.template, t_path).items()}
-        )
-        template_path = t_path
-        tfp = fingerprint(dst_shapes, hint=hint)
-        if tfp is not None and tfp.matched < 0.5 * len(dst_shapes):
-            tfp = None
-        if (fp is None) != (tfp is None) or (fp and tfp and fp.family != tfp.family):
-            raise UsageError(
-                f"network {label}: the source is {fp.family if fp else 'of no known family'} but the template's is "
-                f"{tfp.family if tfp else 'of no known family'}; a template must be the same model, changed"
-            )
-        if spec is not None and tfp is not None and fp is not None:
-            target_specs = {t.name: t for t in spec.expand(tfp.values)}
-            values, version_to = tfp.values, tfp.version
-            changes = _changes(spec, fp, tfp.values)
+        shapes = _template_shapes(layout, label, target, hint, fp, spec)
     elif spec is not None and fp is not None:
-        assert target.config is not None
-        set_here = _config_values(spec, target.config)
-        version_to = set_here.get("version", fp.version)
-        values = dict(fp.values)
-        values.update(set_here)
-        # a partial file (an export without enc_q) stays partial: its absent subtrees are not created
-        absent = tuple(str(r[2]) for r in spec.detect.get("partial") or [] if str(r[0]) in fp.partial)
-        expanded = [
-            t
-            for t in spec.expand(values)
-            if not (absent and t.name.startswith(absent) and t.name not in infos)
-        ]
-        target_specs = {t.name: t for t in expanded}
-        dst_shapes = {t.name: t.shape for t in expanded}
-        changes = _changes(spec, fp, values)
-        for problem in spec.check_constraints(values):
-            warnings.append(f"{label}: the new config breaks a model constraint: {problem}")
+        shapes = _config_shapes(label, target, fp, spec, infos, warnings)
     else:
         # No spec: only a config that changes nothing about this network can be honoured.
-        dst_shapes = dict(plain)
+        shapes = _TargetShapes(dict(plain), fp.version if fp else None)
         if target.config:
             warnings.append(
                 f"{label}: no architecture spec matches this network, so the config cannot say its new shapes; "
                 "it is copied unchanged (use --template to migrate it)"
             )
-    bad = sorted(n for n, shape in dst_shapes.items() if any(d <= 0 for d in shape) and n not in infos)
-    bad += sorted(
-        n
-        for n, shape in dst_shapes.items()
-        if any(d <= 0 for d in shape) and n in infos and not any(d <= 0 for d in infos[n].shape)
-    )
-    if bad:
-        raise UsageError(
-            f"network {label}: the new shapes give {bad[0]} a dimension of {min(min(dst_shapes[bad[0]]), 0)}"
-            f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; check the values you set"
-        )
-    ordered = list(dst_shapes)
-    plans = [
-        _plan_tensor(n, infos.get(n), dst_shapes[n], target_specs.get(n), source_specs.get(n))
-        for n in ordered
-    ]
-    plans += [_plan_tensor(n, infos[n], None, None, None) for n in infos if n not in dst_shapes]
-    for p in plans:
-        if p.action == "init" and p.src_shape is None:
-            p.dtype = _majority_dtype(infos)
-        if p.action in ("partial", "init"):
-            p.init = describe_init(p)
+    _check_positive(label, shapes.shapes, infos)
+    plans = _plan_tensors(infos, shapes.shapes, shapes.specs, source_specs)
     if spec is None and any(p.action == "partial" for p in plans):
         warnings.append(
             f"{label}: no architecture spec: partial copies keep the leading overlap of each dim, which is wrong "
@@ -338,14 +291,137 @@ def plan_network(
         prefix,
         fp.family if fp else None,
         fp.version if fp else None,
-        version_to,
-        changes,
+        shapes.version_to,
+        shapes.changes,
         plans,
-        values,
-        template_path,
-        template_prefix,
+        shapes.values,
+        shapes.template_path,
+        shapes.template_prefix,
     )
     return net, warnings
+
+
+@dataclass
+class _TargetShapes:
+    """What a target says about one network: its tensor shapes (unprefixed names), and where known their specs,
+    the variable values, the config changes and the version they imply."""
+
+    shapes: dict[str, tuple[int, ...]]
+    version_to: str | None
+    specs: dict[str, TensorSpec] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    template_path: str | None = None
+    template_prefix: str = ""
+
+
+def _matched_fingerprint(shapes: Mapping[str, tuple[int, ...]], hint: str | None) -> Fingerprint | None:
+    """The spec fingerprint of ``shapes``, or None when it matches fewer than half of the tensors."""
+    fp = fingerprint(shapes, hint=hint)
+    if fp is not None and fp.matched < 0.5 * len(shapes):
+        return None
+    return fp
+
+
+def _template_shapes(
+    layout: Layout, label: str, target: Target, hint: str | None, fp: Fingerprint | None, spec: Spec | None
+) -> _TargetShapes:
+    """The shapes of the template's network ``label`` (or its only network, when both files have one)."""
+    assert target.template is not None
+    t_layout = target.template_layout
+    assert t_layout is not None
+    t_path = t_layout.networks.get(label)
+    if t_path is None and len(t_layout.networks) == 1 and len(layout.networks) == 1:
+        t_path = next(iter(t_layout.networks.values()))  # one network each: pair them whatever the labels
+    if t_path is None:
+        raise UsageError(
+            f"the template has no network {label!r} (it has {', '.join(t_layout.networks) or 'none'}); "
+            "give a template of the same kind of file"
+        )
+    template_prefix, dst_shapes = strip_wrapper(
+        {k: tuple(v.shape) for k, v in _network_tensors(target.template, t_path).items()}
+    )
+    out = _TargetShapes(
+        dst_shapes, fp.version if fp else None, template_path=t_path, template_prefix=template_prefix
+    )
+    tfp = _matched_fingerprint(dst_shapes, hint)
+    if (fp is None) != (tfp is None) or (fp and tfp and fp.family != tfp.family):
+        raise UsageError(
+            f"network {label}: the source is {fp.family if fp else 'of no known family'} but the template's is "
+            f"{tfp.family if tfp else 'of no known family'}; a template must be the same model, changed"
+        )
+    if spec is not None and tfp is not None and fp is not None:
+        out.specs = {t.name: t for t in spec.expand(tfp.values)}
+        out.values, out.version_to = tfp.values, tfp.version
+        out.changes = _changes(spec, fp, tfp.values)
+    return out
+
+
+def _config_shapes(
+    label: str,
+    target: Target,
+    fp: Fingerprint,
+    spec: Spec,
+    infos: Mapping[str, TensorInfo],
+    warnings: list[str],
+) -> _TargetShapes:
+    """The spec expanded with the source's values overridden by the config's; broken constraints warn."""
+    assert target.config is not None
+    set_here = _config_values(spec, target.config)
+    values = dict(fp.values)
+    values.update(set_here)
+    # a partial file (an export without enc_q) stays partial: its absent subtrees are not created
+    absent = tuple(str(r[2]) for r in spec.detect.get("partial") or [] if str(r[0]) in fp.partial)
+    expanded = [
+        t for t in spec.expand(values) if not (absent and t.name.startswith(absent) and t.name not in infos)
+    ]
+    out = _TargetShapes(
+        {t.name: t.shape for t in expanded},
+        set_here.get("version", fp.version),
+        specs={t.name: t for t in expanded},
+        values=values,
+        changes=_changes(spec, fp, values),
+    )
+    for problem in spec.check_constraints(values):
+        warnings.append(f"{label}: the new config breaks a model constraint: {problem}")
+    return out
+
+
+def _check_positive(
+    label: str, dst_shapes: Mapping[str, tuple[int, ...]], infos: Mapping[str, TensorInfo]
+) -> None:
+    """Raise UsageError when the new shapes give a tensor a dimension <= 0 it did not already have."""
+    bad = sorted(n for n, shape in dst_shapes.items() if any(d <= 0 for d in shape) and n not in infos)
+    bad += sorted(
+        n
+        for n, shape in dst_shapes.items()
+        if any(d <= 0 for d in shape) and n in infos and not any(d <= 0 for d in infos[n].shape)
+    )
+    if bad:
+        raise UsageError(
+            f"network {label}: the new shapes give {bad[0]} a dimension of {min(min(dst_shapes[bad[0]]), 0)}"
+            f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; check the values you set"
+        )
+
+
+def _plan_tensors(
+    infos: Mapping[str, TensorInfo],
+    dst_shapes: Mapping[str, tuple[int, ...]],
+    target_specs: Mapping[str, TensorSpec],
+    source_specs: Mapping[str, TensorSpec],
+) -> list[TensorPlan]:
+    """One plan per target tensor, in target order, then a drop for each source tensor the target lacks."""
+    plans = [
+        _plan_tensor(n, infos.get(n), dst_shapes[n], target_specs.get(n), source_specs.get(n))
+        for n in dst_shapes
+    ]
+    plans += [_plan_tensor(n, infos[n], None, None, None) for n in infos if n not in dst_shapes]
+    for p in plans:
+        if p.action == "init" and p.src_shape is None:
+            p.dtype = _majority_dtype(infos)
+        if p.action in ("partial", "init"):
+            p.init = describe_init(p)
+    return plans
 
 
 def _changes(spec: Spec, fp: Fingerprint | None, values: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -377,6 +453,10 @@ def axes_of(plan: TensorPlan) -> tuple[str, ...] | None:
 
 
 def describe_init(plan: TensorPlan) -> str:
+    """How the new entries of ``plan`` are filled with ``--init normal``, in words (the plan's ``init``
+    column). Mirrors ``migrate._new_values``: the spec's own init (zeros, a fill value, a residual branch's
+    zero output), weight-norm magnitudes rescaled, zeros for buffers and new inputs, N(0, 0.01) for new
+    outputs and wholly new weights."""
     t = plan.target
     leaf = plan.name.rsplit(".", 1)[-1]
     if t is not None and t.zero_init:

@@ -33,6 +33,9 @@ DEFAULT_STEPS = 4
 
 @dataclass
 class VerifyReport:
+    """The ``verify-resume`` outcome: the files, the device the runs used (or none), every check, the shadow
+    runs' results and the recipe run's."""
+
     paths: list[str]
     device: str
     checks: list[Check]
@@ -42,9 +45,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """No check failed."""
         return not any(c.status == "fail" for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``ckpttool.verify-resume/1`` JSON document."""
         return {
             "schema": SCHEMA,
             "paths": self.paths,
@@ -58,6 +63,8 @@ class VerifyReport:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda[:N]``. Raises DeviceError for CUDA
+    without a CUDA device, UsageError for anything else. Imports torch."""
     import torch
 
     if name == "auto":
@@ -150,25 +157,60 @@ def _check_options(options: VerifyOptions) -> None:
 
 def verify_sources(sources: list[Source], options: VerifyOptions | None = None) -> VerifyReport:
     """The static resume checks on ``sources`` (one bundle, or a G file and its D file), then, unless
-    ``options.shadow`` is False, the shadow run (and the recipe run when one is given)."""
+    ``options.shadow`` is False, the shadow run (and the recipe run when one is given).
+
+    Raises UsageError for no sources, the same file twice, an odd or too small ``steps`` or a bad device name,
+    and DeviceError for a CUDA device that is not there. Failures of the checkpoint itself are checks with
+    status ``fail`` in the report, not exceptions.
+    """
     options = options or VerifyOptions()
     _check_options(options)
     files = [s.name for s in sources]
     _check_files(files)
-    steps, recipe, strict, shadow = options.steps, options.recipe, options.strict, options.shadow
-    dev = resolve_device(options.device) if shadow or recipe else None  # static checks alone need no device
+    # the static checks alone need no device
+    dev = resolve_device(options.device) if options.shadow or options.recipe else None
     if dev is not None and dev.type == "cuda":
         import torch
 
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_config, config_from = _run_config(files, options.config)
     train = run_config.get("train", {}) if isinstance(run_config, dict) else {}
+    gamma, gamma_from = _lr_decay(train, config_from)
+    fp16 = _fp16(train, sources)
+    report = VerifyReport(
+        files, str(dev) if dev is not None else "none (static checks only)", [], strict=options.strict
+    )
+    runnable = []
+    for s in sources:
+        basics = piece_checks(s) + optimizer_checks(s)
+        if not any(c.status == "fail" for c in basics):
+            runnable.append(s)
+        report.checks += basics
+        report.checks += scheduler_checks(s, options.scheduler_class)
+        report.checks += lr_rule_checks(s, gamma, gamma_from, options.strict)
+        report.checks += scaler_check(s, fp16)
+    report.checks += stage_check(sources)
+    if options.shadow and dev is not None:
+        _shadow_runs(report, sources, runnable, dev, gamma, options)
+    if options.recipe and dev is not None:
+        _recipe_run(report, options.recipe, files, dev, options.steps)
+    return report
+
+
+def _lr_decay(train: Any, config_from: str) -> tuple[float, str]:
+    """The scheduler's gamma and where it comes from: the run config's ``train.lr_decay``, else the
+    GPT-SoVITS/VITS default."""
     gamma = float(train.get("lr_decay", DEFAULT_GAMMA)) if isinstance(train, dict) else DEFAULT_GAMMA
     gamma_from = (
         f"train.lr_decay in {config_from}"
         if isinstance(train, dict) and "lr_decay" in train
         else ("the GPT-SoVITS/VITS default; pass --config to use the run's")
     )
+    return gamma, gamma_from
+
+
+def _fp16(train: Any, sources: list[Source]) -> bool | None:
+    """Whether training used fp16: the run config's ``train.fp16_run``, else the trainer record's default."""
     fp16 = train.get("fp16_run") if isinstance(train, dict) else None
     if fp16 is None:  # the trainer's own default (GPT-SoVITS s2.json: fp16_run true)
         fp16 = next(
@@ -179,73 +221,71 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
             ),
             None,
         )
+    return fp16
 
-    report = VerifyReport(
-        files, str(dev) if dev is not None else "none (static checks only)", [], strict=strict
+
+def _shadow_runs(
+    report: VerifyReport,
+    sources: list[Source],
+    runnable: list[Source],
+    dev: torch.device,
+    gamma: float,
+    options: VerifyOptions,
+) -> None:
+    """Shadow-run each runnable source and add the results and their checks to ``report``; a source that
+    cannot be rebuilt is skipped, one whose run raises fails."""
+    from ckpttool.resume.live import NotRebuildable
+    from ckpttool.resume.shadow import shadow_run
+
+    with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as tmp:
+        for s in sources:
+            if s not in runnable or not s.layout.optimizers:
+                report.checks.append(
+                    Check(
+                        "shadow-run",
+                        "skip",
+                        f"{s.name}: not run (nothing to resume, or the static checks above already fail)",
+                    )
+                )
+                continue
+            try:
+                res = shadow_run(
+                    s.ckpt,
+                    s.layout,
+                    dev,
+                    options.steps,
+                    Path(tmp),
+                    gamma=gamma,
+                    optimizer_override=options.optimizer_class,
+                )
+            except NotRebuildable as exc:
+                report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run: {exc}"))
+                continue
+            except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+                report.checks.append(
+                    Check(
+                        "shadow-run",
+                        "fail",
+                        f"{s.name}: the shadow run failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                    )
+                )
+                continue
+            report.shadow.append({"path": s.name, **res.to_json()})
+            report.checks += _shadow_checks(s, res, options.strict)
+
+
+def _recipe_run(report: VerifyReport, recipe: str, files: list[str], dev: torch.device, steps: int) -> None:
+    """Run the user's recipe straight and split over ``files``; add its result and check to ``report``."""
+    from ckpttool.resume.recipe import run_recipe
+
+    with tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
+        rr = run_recipe(recipe, [Path(f) for f in files], dev, steps, Path(tmp))
+    report.recipe = rr.to_json()
+    status: CheckStatus = "pass" if rr.identical else "fail"
+    detail = "identical end states" if rr.identical else "; ".join(rr.differences[:6])
+    report.checks.append(
+        Check("recipe-run", status, f"{recipe}: {rr.steps} steps straight vs split: {detail}")
     )
-    runnable = []
-    for s in sources:
-        basics = piece_checks(s) + optimizer_checks(s)
-        if not any(c.status == "fail" for c in basics):
-            runnable.append(s)
-        report.checks += basics
-        report.checks += scheduler_checks(s, options.scheduler_class)
-        report.checks += lr_rule_checks(s, gamma, gamma_from, strict)
-        report.checks += scaler_check(s, fp16)
-    report.checks += stage_check(sources)
-
-    if shadow and dev is not None:
-        from ckpttool.resume.live import NotRebuildable
-        from ckpttool.resume.shadow import shadow_run
-
-        with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as tmp:
-            for s in sources:
-                if s not in runnable or not s.layout.optimizers:
-                    report.checks.append(
-                        Check(
-                            "shadow-run",
-                            "skip",
-                            f"{s.name}: not run (nothing to resume, or the static checks above already fail)",
-                        )
-                    )
-                    continue
-                try:
-                    res = shadow_run(
-                        s.ckpt,
-                        s.layout,
-                        dev,
-                        steps,
-                        Path(tmp),
-                        gamma=gamma,
-                        optimizer_override=options.optimizer_class,
-                    )
-                except NotRebuildable as exc:
-                    report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run: {exc}"))
-                    continue
-                except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
-                    report.checks.append(
-                        Check(
-                            "shadow-run",
-                            "fail",
-                            f"{s.name}: the shadow run failed: "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                        )
-                    )
-                    continue
-                report.shadow.append({"path": s.name, **res.to_json()})
-                report.checks += _shadow_checks(s, res, strict)
-    if recipe and dev is not None:
-        from ckpttool.resume.recipe import run_recipe
-
-        with tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
-            rr = run_recipe(recipe, [Path(f) for f in files], dev, steps, Path(tmp))
-        report.recipe = rr.to_json()
-        status: CheckStatus = "pass" if rr.identical else "fail"
-        detail = "identical end states" if rr.identical else "; ".join(rr.differences[:6])
-        report.checks.append(
-            Check("recipe-run", status, f"{recipe}: {rr.steps} steps straight vs split: {detail}")
-        )
-    return report
 
 
 def _shadow_checks(s: Source, res: Any, strict: bool) -> list[Check]:

@@ -38,6 +38,10 @@ def _hps() -> Any:
 
 
 class GptSovitsTrainer:
+    """The recipe's trainer: GPT-SoVITS's own SynthesizerTrn and MultiPeriodDiscriminator built from the run
+    config (``CKPTTOOL_S2_CONFIG``), with the optimizers of ``s2_train.run`` (G: AdamW over four groups, the
+    text modules at ``text_low_lr_rate`` times the LR; D: one AdamW group)."""
+
     def __init__(self, device: torch.device) -> None:
         from module.models import MultiPeriodDiscriminator, SynthesizerTrn
 
@@ -75,6 +79,9 @@ class GptSovitsTrainer:
         self.epoch = 1
 
     def load(self, paths: list[Path]) -> None:
+        """Resume as ``s2_train.run`` does: D then G, after ckpttool's safety check and with
+        ``weights_only=True``; ``epoch = iteration + 1``; each ExponentialLR rebuilt with ``last_epoch=-1``
+        and stepped ``epoch`` times."""
         by_kind = {Path(p).name[0]: Path(p) for p in paths}
         for kind, net, opt in (("D", self.net_d, self.optim_d), ("G", self.net_g, self.optim_g)):
             inspect_checkpoint(by_kind[kind])  # refuses unsafe pickles before torch sees the file
@@ -90,6 +97,9 @@ class GptSovitsTrainer:
             self.sched_d.step()
 
     def train_step(self, index: int) -> None:
+        """One D step and one G step on a synthetic batch seeded by ``index`` (ssl features, spectrogram,
+        text, audio), with s2_train's discriminator, adversarial and feature-matching losses only; then both
+        schedulers step and the epoch advances."""
         gen = torch.Generator().manual_seed(index)
         hps, dev = self.hps, self.device
         ssl = torch.randn(1, 768, 50, generator=gen).to(dev)
@@ -127,6 +137,8 @@ class GptSovitsTrainer:
         self.epoch += 1
 
     def save(self, folder: Path) -> list[Path]:
+        """Write ``G_233333333333.pth`` and ``D_233333333333.pth`` to ``folder`` with the keys GPT-SoVITS's
+        ``utils.save_checkpoint`` writes (model, iteration, optimizer, learning_rate)."""
         paths = []
         for kind, net, opt in (("G", self.net_g, self.optim_g), ("D", self.net_d, self.optim_d)):
             path = folder / f"{kind}_233333333333.pth"
@@ -143,6 +155,8 @@ class GptSovitsTrainer:
         return paths
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Both networks' tensors (``G.``/``D.`` prefixed), each optimizer's group LRs and the epoch, on the
+        CPU."""
         out = {f"G.{k}": v.detach().cpu() for k, v in self.net_g.state_dict().items()}
         out.update({f"D.{k}": v.detach().cpu() for k, v in self.net_d.state_dict().items()})
         out["G.lr"] = torch.tensor([g["lr"] for g in self.optim_g.param_groups], dtype=torch.float64)
@@ -152,4 +166,5 @@ class GptSovitsTrainer:
 
 
 def recipe(device: torch.device) -> GptSovitsTrainer:
+    """The ``--recipe ckpttool.recipes.gpt_sovits:recipe`` factory."""
     return GptSovitsTrainer(device)

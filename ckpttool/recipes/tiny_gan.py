@@ -30,6 +30,9 @@ LR = 2e-4
 
 
 class TinyG(nn.Module):
+    """Generator: a conv, one weight-normed transposed conv (upsamples 2x) and a conv to one channel; [B, 4,
+    T] -> [B, 1, 2T]."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv_pre = nn.Conv1d(4, 8, 3, padding=1)
@@ -37,12 +40,15 @@ class TinyG(nn.Module):
         self.conv_post = nn.Conv1d(4, 1, 7, padding=3, bias=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` [B, 4, T] -> audio-like [B, 1, 2T] in (-1, 1)."""
         x = nn.functional.leaky_relu(self.conv_pre(z), 0.1)
         x = nn.functional.leaky_relu(self.ups[0](x), 0.1)
         return torch.tanh(self.conv_post(x))
 
 
 class TinyD(nn.Module):
+    """Discriminator: three weight-normed convs (the first strided) on [B, 1, T], a score per position left."""
+
     def __init__(self) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
@@ -51,6 +57,7 @@ class TinyD(nn.Module):
         self.conv_post = weight_norm(nn.Conv1d(4, 1, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, 1, T] -> scores [B, 1, T']."""
         for c in self.convs:
             x = nn.functional.leaky_relu(c(x), 0.1)
         return self.conv_post(x)
@@ -81,6 +88,8 @@ class TinyGAN:
         return z.to(self.device), real.to(self.device)
 
     def train_step(self, index: int) -> None:
+        """One least-squares GAN step on the batch seeded by ``index``: D first, then G (adversarial + L1
+        loss); both schedulers step and the epoch advances (one step is one epoch)."""
         z, real = self._batch(index)
         fake = self.net_g(z)
         loss_d = ((self.net_d(real) - 1) ** 2).mean() + (self.net_d(fake.detach()) ** 2).mean()
@@ -96,6 +105,8 @@ class TinyGAN:
         self.epoch += 1
 
     def save(self, folder: Path) -> list[Path]:
+        """Write ``G_<epoch>.pth`` and ``D_<epoch>.pth`` to ``folder``: everything (with the scheduler and
+        ``epoch``), or with ``save_scheduler`` False exactly what VITS's ``utils.save_checkpoint`` writes."""
         paths = [folder / f"G_{self.epoch}.pth", folder / f"D_{self.epoch}.pth"]
         for path, net, opt, sched in (
             (paths[0], self.net_g, self.optim_g, self.sched_g),
@@ -120,6 +131,9 @@ class TinyGAN:
         return paths
 
     def load(self, paths: list[Path]) -> None:
+        """Restore models, optimizers and the epoch from the files (G or D by file name), schedulers from
+        their saved states; a file without one gets the scheduler VITS's train.py rebuilds
+        (``ExponentialLR(last_epoch=epoch-2)``), and the VITS-style trainer re-runs the saved epoch."""
         for path in paths:
             ckpt = torch.load(path, map_location=self.device, weights_only=True)
             is_d = Path(path).name.startswith("D_")
@@ -139,6 +153,7 @@ class TinyGAN:
             self.epoch -= 1
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Both networks' tensors, optimizer moments and group LRs, and the epoch, on the CPU."""
         out: dict[str, torch.Tensor] = {}
         for prefix, net, opt in (("G", self.net_g, self.optim_g), ("D", self.net_d, self.optim_d)):
             for k, v in net.state_dict().items():
@@ -152,14 +167,18 @@ class TinyGAN:
 
 
 class VitsStyleGAN(TinyGAN):
+    """The same GAN saved and resumed the way VITS does (no scheduler in the files)."""
+
     save_scheduler = False
 
 
 def recipe(device: torch.device) -> TinyGAN:
+    """The ``--recipe ckpttool.recipes.tiny_gan:recipe`` factory: exact resume."""
     return TinyGAN(device)
 
 
 def vits_style(device: torch.device) -> TinyGAN:
+    """The ``--recipe ckpttool.recipes.tiny_gan:vits_style`` factory: VITS's resume, with its drift."""
     return VitsStyleGAN(device)
 
 

@@ -12,6 +12,8 @@ def _shape(s: tuple[int, ...]) -> str:
 
 
 def render_diff(r: DiffReport) -> str:
+    """The diff as text: explanations first, then per network the renames, one-sided keys, dtype and shape
+    changes and moved values, then training-state and config tables, then notes."""
     lines = [f"A: {r.path_a}  ({r.profile_a})", f"B: {r.path_b}  ({r.profile_b})", ""]
     if not r.differs:
         lines.append("no differences")

@@ -11,6 +11,7 @@ MARK = {"present": "present", "absent": "absent", "rebuilt": "rebuilt"}
 
 
 def human_bytes(n: float) -> str:
+    """``n`` bytes in B, KB, MB or GB (powers of 1024): ``512 B``, ``1.5 KB``, ``2048.0 GB``."""
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -19,6 +20,9 @@ def human_bytes(n: float) -> str:
 
 
 def render_inspect(r: InspectReport) -> str:
+    """The ``inspect`` report as text: file, networks table, architectures, the pieces table, findings worth
+    reading (info only for Adam steps, alignment and G/D stage), notes and the verdict; then the tensors when
+    listed."""
     lines = [
         f"{r.path}",
         f"  format   {r.format}, {human_bytes(r.size)}",
@@ -75,6 +79,9 @@ def _fmt_values(values: dict[str, object]) -> str:
 
 
 def render_architectures(r: InspectReport) -> list[str]:
+    """Lines for each matched architecture: family, version, tensors present, implied config, non-standard
+    constants, shape conflicts and, when a config was checked, its mismatches (at most 40) and broken
+    constraints."""
     lines = []
     for a in r.architectures:
         fp = a.fingerprint
@@ -130,6 +137,7 @@ def render_architectures(r: InspectReport) -> list[str]:
 
 
 def render_tensors(tensors: list[TensorInfo]) -> str:
+    """Every tensor (path, dtype, shape, size) in one table per module prefix (the first two key parts)."""
     groups: dict[str, list[TensorInfo]] = {}
     for t in tensors:
         parts = t.path.split(".")

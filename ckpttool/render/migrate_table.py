@@ -25,6 +25,9 @@ def _region(p: TensorPlan) -> str:
 
 
 def render_migrate(r: MigrateReport, limit: int = 60) -> str:
+    """The migration plan as text: per network its changes, action counts and a table of the tensors that are
+    not plainly copied (at most ``limit`` rows); then warnings, notes, optimizer results and what was written.
+    """
     plan = r.plan
     lines = [f"migrate {plan.src}" + (f" -> {plan.out}" if plan.out else ""), ""]
     for net in plan.networks:

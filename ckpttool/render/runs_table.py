@@ -17,6 +17,8 @@ def render_latest_paths(r: LatestResult) -> str:
 
 
 def latest_notes(r: LatestResult) -> list[str]:
+    """Why each invalid file was skipped, and each save skipped although its files are valid; then the
+    warnings."""
     notes = [f"skipped {c.path}: {c.reason}" for c in r.candidates if not c.ok]
     notes += [
         f"skipped {', '.join(map(str, u.paths))}: {u.reason}"
@@ -27,6 +29,8 @@ def latest_notes(r: LatestResult) -> list[str]:
 
 
 def render_latest_table(r: LatestResult) -> str:
+    """Every candidate, newest first, with its role, profile, counters and status; the chosen files marked
+    ``*``."""
     chosen = set(r.chosen.paths) if r.chosen else set()
     ordered = sorted(r.candidates, key=lambda c: c.key, reverse=True)
     rows = [
@@ -46,6 +50,7 @@ def render_latest_table(r: LatestResult) -> str:
 
 
 def render_check(r: CheckReport) -> str:
+    """Each check with its status, then ``ready to resume`` or ``NOT ready to resume``."""
     lines = [f"check {' '.join(r.targets)}", ""]
     for c in r.checks:
         lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")
@@ -55,6 +60,7 @@ def render_check(r: CheckReport) -> str:
 
 
 def render_prune(p: PrunePlan, applied: bool) -> str:
+    """The saves kept (and why) and deleted, with the bytes freed; ``applied`` False words it as a dry run."""
     lines = []
     for u in p.keep:
         lines.append(f"  keep    {', '.join(map(str, u.paths))}  ({p.reasons.get(str(u.head.path), '')})")
@@ -69,6 +75,8 @@ def render_prune(p: PrunePlan, applied: bool) -> str:
 
 
 def render_pack(r: PackReport) -> str:
+    """The package's files (role, name, size, sha256 prefix, inspect summary), its problems and the
+    verification."""
     lines = [f"package {r.package}"]
     for f in r.manifest.get("files", []):
         extra = f"  {f['inspect']['profile']}, verdict {f['inspect']['verdict']}" if "inspect" in f else ""

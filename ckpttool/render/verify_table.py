@@ -8,6 +8,8 @@ MARK = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 
 
 def render_verify(r: VerifyReport) -> str:
+    """Each check with its status, then whether the resume is verified (with the warning count) or how many
+    checks failed."""
     lines = [f"verify-resume {' '.join(r.paths)}  (device {r.device}{', strict' if r.strict else ''})", ""]
     for c in r.checks:
         lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")

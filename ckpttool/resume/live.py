@@ -34,6 +34,8 @@ class NotRebuildable(ValueError):
 
 @dataclass
 class LiveOptimizer:
+    """A rebuilt ``torch.optim`` optimizer, the saved one it comes from (``path``) and the network it drives."""
+
     path: str
     network: str
     kind: str
@@ -43,6 +45,9 @@ class LiveOptimizer:
 
 @dataclass
 class LiveScheduler:
+    """An LR scheduler rebuilt from a saved state (``path``) or by the trainer's rule, and the optimizer it
+    drives; ``scheduler`` None when its class cannot be rebuilt (the LR is held constant)."""
+
     path: str | None  # None: rebuilt by the trainer's rule, not stored in the file
     optimizer: str
     kind: str
@@ -51,6 +56,9 @@ class LiveScheduler:
 
 @dataclass
 class Live:
+    """The training state of one checkpoint, live: tensors on the device (parameters require grad), rebuilt
+    optimizers and schedulers, and the step and epoch counters."""
+
     networks: dict[str, dict[str, torch.Tensor]]  # label -> name -> tensor (parameters require grad)
     optimizers: list[LiveOptimizer]
     schedulers: list[LiveScheduler]
@@ -61,10 +69,13 @@ class Live:
     next_epoch: int | None = None  # the epoch the (resumed) run trains next
 
     def params(self, label: str) -> dict[str, torch.Tensor]:
+        """The tensors of network ``label`` that train (those that require grad)."""
         return {k: v for k, v in self.networks[label].items() if v.requires_grad}
 
 
 def optimizer_class(kind: str, override: str | None) -> Any:
+    """The ``torch.optim`` class named by ``override``, else by the first word of ``kind`` (a
+    :func:`guess_kind` result). Raises UsageError when it names no ``torch.optim.Optimizer`` subclass."""
     import torch
 
     name = override or kind.split(" ")[0]
@@ -126,42 +137,10 @@ def _build_live(
     live = Live({}, [], [], counter_value(ckpt, layout, "step"), counter_value(ckpt, layout, "epoch"))
     with StorageReader() as reader:
         for label, path in layout.networks.items():
-            tensors: dict[str, torch.Tensor] = {}
-            for name, info in network_params(ckpt, path).items():
-                t = reader.tensor(info, device=str(device))
-                if t.is_floating_point():
-                    t = t.detach().clone().requires_grad_(True)
-                tensors[str(name)] = t
-            live.networks[label] = tensors
+            live.networks[label] = _live_tensors(ckpt, path, reader, device)
         opt_paths = [p for p in layout.optimizers if is_optimizer(get_path(ckpt.root, p))]
         for opt_path in opt_paths:
-            label = layout.optimizers[opt_path]
-            tree = get_path(ckpt.root, opt_path)
-            params = network_params(ckpt, layout.networks[label]) if label in layout.networks else {}
-            report = analyse(
-                opt_path, label, tree, dict(params), layout.group_layout if label == "G" else None
-            )
-            if report.kind.startswith("ScaledAdam"):
-                raise NotRebuildable(
-                    f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "
-                    "verify this run through a --recipe"
-                )
-            if not report.aligned:
-                raise ValueError(
-                    f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}"
-                )
-            cls = optimizer_class(guess_kind(tree), optimizer_override)
-            live_params = live.networks[label]
-            groups, names = [], []
-            for g in tree.get("param_groups") or []:
-                hyper = reader.materialise({k: v for k, v in g.items() if k != "params"})
-                members = [report.mapping[i] for i in g.get("params", [])]
-                names += members
-                groups.append({**hyper, "params": [live_params[str(n)] for n in members]})
-            opt = cls(groups)
-            state = reader.materialise(tree)
-            opt.load_state_dict(state)
-            live.optimizers.append(LiveOptimizer(opt_path, label, cls.__name__, opt, [str(n) for n in names]))
+            live.optimizers.append(_live_optimizer(ckpt, layout, opt_path, live, reader, optimizer_override))
         held = {(o.network, n) for o in live.optimizers for n in o.names}
         for label, tensors in live.networks.items():  # buffers and frozen tensors take no steps
             for name, t in tensors.items():
@@ -175,6 +154,63 @@ def _build_live(
                 continue
             plain = reader.materialise(state)
             live.schedulers.append(_rebuild_saved(sched_path, plain, by_path[target], live.notes))
+    _apply_rule(live, layout, gamma, trainer_rule)
+    return live
+
+
+def _live_tensors(
+    ckpt: Checkpoint, path: str, reader: StorageReader, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The network at ``path``, read onto ``device``; floating-point tensors are leaves that require grad."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, info in network_params(ckpt, path).items():
+        t = reader.tensor(info, device=str(device))
+        if t.is_floating_point():
+            t = t.detach().clone().requires_grad_(True)
+        tensors[str(name)] = t
+    return tensors
+
+
+def _live_optimizer(
+    ckpt: Checkpoint,
+    layout: Layout,
+    opt_path: str,
+    live: Live,
+    reader: StorageReader,
+    optimizer_override: str | None,
+) -> LiveOptimizer:
+    """The torch optimizer saved at ``opt_path``, over ``live``'s tensors, with its state loaded.
+
+    Raises NotRebuildable for ScaledAdam (its batched state needs icefall's code), ValueError when the state
+    cannot be aligned with the network, UsageError when the class is not a ``torch.optim`` optimizer.
+    """
+    label = layout.optimizers[opt_path]
+    tree = get_path(ckpt.root, opt_path)
+    params = network_params(ckpt, layout.networks[label]) if label in layout.networks else {}
+    report = analyse(opt_path, label, tree, dict(params), layout.group_layout if label == "G" else None)
+    if report.kind.startswith("ScaledAdam"):
+        raise NotRebuildable(
+            f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "
+            "verify this run through a --recipe"
+        )
+    if not report.aligned:
+        raise ValueError(f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}")
+    cls = optimizer_class(guess_kind(tree), optimizer_override)
+    live_params = live.networks[label]
+    groups, names = [], []
+    for g in tree.get("param_groups") or []:
+        hyper = reader.materialise({k: v for k, v in g.items() if k != "params"})
+        members = [report.mapping[i] for i in g.get("params", [])]
+        names += members
+        groups.append({**hyper, "params": [live_params[str(n)] for n in members]})
+    opt = cls(groups)
+    state = reader.materialise(tree)
+    opt.load_state_dict(state)
+    return LiveOptimizer(opt_path, label, cls.__name__, opt, [str(n) for n in names])
+
+
+def _apply_rule(live: Live, layout: Layout, gamma: float, trainer_rule: bool) -> None:
+    """For a trainer that saves no scheduler, add the schedulers its rebuild rule makes; set the next epoch."""
     rule = rule_of(layout)
     if rule is not None and not layout.schedulers:
         live.rule = rule.trainer
@@ -185,7 +221,6 @@ def _build_live(
             live.next_epoch = rule.resumed_epoch(live.epoch) if trainer_rule else live.epoch + 1
     elif live.epoch is not None:
         live.next_epoch = live.epoch + 1
-    return live
 
 
 def _rebuild_saved(path: str, state: dict[str, Any], opt: LiveOptimizer, notes: list[str]) -> LiveScheduler:
@@ -246,4 +281,5 @@ def _rebuild_by_rule(
 
 
 def lr_of(live: Live) -> list[float]:
+    """Every group's LR, optimizer by optimizer."""
     return [float(g["lr"]) for o in live.optimizers for g in o.optimizer.param_groups]

@@ -31,17 +31,25 @@ if TYPE_CHECKING:
 
 
 class Trainer(Protocol):
-    def load(self, paths: list[Path]) -> None: ...
+    """The trainer object a recipe returns (the protocol in this module's docstring)."""
 
-    def train_step(self, index: int) -> None: ...
+    def load(self, paths: list[Path]) -> None:
+        """Restore the checkpoint files exactly as the real trainer does on resume."""
 
-    def save(self, folder: Path) -> list[Path]: ...
+    def train_step(self, index: int) -> None:
+        """One training step on a batch that depends only on ``index``."""
 
-    def state(self) -> dict[str, torch.Tensor]: ...
+    def save(self, folder: Path) -> list[Path]:
+        """Save into ``folder`` the way the real trainer does; the files written."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Everything that must match after a resume: weights, optimizer moments, the LR, counters."""
 
 
 @dataclass
 class RecipeResult:
+    """A recipe run: steps run, wall time in seconds, and whether the straight and split end states match."""
+
     recipe: str
     steps: int
     seconds: float
@@ -49,10 +57,13 @@ class RecipeResult:
     differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``recipe_run`` field of ``ckpttool.verify-resume/1``."""
         return dict(self.__dict__)
 
 
 def load_recipe(spec: str) -> Callable[[Any], Trainer]:
+    """The factory named by ``package.module:function`` (imported; the user chose to run it). Raises
+    UsageError when the spec is malformed, the module cannot be imported or has no such callable."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise UsageError(f"--recipe {spec!r}: expected package.module:function")
@@ -69,6 +80,9 @@ def load_recipe(spec: str) -> Callable[[Any], Trainer]:
 
 
 def run_recipe(spec: str, paths: list[Path], device: torch.device, steps: int, workdir: Path) -> RecipeResult:
+    """Run the recipe ``steps`` steps straight, and ``steps // 2`` + save to ``workdir`` + load in a fresh
+    trainer + the rest, all from ``paths``; compare the two ``state()`` dicts (bit for bit on the CPU, rtol
+    1e-6 elsewhere). ``steps`` is rounded down to an even number, at least 2."""
     import torch
 
     factory = load_recipe(spec)

@@ -33,6 +33,8 @@ SIGNATURES: list[tuple[str, frozenset[str]]] = [
 
 
 def infer_class(state: Mapping[str, Any]) -> str | None:
+    """The ``torch.optim.lr_scheduler`` class whose state keys ``state`` has (SIGNATURES, first match), or
+    None."""
     keys = set(state)
     for name, needed in SIGNATURES:
         if needed <= keys:
@@ -107,12 +109,15 @@ class Rebuild:
 
     @property
     def description(self) -> str:
+        """The rule in words."""
         return self.rule.description
 
     def resumed_epoch(self, saved_epoch: int) -> int:
+        """The epoch the trainer trains first after resuming from a save at ``saved_epoch``."""
         return saved_epoch + 1 if self.next_epoch == "next" else saved_epoch
 
     def resumed_lr(self, saved_lr: float, initial_lr: float, gamma: float, saved_epoch: int) -> float:
+        """The LR the trainer's rebuilt scheduler leaves in the optimizer (:meth:`RebuildRule.resumed_lr`)."""
         return self.rule.resumed_lr(saved_lr, initial_lr, gamma, saved_epoch)
 
     def uninterrupted_lr(self, initial_lr: float, gamma: float, saved_epoch: int) -> float:

@@ -33,6 +33,9 @@ GRAD_SCALE = 1e-3
 
 @dataclass
 class Comparison:
+    """Two end states compared: identical or not, the largest parameter and optimizer-state differences
+    (absolute), each side's LRs and (step, epoch) counters, and the differences in words."""
+
     identical: bool
     max_param_diff: float
     max_state_diff: float
@@ -43,6 +46,7 @@ class Comparison:
     differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``exact_reload`` / ``trainer_reload`` field of ``ckpttool.verify-resume/1``."""
         return {
             "identical": self.identical,
             "max_param_diff": self.max_param_diff,
@@ -57,6 +61,9 @@ class Comparison:
 
 @dataclass
 class ShadowResult:
+    """A shadow run: steps, device, wall time in seconds, parameter count (values), the exact-reload
+    comparison and, for trainers that rebuild their scheduler, the trainer-style one."""
+
     steps: int
     device: str
     seconds: float
@@ -67,6 +74,7 @@ class ShadowResult:
     notes: list[str]
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``shadow_runs`` in ``ckpttool.verify-resume/1`` (without its ``path``)."""
         return {
             "steps": self.steps,
             "device": self.device,
@@ -144,6 +152,8 @@ def _save(ckpt: Checkpoint, layout: Layout, live: Live, path: Path) -> None:
 
 
 def compare(a: Live, b: Live, exact: bool = True) -> Comparison:
+    """Compare two live states: parameters, optimizer state, LRs and counters; bit for bit when ``exact``,
+    else within rtol 1e-6, atol 1e-8."""
     import torch
 
     def close(x: torch.Tensor, y: torch.Tensor) -> bool:
@@ -198,6 +208,14 @@ def shadow_run(
     gamma: float,
     optimizer_override: str | None = None,
 ) -> ShadowResult:
+    """Train ``steps`` surrogate steps straight from ``ckpt``, and ``steps // 2`` + save to ``workdir`` + reload
+    + the rest; compare the end states (bit for bit on the CPU, rtol 1e-6 on CUDA).
+
+    ``steps`` is rounded down to an even number, at least 2. ``gamma`` is the ExponentialLR decay used when the
+    trainer rebuilds its scheduler instead of saving it; then the reload is also done the trainer's way and
+    compared (``ShadowResult.trainer``). Raises NotRebuildable, ValueError or UsageError from
+    :func:`~ckpttool.resume.live.build_live` when the training state cannot be rebuilt.
+    """
     import torch
 
     start = time.perf_counter()
@@ -221,8 +239,7 @@ def shadow_run(
     again = open_checkpoint(saved)
     # The saved file has the source's structure by construction; its name and folder (which tell a D file's
     # trainer apart) do not, so the source's layout is used to read it back.
-    again_layout = layout
-    resumed = build_live(again, again_layout, device, gamma=gamma, optimizer_override=optimizer_override)
+    resumed = build_live(again, layout, device, gamma=gamma, optimizer_override=optimizer_override)
     _train(resumed, loss, steps - half)
     exact_cmp = compare(straight, resumed, exact)
     del resumed
@@ -230,22 +247,30 @@ def shadow_run(
     trainer_cmp = None
     if rule is not None:
         as_trainer = build_live(
-            again, again_layout, device, trainer_rule=True, gamma=gamma, optimizer_override=optimizer_override
+            again, layout, device, trainer_rule=True, gamma=gamma, optimizer_override=optimizer_override
         )
-        final_epoch = (first_epoch or 0) + steps - 1
-        remaining = (
-            final_epoch - (as_trainer.next_epoch or 0) + 1 if first_epoch is not None else steps - half
-        )
-        _train(as_trainer, loss, max(0, remaining))
-        trainer_cmp = compare(straight, as_trainer, exact)
-        if remaining != steps - half:
-            trainer_cmp.differences.append(
-                f"the trainer resumes at epoch {as_trainer.next_epoch} and trains {remaining} epoch(s) where the "
-                f"uninterrupted run trained {steps - half}"
-            )
-            trainer_cmp.identical = False
+        trainer_cmp = _compare_trainer_resume(straight, as_trainer, loss, steps, first_epoch, exact)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return ShadowResult(
         steps, str(device), time.perf_counter() - start, n_params, exact_cmp, trainer_cmp, rule, notes
     )
+
+
+def _compare_trainer_resume(
+    straight: Live, as_trainer: Live, loss: _Surrogate, steps: int, first_epoch: int | None, exact: bool
+) -> Comparison:
+    """Train the run resumed the trainer's way up to the straight run's last epoch and compare; a resume that
+    trains another number of epochs than the uninterrupted run differs."""
+    half = steps // 2
+    final_epoch = (first_epoch or 0) + steps - 1
+    remaining = final_epoch - (as_trainer.next_epoch or 0) + 1 if first_epoch is not None else steps - half
+    _train(as_trainer, loss, max(0, remaining))
+    trainer_cmp = compare(straight, as_trainer, exact)
+    if remaining != steps - half:
+        trainer_cmp.differences.append(
+            f"the trainer resumes at epoch {as_trainer.next_epoch} and trains {remaining} epoch(s) where the "
+            f"uninterrupted run trained {steps - half}"
+        )
+        trainer_cmp.identical = False
+    return trainer_cmp

@@ -16,16 +16,21 @@ from ckpttool.vocab import CheckStatus
 
 @dataclass
 class Check:
+    """One verify-resume check: its name, ``pass``/``fail``/``warn``/``skip``, a message and data for JSON."""
+
     name: str
     status: CheckStatus
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``checks`` in ``ckpttool.verify-resume/1`` and ``ckpttool.check/1``."""
         return {"name": self.name, "status": self.status, "message": self.message, "data": self.data}
 
 
 def piece_checks(src: Source) -> list[Check]:
+    """Fail for each required piece that is absent and, in a training file, each network without optimizer
+    state; pass when nothing is missing."""
     out = []
     missing = [p for p in src.interp.pieces if p.required and p.status == "absent"]
     for p in missing:
@@ -54,6 +59,8 @@ def piece_checks(src: Source) -> list[Check]:
 
 
 def optimizer_checks(src: Source) -> list[Check]:
+    """The optimizer findings as checks: misaligned or misshapen state and a G/D stage mismatch fail, partial
+    or unchecked state and Adam-step warnings warn; pass when some optimizer is aligned and nothing failed."""
     out = []
     for f in src.interp.findings:
         if f.code in ("optimizer-misaligned", "optimizer-shape"):
@@ -107,6 +114,10 @@ def stage_check(sources: list[Source]) -> list[Check]:
 
 
 def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
+    """One check per saved scheduler state: its class against ``expected_class`` (fail when it differs), then
+    the LR its state implies (closed form, per param group) against the LR its optimizer holds (fail beyond
+    1e-6 relative). A class with no closed form, or no optimizer to compare with, warns.
+    """
     out = []
     opt_paths = [p for p in src.layout.optimizers if is_optimizer(get_path(src.ckpt.root, p))]
     for path in src.layout.schedulers:
@@ -131,48 +142,48 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
                 Check("scheduler", "warn", f"{path}: scheduler class not recognised; its LR is not checked")
             )
             continue
-        groups = get_path(src.ckpt.root, target).get("param_groups") or []
-        base_lrs = state.get("base_lrs") or [g.get("initial_lr") for g in groups]
-        bad = []
-        for i, g in enumerate(groups):
-            base = base_lrs[i] if i < len(base_lrs) else None
-            lr = g.get("lr")
-            implied = closed_form_lr(kind, state, float(base)) if isinstance(base, int | float) else None
-            if implied is None or not isinstance(lr, int | float):
-                continue
-            if abs(implied - lr) > 1e-9 + 1e-6 * abs(lr):
-                bad.append(
-                    f"group {i}: the {kind} state (last_epoch {state.get('last_epoch')}) implies lr "
-                    f"{implied:.6g}, the optimizer holds {lr:.6g}"
-                )
-        checked = [
-            i
-            for i, g in enumerate(groups)
-            if i < len(base_lrs)
-            and isinstance(base_lrs[i], int | float)
-            and closed_form_lr(kind, state, float(base_lrs[i])) is not None
-        ]
-        if bad:
-            out.append(
-                Check(
-                    "scheduler",
-                    "fail",
-                    f"{path} does not belong to {target}: "
-                    + "; ".join(bad)
-                    + ". A scheduler state of another class or run loads silently and changes the LR",
-                )
-            )
-        elif not checked:
-            out.append(
-                Check(
-                    "scheduler",
-                    "warn",
-                    f"{path}: a {kind} has no closed form here; its LR against {target}'s is not checked",
-                )
-            )
-        else:
-            out.append(Check("scheduler", "pass", f"{path}: {kind} state consistent with {target}'s LR"))
+        out.append(_lr_check(src, path, state, kind, target))
     return out
+
+
+def _lr_check(src: Source, path: str, state: dict[str, Any], kind: str, target: str) -> Check:
+    """The scheduler state at ``path`` (a ``kind``) against the LR of each group of the optimizer at ``target``."""
+    groups = get_path(src.ckpt.root, target).get("param_groups") or []
+    base_lrs = state.get("base_lrs") or [g.get("initial_lr") for g in groups]
+    bad = []
+    for i, g in enumerate(groups):
+        base = base_lrs[i] if i < len(base_lrs) else None
+        lr = g.get("lr")
+        implied = closed_form_lr(kind, state, float(base)) if isinstance(base, int | float) else None
+        if implied is None or not isinstance(lr, int | float):
+            continue
+        if abs(implied - lr) > 1e-9 + 1e-6 * abs(lr):
+            bad.append(
+                f"group {i}: the {kind} state (last_epoch {state.get('last_epoch')}) implies lr "
+                f"{implied:.6g}, the optimizer holds {lr:.6g}"
+            )
+    checked = [
+        i
+        for i, g in enumerate(groups)
+        if i < len(base_lrs)
+        and isinstance(base_lrs[i], int | float)
+        and closed_form_lr(kind, state, float(base_lrs[i])) is not None
+    ]
+    if bad:
+        return Check(
+            "scheduler",
+            "fail",
+            f"{path} does not belong to {target}: "
+            + "; ".join(bad)
+            + ". A scheduler state of another class or run loads silently and changes the LR",
+        )
+    if not checked:
+        return Check(
+            "scheduler",
+            "warn",
+            f"{path}: a {kind} has no closed form here; its LR against {target}'s is not checked",
+        )
+    return Check("scheduler", "pass", f"{path}: {kind} state consistent with {target}'s LR")
 
 
 def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -> list[Check]:
@@ -223,6 +234,8 @@ def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -
 
 
 def scaler_check(src: Source, fp16: bool | None) -> list[Check]:
+    """Pass when a GradScaler state is saved; warn when training used fp16 without one (the scale restarts at
+    65536, torch's default ``init_scale``)."""
     if src.layout.scaler is not None:
         return [Check("scaler", "pass", f"{src.name}: AMP GradScaler state saved")]
     if fp16:

@@ -64,6 +64,8 @@ class ExprError(ConfigError):
 
 @lru_cache(maxsize=4096)
 def parse(text: str) -> ast.expr:
+    """The AST of expression ``text`` (cached). Raises ExprError for a syntax error, a construct outside the
+    whitelist, a call to anything but FUNCTIONS and PROBES, or keyword arguments."""
     try:
         tree = ast.parse(str(text).strip(), mode="eval")
     except SyntaxError as exc:
@@ -196,6 +198,7 @@ def _fold(node: ast.expr, lengths: Mapping[str, int] | None = None) -> ast.expr:
 
 
 def simplify(node: ast.expr, lengths: Mapping[str, int]) -> ast.expr:
+    """A simplified copy of ``node`` (see ``_fold``); ``lengths`` gives the length of each list variable."""
     import copy
 
     return _fold(copy.deepcopy(node), lengths)
@@ -240,6 +243,7 @@ def substitute_text(text: str, mapping: Mapping[str, str]) -> str:
 
 @lru_cache(maxsize=8192)
 def simplify_text(text: str, lengths: tuple[tuple[str, int], ...]) -> str:
+    """``text`` simplified and unparsed (cached); ``lengths`` as (list variable, length) pairs, hashable."""
     return ast.unparse(_fold(copy.deepcopy(parse(text)), dict(lengths)))
 
 
@@ -277,4 +281,5 @@ def atoms(node: ast.expr) -> set[str]:
 
 
 def text(node: ast.expr) -> str:
+    """``node`` as source text."""
     return ast.unparse(node)

@@ -24,6 +24,10 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 @dataclass
 class Fingerprint:
+    """A network's best-fitting architecture spec: family, version, how many of the spec's tensors are present
+    (``matched`` of ``expected``), the names missing or unexpected, and the variable values its shapes imply.
+    """
+
     family: str
     title: str
     role: str
@@ -44,9 +48,12 @@ class Fingerprint:
 
     @property
     def complete(self) -> bool:
+        """Every expected tensor present and nothing else."""
         return not self.missing and not self.unexpected
 
     def to_json(self) -> dict[str, Any]:
+        """The fingerprint part of an ``architectures`` entry in ``ckpttool.inspect/1`` (name lists as
+        counts)."""
         return {
             "family": self.family,
             "title": self.title,
@@ -104,6 +111,8 @@ def _eval_rule(text: str, probe: _Probe) -> Any:
 
 
 def detect_version(spec: Spec, probe: _Probe) -> str | None:
+    """The first version whose detection rule holds for the probed shapes; else the spec's default version
+    (None for a spec without a ``version`` variable)."""
     for version, rule in spec.detect.get("version") or []:
         if _eval_rule(rule, probe):
             return str(version)
@@ -111,6 +120,8 @@ def detect_version(spec: Spec, probe: _Probe) -> str | None:
 
 
 def structure(spec: Spec, probe: _Probe) -> dict[str, Any]:
+    """The structure values (layer counts, ...) the spec's ``detect.structure`` rules read off the shapes;
+    failed rules are left out."""
     out = {}
     for name, rule in (spec.detect.get("structure") or {}).items():
         val = _eval_rule(rule, probe)
@@ -269,12 +280,16 @@ def solve(
 
 
 def count_matching(expected: list[TensorSpec], pattern: str) -> int:
+    """How many of ``expected`` have a name matching the glob ``pattern`` (case-sensitive)."""
     return sum(1 for t in expected if fnmatch.fnmatchcase(t.name, pattern))
 
 
 # --- checking a config ----------------------------------------------------------------------------------------
 @dataclass
 class DimMismatch:
+    """One dimension a config gets wrong: the file's size (``actual``), the config's (``expected``), the
+    expression behind it, the config keys in that expression and the values the file implies for them."""
+
     tensor: str
     dim: int
     actual: int
@@ -284,6 +299,8 @@ class DimMismatch:
     implied: dict[str, Any]  # what the file's shapes say those variables are
 
     def sentence(self, config_values: Mapping[str, Any]) -> str:
+        """The mismatch in words, with the values ``config_values`` gives: ``enc_p.proj.weight dim 0 is 384 =
+        2 * inter_channels with inter_channels=192, but the config gives 512 (inter_channels=256)``."""
         given = ", ".join(f"{k}={config_values.get(k)!r}" for k in self.keys)
         implied = ", ".join(f"{k}={v!r}" for k, v in self.implied.items())
         text = f"{self.tensor} dim {self.dim} is {self.actual}"
@@ -294,6 +311,7 @@ class DimMismatch:
         return text + f", but the config gives {self.expected}" + (f" ({given})" if given else "")
 
     def to_json(self) -> dict[str, Any]:
+        """An entry of ``config_check.mismatches`` in ``ckpttool.inspect/1``."""
         return {
             "tensor": self.tensor,
             "dim": self.dim,
@@ -307,6 +325,10 @@ class DimMismatch:
 
 @dataclass
 class ConfigCheck:
+    """A run config checked against a file's shapes: dimension mismatches, tensors the config implies that are
+    missing or that it does not imply, a summary per config key, and the model constraints the config breaks.
+    """
+
     family: str
     values: dict[str, Any]  # the config's variable values (defaults filled in)
     mismatches: list[DimMismatch]
@@ -317,9 +339,11 @@ class ConfigCheck:
 
     @property
     def ok(self) -> bool:
+        """No mismatch and no missing or unexpected tensor (broken constraints only warn)."""
         return not (self.mismatches or self.missing or self.unexpected)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``config_check`` field of an ``architectures`` entry in ``ckpttool.inspect/1``."""
         return {
             "family": self.family,
             "ok": self.ok,
@@ -362,6 +386,10 @@ def config_values(spec: Spec, config: Mapping[str, Any], fp: Fingerprint | None 
 def check_config(
     spec: Spec, shapes: Shapes, config: Mapping[str, Any], fp: Fingerprint | None = None
 ) -> ConfigCheck:
+    """Check ``config`` (a plain nested run config) against ``shapes`` by expanding ``spec`` with the config's
+    values (:func:`config_values`) and comparing every dimension. A dimension whose expression holds no config
+    key but differs between versions is put down to ``version``. Raises ConfigError when the spec cannot be
+    expanded with these values."""
     _, plain = strip_wrapper(shapes)
     values = config_values(spec, config, fp)
     expected = spec.expand(values)
@@ -408,6 +436,8 @@ def check_config(
 
 
 def atom_value(values: Mapping[str, Any], atom: str) -> Any:
+    """The value of an atom: ``name`` -> ``values[name]``; ``name[k]`` -> element k of that list (None when
+    out of range)."""
     m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
     if m:
         lst = values.get(m.group(1))

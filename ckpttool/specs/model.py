@@ -29,6 +29,9 @@ COMMON = "common.yaml"
 
 @dataclass(frozen=True)
 class Variable:
+    """A spec variable: its default, its dotted path in the run config (None: an architecture constant) and
+    allowed values."""
+
     name: str
     default: Any
     config: str | None  # dotted path in the run config; None for an architecture constant
@@ -52,10 +55,12 @@ class TensorSpec:
     preserve: bool = False  # a residual branch's output: zero it when the whole layer is new (identity)
 
     def atoms(self, dim: int) -> set[str]:
+        """The unknowns of dimension ``dim``'s expression."""
         return ex.atoms(ex.parse(self.exprs[dim]))
 
     @property
     def numel(self) -> int:
+        """The number of values (1 for a scalar)."""
         n = 1
         for d in self.shape:
             n *= d
@@ -64,6 +69,9 @@ class TensorSpec:
 
 @dataclass
 class Spec:
+    """A model family's spec, as loaded from its YAML file: variables, per-version defaults, derived values,
+    detection rules, constraints and the tensor tree (``tensors``, with shared ``blocks``)."""
+
     family: str
     title: str
     role: str
@@ -80,9 +88,11 @@ class Spec:
 
     @property
     def config_keys(self) -> dict[str, str]:
+        """Variable name -> dotted run-config path, for the variables a config can set."""
         return {v.name: v.config for v in self.variables.values() if v.config}
 
     def defaults(self, version: str | None = None) -> dict[str, Any]:
+        """Every variable's default, with the defaults of ``version`` (or of the default version) applied."""
         values = {name: copy.deepcopy(v.default) for name, v in self.variables.items()}
         if version is not None and "version" in self.variables:
             values["version"] = version
@@ -99,9 +109,13 @@ class Spec:
         return env
 
     def expand(self, values: Mapping[str, Any]) -> list[TensorSpec]:
+        """Every tensor the model has for these variable values, in ``state_dict`` order. Raises ConfigError
+        (ExprError included) when the spec is malformed or a dimension is not an integer for these values."""
         return list(_Expander(self, values).run())
 
     def check_constraints(self, values: Mapping[str, Any]) -> list[str]:
+        """The messages of the constraints ``values`` break (a constraint that cannot be evaluated is
+        skipped)."""
         env = self.env(values)
         out = []
         for cond, message in self.constraints:
@@ -246,6 +260,8 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
 
 
 def parse_spec(data: dict[str, Any], common_blocks: Mapping[str, Any], where: str = "") -> Spec:
+    """A Spec from a spec file's parsed YAML; ``common_blocks`` are the shared blocks, ``where`` names the
+    file in errors. Raises ConfigError for a malformed spec."""
     try:
         variables = {
             name: Variable(name, v.get("default"), v.get("config"), tuple(v.get("choices", ())))
@@ -300,6 +316,8 @@ def load_spec_file(path: str | Path) -> Spec:
 
 
 def get_spec(family: str) -> Spec:
+    """The spec of ``family`` (built-in or from ``$CKPTTOOL_SPECS``). Raises ConfigError for an unknown
+    family."""
     specs = builtin_specs()
     if family not in specs:
         raise ConfigError(f"unknown model family {family!r}; known: {', '.join(sorted(specs))}")

@@ -82,6 +82,7 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
 
 
 def parse_trainer(data: Any, where: str) -> Trainer:
+    """A Trainer from a record's parsed YAML; raises ConfigError naming the key (``where.key``) at fault."""
     record = _dataclass(Trainer, data, where)
     assert isinstance(record, Trainer)
     return record
@@ -96,6 +97,7 @@ def _read(text: str, where: str) -> Trainer:
 
 
 def load_trainer_file(path: str | Path) -> Trainer:
+    """A user's own trainer record (YAML). Raises ConfigError when it cannot be read or is malformed."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -125,6 +127,7 @@ def all_trainers() -> tuple[Trainer, ...]:
 
 
 def get_trainer(name: str | None) -> Trainer | None:
+    """The record named ``name``, or None (also for ``name`` None)."""
     if name is None:
         return None
     return next((t for t in _records() if t.name == name), None)

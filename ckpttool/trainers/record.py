@@ -114,6 +114,9 @@ class Resume:
 
 @dataclass(frozen=True)
 class Trainer:
+    """One training program: the files it writes and how to recognise them, how it names them, how it resumes,
+    and the upstream sources of these facts (``source`` fields)."""
+
     name: str
     title: str
     source: str

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint
-from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions, open_regular
 from ckpttool.formats.folders import total_size
-from ckpttool.formats.pickled import read_pickle
-from ckpttool.model import Checkpoint, DcpStorage, DeferredValue, Stub, TensorInfo, map_tree
+from ckpttool.formats.pickled import MAX_PICKLE_BYTES, read_pickle
+from ckpttool.model import Checkpoint, DcpStorage, DeferredValue, Safety, Stub, TensorInfo, map_tree
 from ckpttool.state_json import MARK, decode
 from ckpttool.vocab import Format as FormatName
 
@@ -38,8 +38,9 @@ def _size(obj: Any) -> tuple[int, ...]:
 def dcp_metadata(folder: Path) -> dict[str, Any]:
     """The parts of DCP's ``Metadata`` ckpttool needs, from the restricted unpickler (never pickle.load)."""
     meta_path = folder / ".metadata"
-    with open(meta_path, "rb") as fh:
-        result = read_pickle(fh, str(meta_path), lambda pid: pid)
+    with open_regular(meta_path) as fh:
+        data = fh.read(MAX_PICKLE_BYTES)
+    result = read_pickle(data, str(meta_path), lambda pid: pid, what=".metadata")
     md = _attrs(result.root)
     entries = md.get("state_dict_metadata")
     if not isinstance(entries, dict):
@@ -64,7 +65,8 @@ def dcp_metadata(folder: Path) -> dict[str, Any]:
         "bytes": [],
         "storage": storage,
         "mappings": planner,
-        "globals": result.foreign_globals,
+        "globals": result.foreign,
+        "safety": result.safety,
     }
     for fqn, entry in entries.items():
         ea = _attrs(entry)
@@ -83,6 +85,7 @@ def dcp_metadata(folder: Path) -> dict[str, Any]:
 
 
 def _read_dcp(folder: Path) -> Checkpoint:
+    safety = Safety()
     try:
         md = dcp_metadata(folder)
     except CkptError:
@@ -106,13 +109,15 @@ def _read_dcp(folder: Path) -> Checkpoint:
     for fqn in md["bytes"]:
         for s in md["storage"].get(fqn, []):
             _check_item(folder, fqn, s)
-        flat[fqn] = _dcp_value(folder, fqn, md["storage"].get(fqn, []))
+        flat[fqn] = _dcp_value(folder, fqn, md["storage"].get(fqn, []), safety)
     root = _decode_marks(_unflatten(flat, md["mappings"]), {t.path: t for t in tensors})
     if isinstance(root, dict) and isinstance(root.get(INT_KEYS), list):
         _restore_int_keys(root, root.pop(INT_KEYS))
     ckpt = Checkpoint(
         str(folder), FormatName.DCP, root, tensors, total_size(folder), foreign_globals=md["globals"]
     )
+    md["safety"].merge(safety)
+    ckpt.safety = md["safety"]
     ckpt.meta["dcp_files"] = sorted(f.name for f in folder.iterdir() if f.name.endswith(".distcp"))
     ckpt.notes.append(
         ".metadata read with ckpttool's restricted unpickler (torch's own reader uses pickle.load)"
@@ -142,20 +147,26 @@ def _check_item(folder: Path, fqn: str, item: dict[str, Any]) -> None:
         )
 
 
-def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
-    """A non-tensor entry (a step counter, an lr, a param-id list) is a small torch.save blob inside a .distcp
-    file: read its bytes and parse them with ckpttool's own (torch-free, restricted) reader."""
+def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]], safety: Safety) -> Any:
+    """A non-tensor entry (a step counter, an lr, a param-id list) is a torch.save blob inside a .distcp file,
+    which ``dcp.load`` unpickles with weights_only off (default_planner.py ``load_bytes``): every one is read
+    here with ckpttool's own reader, for its safety verdict, whatever its size. Small ones without tensors are
+    kept as values; the rest are read through DCP when needed."""
     import tempfile
 
     from ckpttool.formats import open_checkpoint
 
+    if not items:
+        return DeferredValue(str(folder), fqn)
     if len(items) != 1 or items[0].get("transforms"):
+        safety.mark("unverified", f"value {fqn} is stored in pieces or transformed; not scanned")
         return DeferredValue(str(folder), fqn)
     item = items[0]
     start, length = int(item["start"]), int(item["length"])
-    if length > MAX_VALUE_BLOB:
+    if length > MAX_PICKLE_BYTES:
+        safety.mark("unverified", f"value {fqn} ({length:,} bytes) is too large to scan")
         return DeferredValue(str(folder), fqn)
-    with open(folder / str(item["file"]), "rb") as fh:
+    with open_regular(folder / str(item["file"])) as fh:
         fh.seek(start)
         blob = fh.read(length)
     if len(blob) != length:
@@ -168,8 +179,9 @@ def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]]) -> Any:
         except CkptError as exc:
             exc.message = exc.message.replace(tmp.name, f"{folder} (value {fqn})")
             raise
-    if value.tensors:
-        return DeferredValue(str(folder), fqn)  # tensors inside a value: read through DCP when needed
+    safety.merge(value.safety, prefix=f"value {fqn}: ")
+    if value.tensors or length > MAX_VALUE_BLOB:
+        return DeferredValue(str(folder), fqn)  # tensors inside a value, or a large one: read through DCP
     return value.root
 
 
