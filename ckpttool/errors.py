@@ -65,6 +65,22 @@ class UnsafeCheckpoint(CkptError):
         return doc
 
 
+class UnverifiedCheckpoint(CkptError):
+    """The pickle names globals ckpttool cannot vouch for; a gate refuses it unless the user names them
+    (``--allow-global``). ``inspect`` shows the verdict instead of raising this."""
+
+    kind = "unverified"
+
+    def __init__(self, message: str, *, globals_: list[str], path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.globals = globals_
+
+    def to_json(self) -> dict[str, object]:
+        doc = super().to_json()
+        doc["globals"] = list(self.globals)
+        return doc
+
+
 class UsageError(CkptError):
     """Arguments that cannot work together, found after click's own parsing."""
 

@@ -8,8 +8,10 @@ into it: the cheap integrity check that catches half-written files without readi
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import pickle
+import struct
 import types
 import zipfile
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, BinaryIO, ClassVar
 from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint, UnsupportedFormat
 from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions
 from ckpttool.formats.builders import StorageType
-from ckpttool.formats.pickled import load_pickle
+from ckpttool.formats.pickled import MAX_PICKLE_BYTES, load_pickle, read_pickle
 from ckpttool.keys import GPT_SOVITS_TAGS
 from ckpttool.model import Checkpoint, StorageRef, Stub, ZipStorage
 from ckpttool.vocab import Format as FormatName
@@ -81,46 +83,169 @@ def open_archive(path: str, tagged: bool) -> zipfile.ZipFile:
         ) from exc
 
 
-def _top_folder(names: list[str], path: str) -> str:
-    tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.endswith("/data.pkl")})
-    tops = [t for t in tops if f"{t}/data.pkl" in names]
-    if not tops:
-        raise UnsupportedFormat(
-            f"{path}: a zip file, but not a torch checkpoint (no */data.pkl inside)", path=path
-        )
-    return tops[0]
+MAX_MEMBERS = 1_000_000
+DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than this (RFC 1951: 258 bytes per 2-bit code)
+MAX_VERSION = 10  # caffe2/serialize/versions.h kMaxSupportedFileFormatVersion (torch 2.13)
+
+
+class Archive:
+    """A torch zip as ``PyTorchFileReader`` (caffe2/serialize/inline_container.cc, miniz) sees it.
+
+    The archive folder is the first central-directory entry's name up to its first ``/``; records are found
+    **case-insensitively** (miniz's sorted binary search compares lower-cased names), so ``archive/DATA.PKL``
+    is ``data.pkl`` to torch; CRC-32 is never checked by torch. When two entries answer one name, torch's pick
+    depends on their positions in its sorted index, so ckpttool reads every copy and reports the ambiguity.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile, path: str, size: int) -> None:
+        self.zf, self.path, self.size = zf, path, size
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise CorruptCheckpoint(f"{path}: refused, the zip lists {len(infos):,} members", path=path)
+        if not infos:
+            raise UnsupportedFormat(f"{path}: an empty zip file, not a torch checkpoint", path=path)
+        first = infos[0].filename
+        if "/" not in first:
+            raise UnsupportedFormat(
+                f"{path}: a zip file, but not a torch checkpoint (its first entry {first!r} is not in a folder; "
+                "torch.load refuses it)",
+                path=path,
+            )
+        self.top = first.split("/", 1)[0]
+        self.index: dict[str, list[zipfile.ZipInfo]] = {}
+        prefix = self.top + "/"
+        self.outside = []
+        for info in infos:
+            self.index.setdefault(info.filename.lower(), []).append(info)
+            if not info.filename.startswith(prefix):
+                self.outside.append(info.filename)
+        self.records = {i.filename[len(prefix) :] for i in infos if i.filename.startswith(prefix)}
+
+    def find(self, record: str) -> list[zipfile.ZipInfo]:
+        """Every entry torch may read for ``<folder>/<record>`` (case-insensitive)."""
+        return self.index.get(f"{self.top}/{record}".lower(), [])
+
+    def read(self, info: zipfile.ZipInfo, limit: int) -> bytes:
+        """One member's bytes, refusing more than ``limit`` and members torch cannot read."""
+        self.check_entry(info)
+        if info.file_size > limit:
+            raise CorruptCheckpoint(
+                f"{self.path}: refused, {info.filename} would inflate to {info.file_size:,} bytes",
+                path=self.path,
+            )
+        with self.zf.open(info) as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise CorruptCheckpoint(
+                f"{self.path}: refused, {info.filename} inflates past {limit:,} bytes", path=self.path
+            )
+        return data
+
+    def check_entry(self, info: zipfile.ZipInfo) -> None:
+        """What torch's reader would refuse, and what would make ckpttool read other bytes than torch."""
+        path = self.path
+        if info.flag_bits & 0x1:
+            raise CorruptCheckpoint(f"{path}: {info.filename} is encrypted; torch.load refuses it", path=path)
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CorruptCheckpoint(
+                f"{path}: {info.filename} uses compression method {info.compress_type}; torch.load refuses it",
+                path=path,
+            )
+        if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > DEFLATE_MAX_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise CorruptCheckpoint(
+                f"{path}: {info.filename} claims to inflate {info.compress_size:,} bytes to {info.file_size:,}, "
+                "more than deflate can produce; the directory is corrupt",
+                path=path,
+            )
+        if info.header_offset + 30 > self.size:
+            raise TruncatedCheckpoint(f"{path}: {info.filename} starts past the end of the file", path=path)
+
+    def local_headers(self, infos: list[zipfile.ZipInfo]) -> None:
+        """Each local header must carry the signature and the same name as the central directory: torch finds
+        the data through the local header's lengths, a naive reader through the directory."""
+        fp = self.zf.fp
+        assert fp is not None
+        spans: list[tuple[int, int, str]] = []
+        for info in infos:
+            fp.seek(info.header_offset)
+            head = fp.read(30)
+            if len(head) < 30 or head[:4] != b"PK\x03\x04":
+                raise CorruptCheckpoint(
+                    f"{self.path}: the local header of {info.filename} is damaged; torch.load refuses it",
+                    path=self.path,
+                )
+            n, m = struct.unpack_from("<HH", head, 26)
+            name = fp.read(n)
+            if name != info.filename.encode("utf-8") and name != info.filename.encode("cp437", "replace"):
+                raise CorruptCheckpoint(
+                    f"{self.path}: {info.filename} has another name in its local header ({name[:60]!r}); the zip "
+                    "directory and the data disagree",
+                    path=self.path,
+                )
+            start = info.header_offset + 30 + n + m
+            end = start + info.compress_size
+            if end > self.size:
+                raise TruncatedCheckpoint(
+                    f"{self.path}: {info.filename} runs past the end of the file; it was cut short",
+                    path=self.path,
+                )
+            spans.append((start, end, info.filename))
+        spans.sort()
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+            if start < end:
+                raise CorruptCheckpoint(
+                    f"{self.path}: the data of {first} and {second} overlap", path=self.path
+                )
 
 
 def read_torch_zip(path: str, sniffed: Sniffed) -> Checkpoint:
     tagged = sniffed.format == FormatName.TAGGED_ZIP
     with open_archive(path, tagged) as zf:
-        names = zf.namelist()
-        top = _top_folder(names, path)
-        is_script = f"{top}/constants.pkl" in names or any(n.startswith(f"{top}/code/") for n in names)
+        arc = Archive(zf, path, sniffed.size)
+        top = arc.top
+        if arc.outside:
+            raise CorruptCheckpoint(
+                f"{path}: {len(arc.outside)} entr(ies) outside the archive folder {top!r} (e.g. {arc.outside[0]!r}); "
+                "torch.load refuses such a zip",
+                path=path,
+            )
+        pickles = arc.find("data.pkl")
+        if not pickles:
+            raise UnsupportedFormat(
+                f"{path}: a zip file, but not a torch checkpoint (no {top}/data.pkl inside)", path=path
+            )
+        version = _version(arc)
+        is_script = (
+            "constants.pkl" in arc.records
+        )  # torch/serialization.py _is_torchscript_zip (case-sensitive)
         byteorder = "little"
-        if f"{top}/byteorder" in names:
-            byteorder = zf.read(f"{top}/byteorder").decode("ascii", "replace").strip() or "little"
-        members = {i.filename: i for i in zf.infolist()}
+        if arc.find("byteorder"):
+            byteorder = arc.read(arc.find("byteorder")[0], 64).decode("ascii", "replace").strip() or "little"
+            if byteorder not in ("little", "big"):
+                raise CorruptCheckpoint(
+                    f"{path}: unknown byte order {byteorder!r}; torch.load refuses it", path=path
+                )
 
         def persistent_load(pid: Any) -> StorageRef:
             if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
                 raise CorruptCheckpoint(f"{path}: unexpected persistent id in data.pkl", path=path)
             _, stype, key, location, numel = pid[:5]
             dtype = stype.dtype if isinstance(stype, StorageType) else "uint8"
-            return ZipStorage(
-                path, str(key), dtype, int(numel), str(location), byteorder, member=f"{top}/data/{key}"
-            )
+            if type(numel) is not int or numel < 0:
+                raise CorruptCheckpoint(f"{path}: a storage with a bad element count", path=path)
+            found = arc.find(f"data/{key}")
+            member = found[0].filename if found else f"{top}/data/{key}"
+            return ZipStorage(path, str(key), dtype, numel, str(location), byteorder, member=member)
 
-        data = zf.read(f"{top}/data.pkl")
+        data = arc.read(pickles[0], MAX_PICKLE_BYTES)
         ckpt = load_pickle(data, path, persistent_load)
-        _check_records(ckpt, members, sniffed.size, path)
-        version = (
-            zf.read(f"{top}/version").decode("ascii", "replace").strip()
-            if f"{top}/version" in names
-            else None
-        )
-        sid_name = f"{top}/.data/serialization_id"
-        serialization_id = zf.read(sid_name).decode("ascii", "replace") if sid_name in names else None
+        if len(pickles) > 1:
+            _duplicates(arc, pickles, ckpt, persistent_load)
+        _check_records(ckpt, arc)
+        sid = arc.find(".data/serialization_id")
+        serialization_id = arc.read(sid[0], 256).decode("ascii", "replace") if sid else None
     ckpt.format = FormatName.TORCHSCRIPT if is_script else sniffed.format
     ckpt.size = sniffed.size
     ckpt.meta.update(
@@ -141,31 +266,80 @@ def read_torch_zip(path: str, sniffed: Sniffed) -> Checkpoint:
         )
     if is_script:
         ckpt.notes.append("TorchScript archive: holds a compiled module, not a training checkpoint")
+        ckpt.safety.mark(
+            "torch.jit.load", "unverified",
+            "torch.load hands a TorchScript archive to torch.jit.load, which compiles and runs the code inside",
+        )  # fmt: skip
     return ckpt
 
 
-def _check_records(ckpt: Checkpoint, members: dict[str, zipfile.ZipInfo], size: int, path: str) -> None:
-    seen: dict[str, int] = {}
+def _version(arc: Archive) -> str:
+    """torch's reader reads ``.data/version`` (else ``version``) first and needs an integer in [1, 10]."""
+    found = arc.find(".data/version") or arc.find("version")
+    if not found:
+        raise CorruptCheckpoint(
+            f"{arc.path}: no {arc.top}/version record; torch.load refuses the file (a damaged directory?)",
+            path=arc.path,
+        )
+    text = arc.read(found[0], 64).decode("ascii", "replace").strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
+        raise CorruptCheckpoint(
+            f"{arc.path}: archive version {text[:20]!r}; torch.load reads versions 1-{MAX_VERSION} only",
+            path=arc.path,
+        )
+    return text
+
+
+def _duplicates(arc: Archive, pickles: list[zipfile.ZipInfo], ckpt: Checkpoint, persistent_load: Any) -> None:
+    """Two entries answer ``data.pkl``: torch reads one of them, by position. Every copy is judged."""
+    first = arc.read(pickles[0], MAX_PICKLE_BYTES)
+    differ = False
+    for info in pickles[1:]:
+        other = arc.read(info, MAX_PICKLE_BYTES)
+        if other != first:
+            differ = True
+            ckpt.safety.merge(read_pickle(other, arc.path, persistent_load, what=info.filename).safety)
+    names = ", ".join(repr(i.filename) for i in pickles)
+    if differ:
+        ckpt.safety.mark(
+            f"zip-ambiguity:{arc.top}/data.pkl", "unsafe",
+            f"the zip holds different entries {names} for data.pkl; torch.load reads one of them by its position "
+            "in a case-insensitive sorted index, so what it loads is not what any one reader sees",
+        )  # fmt: skip
+    else:
+        ckpt.notes.append(f"the zip holds identical entries {names} for data.pkl")
+
+
+def _check_records(ckpt: Checkpoint, arc: Archive) -> None:
+    """Every storage record exists (as torch finds it), is large enough, and torch can read it."""
+    path = arc.path
+    checked: dict[str, zipfile.ZipInfo] = {}
     for t in ckpt.tensors:
         st = t.storage
-        if not isinstance(st, ZipStorage) or st.member in seen:
+        if not isinstance(st, ZipStorage) or st.member in checked:
             continue
-        info = members.get(st.member)
-        if info is None:
+        found = arc.find(f"data/{st.key}")
+        if not found:
             raise CorruptCheckpoint(f"{path}: storage record {st.member} for {t.path} is missing", path=path)
+        info = found[0]
+        arc.check_entry(info)
+        if len({(i.CRC, i.file_size) for i in found}) > 1:
+            ckpt.safety.mark(
+                f"zip-ambiguity:{info.filename}", "unsafe",
+                f"different entries answer {info.filename}; torch.load reads one of them by position",
+            )  # fmt: skip
         if info.compress_type != zipfile.ZIP_STORED:
-            ckpt.notes.append(f"storage {st.member} is compressed; torch itself cannot mmap it")
-        elif info.file_size < st.nbytes:
+            ckpt.notes.append(
+                f"storage {st.member} is compressed; torch.load(mmap=True) reads garbage from it"
+            )
+        if info.file_size < st.nbytes:
             raise TruncatedCheckpoint(
                 f"{path}: storage record {st.member} holds {info.file_size} bytes but {t.path} needs "
                 f"{st.nbytes}; the file is damaged",
                 path=path,
             )
-        if info.header_offset + info.compress_size > size:
-            raise TruncatedCheckpoint(
-                f"{path}: storage record {st.member} runs past the end of the file", path=path
-            )
-        seen[st.member] = info.file_size
+        checked[st.member] = info
+    arc.local_headers([*arc.find("data.pkl")[:1], *checked.values()])
 
 
 # --- writing --------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ckpttool.errors import UnverifiedCheckpoint
 from ckpttool.formats import open_checkpoint
 from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import Interpretation, interpret
@@ -39,7 +40,30 @@ def interpret_checkpoint(ckpt: Checkpoint, layout: Layout | None = None) -> Sour
     return Source(ckpt, layout, interp)
 
 
-def load(path: str | os.PathLike[str]) -> Source:
+def load(path: str | os.PathLike[str], *, gate: frozenset[str] | None = None) -> Source:
     """Open, sniff, read and interpret ``path``. Raises a CkptError subclass on bad input (never a bare
-    exception); reads no tensor bytes beyond the optimizers' step counters and imports no torch."""
-    return interpret_checkpoint(open_checkpoint(path))
+    exception); reads no tensor bytes beyond the optimizers' step counters and imports no torch.
+
+    An unsafe file is always refused (UnsafeCheckpoint). With ``gate`` (the globals the user allowed with
+    ``--allow-global``), an unverified one is refused too (UnverifiedCheckpoint): what gates use.
+    """
+    ckpt = open_checkpoint(path)
+    if gate is not None:
+        require_verified(ckpt, gate)
+    return interpret_checkpoint(ckpt)
+
+
+def require_verified(ckpt: Checkpoint, allowed: frozenset[str] = frozenset()) -> None:
+    """Raise UnverifiedCheckpoint when ``ckpt`` names globals that are neither safe nor allowed."""
+    blocking = ckpt.safety.blocking(allowed)
+    if not blocking:
+        return
+    listed = "; ".join(f"{u.describe()} ({u.why})" for u in blocking[:4])
+    more = f" and {len(blocking) - 4} more" if len(blocking) > 4 else ""
+    flags = " ".join(f"--allow-global {u.name}" for u in blocking[:4])
+    raise UnverifiedCheckpoint(
+        f"{ckpt.path}: refused, it names globals ckpttool cannot vouch for: {listed}{more}; inspect it, and if "
+        f"you trust the file, pass {flags}",
+        globals_=[u.name for u in blocking],
+        path=ckpt.path,
+    )

@@ -51,9 +51,10 @@ class Safety:
         self.notes += [f"{prefix}{n}" for n in other.notes]
         self.verdict = _worst(self.verdict, other.verdict)
 
-    def mark(self, verdict: str, note: str) -> None:
-        self.verdict = _worst(self.verdict, verdict)
-        self.notes.append(note)
+    def mark(self, name: str, verdict: str, why: str) -> None:
+        """Record a concern that is not a pickle global (a TorchScript archive, a value too large to scan) under
+        a name the user can allow, like a global."""
+        self.add(GlobalUse(name, True, verdict, why))
 
     @property
     def unsafe(self) -> list[GlobalUse]:

@@ -159,12 +159,12 @@ def _dcp_value(folder: Path, fqn: str, items: list[dict[str, Any]], safety: Safe
     if not items:
         return DeferredValue(str(folder), fqn)
     if len(items) != 1 or items[0].get("transforms"):
-        safety.mark("unverified", f"value {fqn} is stored in pieces or transformed; not scanned")
+        safety.mark(f"dcp-value:{fqn}", "unverified", "stored in pieces or transformed; not scanned")
         return DeferredValue(str(folder), fqn)
     item = items[0]
     start, length = int(item["start"]), int(item["length"])
     if length > MAX_PICKLE_BYTES:
-        safety.mark("unverified", f"value {fqn} ({length:,} bytes) is too large to scan")
+        safety.mark(f"dcp-value:{fqn}", "unverified", f"{length:,} bytes, too large to scan")
         return DeferredValue(str(folder), fqn)
     with open_regular(folder / str(item["file"])) as fh:
         fh.seek(start)
