@@ -105,6 +105,13 @@ class OutputExists(CkptError):
     exit_code = EXIT_USAGE
 
 
+class NoCheckpoint(CkptError):
+    """A run folder holds no complete, readable checkpoint to work on (a finding, not a usage error)."""
+
+    kind = "no-checkpoint"
+    exit_code = EXIT_PROBLEMS
+
+
 class MigrationError(CkptError):
     kind = "migration"
     exit_code = EXIT_PROBLEMS

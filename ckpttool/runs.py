@@ -143,7 +143,10 @@ class LatestResult:
         }
 
 
-def read_candidate(path: Path) -> Candidate:
+def read_candidate(path: Path, allow: frozenset[str] = frozenset()) -> Candidate:
+    """What ``path`` is to a resume: its role and tag from the name, its counters from its content. An
+    unreadable, unsafe or unverified file (unless its globals are in ``allow``) is kept with the reason and is
+    never chosen, kept by rule, or deleted."""
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     m = ROLE.match(stem)
     role, tag = (m.group(1), m.group(2)) if m else (None, stem)
@@ -154,6 +157,11 @@ def read_candidate(path: Path) -> Candidate:
         ckpt = open_checkpoint(path)
     except CkptError as exc:
         cand.ok, cand.reason = False, f"{exc.kind}: {exc.message.split(': ', 1)[-1]}"
+        return cand
+    blocking = ckpt.safety.blocking(allow)
+    if blocking:
+        names = ", ".join(u.name for u in blocking[:3])
+        cand.ok, cand.reason = False, f"unverified: it names {names} (pass --allow-global to trust it)"
         return cand
     layout = detect_layout(ckpt)
     cand.checkpoint, cand.layout = ckpt, layout
@@ -181,16 +189,16 @@ def read_candidate(path: Path) -> Candidate:
     return cand
 
 
-def scan(run_dir: str | os.PathLike[str]) -> list[Candidate]:
+def scan(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -> list[Candidate]:
     root = Path(run_dir)
     if not root.exists():
         raise InputNotFound(f"{root}: no such run directory")
     if root.is_file():
-        return [read_candidate(root)]
+        return [read_candidate(root, allow)]
     from ckpttool.formats import sniff_directory
 
     if sniff_directory(root):
-        return [read_candidate(root)]
+        return [read_candidate(root, allow)]
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
@@ -199,12 +207,12 @@ def scan(run_dir: str | os.PathLike[str]) -> list[Candidate]:
             dirnames
         ):  # a checkpoint that is a directory (accelerate, sharded, DCP) is one candidate
             if sniff_directory(Path(dirpath) / d):
-                found.append(read_candidate(Path(dirpath) / d))
+                found.append(read_candidate(Path(dirpath) / d, allow))
                 dirnames.remove(d)
         for name in sorted(filenames):
             if name.startswith(".") or not name.endswith(file_suffixes()):
                 continue  # hidden files include ckpttool's own in-flight temporaries
-            found.append(read_candidate(Path(dirpath) / name))
+            found.append(read_candidate(Path(dirpath) / name, allow))
     return found
 
 
@@ -246,9 +254,9 @@ def _units(cands: list[Candidate]) -> list[Unit]:
     return units
 
 
-def latest(run_dir: str | os.PathLike[str]) -> LatestResult:
+def latest(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -> LatestResult:
     """The newest complete, readable checkpoint (pair) in ``run_dir``, with every skipped file explained."""
-    cands = scan(run_dir)
+    cands = scan(run_dir, allow)
     units = _units(cands)
     good = [u for u in units if u.ok]
     good.sort(key=lambda u: u.key, reverse=True)
@@ -302,14 +310,18 @@ class PrunePlan:
 
 
 def plan_prune(
-    run_dir: str | os.PathLike[str], keep: int = 5, every: int | None = None, pinned: Iterable[str] = ()
+    run_dir: str | os.PathLike[str],
+    keep: int = 5,
+    every: int | None = None,
+    pinned: Iterable[str] = (),
+    allow: frozenset[str] = frozenset(),
 ) -> PrunePlan:
     """Keep the newest ``keep`` valid units, every unit whose step (or epoch) is a multiple of ``every``, the
     latest-style files (the trainer resumes from them) and pinned files; everything else may go. The newest
     valid unit is never deleted. Unreadable files are left alone (they may be in-flight saves)."""
     if keep < 1:
         raise UsageError("--keep must be at least 1: the newest valid checkpoint is never deleted")
-    res = latest(run_dir)
+    res = latest(run_dir, allow)
     pins = {Path(p).resolve() for p in pinned}
     valid = sorted((u for u in res.units if u.ok), key=lambda u: u.key, reverse=True)
     reasons: dict[str, str] = {}

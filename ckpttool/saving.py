@@ -45,9 +45,9 @@ def save_checkpoint(
     return target
 
 
-def latest_checkpoint(run_dir: str | os.PathLike[str]) -> LatestResult:
+def latest_checkpoint(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -> LatestResult:
     """The newest complete, readable checkpoint (G/D pair) of a run; ``.chosen.paths`` are the files."""
-    return latest(run_dir)
+    return latest(run_dir, allow)
 
 
 def prune_checkpoints(
@@ -56,10 +56,11 @@ def prune_checkpoints(
     every: int | None = None,
     pinned: tuple[str, ...] = (),
     dry_run: bool = True,
+    allow: frozenset[str] = frozenset(),
 ) -> PrunePlan:
     """Delete all but the newest ``keep`` valid checkpoints (plus multiples of ``every`` and pinned files).
     Dry run by default: returns the plan; pass ``dry_run=False`` to delete."""
-    plan = plan_prune(run_dir, keep, every, pinned)
+    plan = plan_prune(run_dir, keep, every, pinned, allow)
     if not dry_run:
         apply_prune(plan)
     return plan

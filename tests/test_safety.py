@@ -110,12 +110,18 @@ def test_bytes_pickle_with_codecs_and_sets_reads(tmp_path: Path) -> None:
     assert ckpt.root == {"b": b"\x00\xff", "s": {1, 2}, "c": 1 + 2j, "f": frozenset([3])}
 
 
-def test_memory_bomb_builders_are_refused(tmp_path: Path) -> None:
-    # bytearray(10**12) would allocate a terabyte under plain pickle; the restricted builder refuses it.
+def test_memory_bomb_builders_are_unverified(tmp_path: Path) -> None:
+    # bytearray(10**12) would allocate a terabyte under plain pickle; the restricted builder refuses to build it,
+    # and the call is no longer called safe: inspect shows it, a gate refuses the file.
     payload = b"\x80\x02c__builtin__\nbytearray\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R."
-    r = run_cli("inspect", str(_zip_with_pickle(tmp_path, payload, "bomb")))
-    assert r.code == 3
-    assert "damaged" in r.stderr
+    path = _zip_with_pickle(tmp_path, payload, "bomb")
+    r = run_cli("inspect", str(path), "--json")
+    assert r.code == 0
+    safety = r.json()["safety"]
+    assert safety["verdict"] == "unverified"
+    assert [g["name"] for g in safety["globals"]] == ["builtins.bytearray"]
+    gate = run_cli("check", str(path))
+    assert gate.code == 3 and "--allow-global builtins.bytearray" in gate.stderr
 
 
 def test_marker_absent_after_in_process_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

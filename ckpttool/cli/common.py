@@ -32,6 +32,17 @@ def json_option(f: F) -> F:
     )(f)
 
 
+def allow_global_option(f: F) -> F:
+    """``--allow-global M.N`` (repeatable): trust these globals in a gate (see docs/safety.md)."""
+    return click.option(
+        "--allow-global",
+        "allow_globals",
+        multiple=True,
+        metavar="MODULE.NAME",
+        help="Trust a global ckpttool cannot vouch for (repeatable); unsafe ones stay refused.",
+    )(f)
+
+
 def emit(text: str) -> None:
     """Write ``text`` to stdout as is (a rendered table or JSON document ends with its own newline)."""
     click.echo(text, nl=False)

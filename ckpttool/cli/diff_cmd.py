@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ckpttool.cli.common import emit, json_option
+from ckpttool.cli.common import allow_global_option, emit, json_option
 from ckpttool.configs import load_config_file
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.diff import DiffOptions, Progress, diff_paths
@@ -40,9 +40,17 @@ def _progress() -> Progress | None:
     "--values", is_flag=True, help="Also compare tensor values (streams one tensor pair at a time)."
 )
 @click.option("--exit-code", is_flag=True, help="Exit 1 when anything differs (like git diff --exit-code).")
+@allow_global_option
 @json_option
 def diff_cmd(
-    a: str, b: str, config_a: str | None, config_b: str | None, values: bool, exit_code: bool, as_json: bool
+    a: str,
+    b: str,
+    config_a: str | None,
+    config_b: str | None,
+    values: bool,
+    exit_code: bool,
+    allow_globals: tuple[str, ...],
+    as_json: bool,
 ) -> int:
     """Compare two checkpoints and explain each shape change by the config change that caused it.
 
@@ -54,6 +62,7 @@ def diff_cmd(
         load_config_file(config_b) if config_b else None,
         values,
         _progress(),
+        frozenset(allow_globals),
     )
     report = diff_paths(a, b, options)
     emit(to_json(report.to_json()) if as_json else render_diff(report))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ckpttool.cli.common import emit, json_option
+from ckpttool.cli.common import allow_global_option, emit, json_option
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.check import CheckOptions, check_targets
@@ -26,14 +26,15 @@ from ckpttool.saving import prune_checkpoints
 @click.command("latest")
 @click.argument("run_dir", type=click.Path(path_type=str))
 @click.option("--table", is_flag=True, help="Show every checkpoint found and why any was skipped.")
+@allow_global_option
 @json_option
-def latest_cmd(run_dir: str, table: bool, as_json: bool) -> int:
+def latest_cmd(run_dir: str, table: bool, allow_globals: tuple[str, ...], as_json: bool) -> int:
     """Print the newest complete, readable checkpoint (G and D as an aligned pair) in RUN_DIR.
 
     Ordered by what is inside (epoch, step, Adam step) and file times, not by the digits in the names; skipped
     files and stale "latest" files are reported on stderr. Exit 1 when there is none.
     """
-    r = latest(run_dir)
+    r = latest(run_dir, frozenset(allow_globals))
     if as_json:
         emit(to_json(r.to_json()))
     elif table:
@@ -60,6 +61,7 @@ def latest_cmd(run_dir: str, table: bool, as_json: bool) -> int:
 @click.option("--verify", is_flag=True, help="Also run the shadow run of verify-resume.")
 @click.option("--steps", type=int, default=4, show_default=True, help="Shadow-run steps with --verify.")
 @click.option("--device", default="cpu", show_default=True, help="Device for --verify: auto, cpu or cuda.")
+@allow_global_option
 @json_option
 def check_cmd(
     targets: tuple[str, ...],
@@ -69,6 +71,7 @@ def check_cmd(
     verify: bool,
     steps: int,
     device: str,
+    allow_globals: tuple[str, ...],
     as_json: bool,
 ) -> int:
     """The CI gate before a resume: latest valid pair, verdict, config compatibility, resume checks.
@@ -76,8 +79,9 @@ def check_cmd(
     TARGETS: a run directory (its latest valid checkpoint is used) or checkpoint files. Exit 0 ready, 1 not.
     """
     options = CheckOptions(
-        parse_require(require), ConfigOptions.from_cli(config_path, sets), verify, steps, device
-    )
+        parse_require(require), ConfigOptions.from_cli(config_path, sets), verify, steps, device,
+        frozenset(allow_globals),
+    )  # fmt: skip
     r = check_targets(targets, options)
     emit(to_json(r.to_json()) if as_json else render_check(r))
     return EXIT_OK if r.ok else EXIT_PROBLEMS
@@ -89,15 +93,24 @@ def check_cmd(
 @click.option("--every", type=int, help="Also keep checkpoints whose step (or epoch) is a multiple of this.")
 @click.option("--pin", "pins", multiple=True, type=click.Path(path_type=str), help="A file never to delete.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@allow_global_option
 @json_option
 def prune_cmd(
-    run_dir: str, keep: int, every: int | None, pins: tuple[str, ...], dry_run: bool, as_json: bool
+    run_dir: str,
+    keep: int,
+    every: int | None,
+    pins: tuple[str, ...],
+    dry_run: bool,
+    allow_globals: tuple[str, ...],
+    as_json: bool,
 ) -> int:
     """Delete old checkpoints, never the newest valid pair, the trainer's latest file or a pinned one.
 
     Unreadable files are left alone (they may be saves in progress).
     """
-    plan = prune_checkpoints(run_dir, keep=keep, every=every, pinned=pins, dry_run=dry_run)
+    plan = prune_checkpoints(
+        run_dir, keep=keep, every=every, pinned=pins, dry_run=dry_run, allow=frozenset(allow_globals)
+    )
     emit(to_json({**plan.to_json(), "dry_run": dry_run}) if as_json else render_prune(plan, not dry_run))
     return EXIT_OK
 
@@ -119,12 +132,19 @@ def prune_cmd(
     help="The run config to include (default: config.json beside the checkpoints).",
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@allow_global_option
 @json_option
 def pack_cmd(
-    run_dir: str, out: str, files: tuple[str, ...], config_path: str | None, force: bool, as_json: bool
+    run_dir: str,
+    out: str,
+    files: tuple[str, ...],
+    config_path: str | None,
+    force: bool,
+    allow_globals: tuple[str, ...],
+    as_json: bool,
 ) -> int:
     """Pack the latest valid checkpoint(s), the config and a manifest (sizes, sha256, inspect summary)."""
-    r = pack_run(run_dir, out, files=files, config=config_path, force=force)
+    r = pack_run(run_dir, out, files=files, config=config_path, force=force, allow=frozenset(allow_globals))
     emit(to_json(r.to_json()) if as_json else render_pack(r))
     return EXIT_OK
 

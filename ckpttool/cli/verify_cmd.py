@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ckpttool.cli.common import emit, json_option
+from ckpttool.cli.common import allow_global_option, emit, json_option
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.verify import DEFAULT_STEPS, VerifyOptions, verify_paths
@@ -37,6 +37,7 @@ from ckpttool.render.verify_table import render_verify
 @click.option(
     "--scheduler-class", help="The scheduler class the trainer builds; a saved state of another fails."
 )
+@allow_global_option
 @json_option
 def verify_cmd(
     paths: tuple[str, ...],
@@ -48,6 +49,7 @@ def verify_cmd(
     no_shadow: bool,
     optimizer_class: str | None,
     scheduler_class: str | None,
+    allow_globals: tuple[str, ...],
     as_json: bool,
 ) -> int:
     """Prove that training resumed from PATHS continues as if it had never stopped.
@@ -59,8 +61,9 @@ def verify_cmd(
     """
     config = ConfigOptions.from_cli(config_path).file
     options = VerifyOptions(
-        config, steps, device, recipe, strict, not no_shadow, optimizer_class, scheduler_class
-    )
+        config, steps, device, recipe, strict, not no_shadow, optimizer_class, scheduler_class,
+        frozenset(allow_globals),
+    )  # fmt: skip
     report = verify_paths(paths, options)
     emit(to_json(report.to_json()) if as_json else render_verify(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -71,6 +71,7 @@ class CheckOptions:
     verify: bool = False
     steps: int = 4
     device: str = "cpu"
+    allow_globals: frozenset[str] = frozenset()
 
 
 def check_resume(
@@ -104,9 +105,9 @@ def check_targets(
     for t in items:
         if not Path(t).is_dir() or sniff_directory(t):
             report.files.append(t)
-            sources.append(load(t))
+            sources.append(load(t, gate=options.allow_globals))
         else:
-            sources += _latest_sources(t, report)
+            sources += _latest_sources(t, report, options.allow_globals)
     inspect_options = InspectOptions(options.require, config=options.config)
     for src in sources:
         f = src.name
@@ -125,17 +126,18 @@ def check_targets(
         report.checks += _config_checks(f, r)
     if sources:
         verify_options = VerifyOptions(
-            options.config.file, options.steps, options.device, shadow=options.verify
-        )
+            options.config.file, options.steps, options.device, shadow=options.verify,
+            allow_globals=options.allow_globals,
+        )  # fmt: skip
         vr = verify_sources(sources, verify_options)
         report.checks += [c for c in vr.checks if c.name not in ("pieces",) or c.status != "pass"]
     return report
 
 
-def _latest_sources(folder: str, report: CheckReport) -> list[Source]:
+def _latest_sources(folder: str, report: CheckReport, allow: frozenset[str]) -> list[Source]:
     """The latest valid save in run folder ``folder``, as Sources (already read while choosing it); adds the
     ``latest`` result, its checks and the chosen files to ``report``."""
-    res = latest(folder)
+    res = latest(folder, allow)
     report.latest.append(res)
     for w in res.warnings:
         report.checks.append(Check("latest", "warn", w))
@@ -161,7 +163,7 @@ def _latest_sources(folder: str, report: CheckReport) -> list[Source]:
     sources = []
     for f in chosen:
         c = by_path[f]
-        sources.append(interpret_checkpoint(c.checkpoint, c.layout) if c.checkpoint else load(f))
+        sources.append(interpret_checkpoint(c.checkpoint, c.layout) if c.checkpoint else load(f, gate=allow))
     return sources
 
 

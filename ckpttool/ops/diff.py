@@ -205,6 +205,7 @@ class DiffOptions:
     config_b: dict[str, Any] | None = None
     values: bool = False
     progress: Progress | None = None
+    allow_globals: frozenset[str] = frozenset()
 
 
 def diff_checkpoints(
@@ -224,7 +225,8 @@ def diff_paths(
     a: str | os.PathLike[str], b: str | os.PathLike[str], options: DiffOptions | None = None
 ) -> DiffReport:
     """:func:`diff_sources` of the files at ``a`` and ``b`` (what the CLI's ``diff`` runs)."""
-    return diff_sources(load(a), load(b), options)
+    allow = (options or DiffOptions()).allow_globals
+    return diff_sources(load(a, gate=allow), load(b, gate=allow), options)
 
 
 def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> DiffReport:

@@ -13,7 +13,7 @@ from ckpttool.interpret.optimizer import OptimizerReport
 from ckpttool.interpret.pieces import Finding, Network, Piece
 from ckpttool.interpret.profiles import PIECES
 from ckpttool.interpret.source import Source, load
-from ckpttool.model import TensorInfo
+from ckpttool.model import Safety, TensorInfo
 from ckpttool.ops.architecture import Architecture, check_architectures, identify
 from ckpttool.vocab import Verdict
 
@@ -43,6 +43,7 @@ class InspectReport:
     tensors: list[TensorInfo] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     architectures: list[Architecture] = field(default_factory=list)
+    safety: Safety = field(default_factory=Safety)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,7 @@ class InspectReport:
             "notes": self.notes,
             "required_missing": self.required_missing,
             "architectures": [a.to_json() for a in self.architectures],
+            "safety": self.safety.to_json(),
             "ok": self.ok,
         }
         if self.tensors is not None:
@@ -140,6 +142,7 @@ def inspect_source(src: Source, options: InspectOptions | None = None) -> Inspec
         tensors=list(ckpt.tensors) if options.with_tensors else None,
         meta=ckpt.meta,
         architectures=archs,
+        safety=ckpt.safety,
     )
 
 

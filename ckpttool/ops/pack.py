@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ckpttool.configs import run_config_beside
-from ckpttool.errors import CorruptCheckpoint, InputNotFound, OutputExists, UsageError
+from ckpttool.errors import CorruptCheckpoint, InputNotFound, NoCheckpoint, OutputExists, UsageError
+from ckpttool.formats import open_checkpoint
+from ckpttool.interpret.source import require_verified
 from ckpttool.ops.inspect import inspect_checkpoint
 from ckpttool.outputs import atomic_write, check_output
 from ckpttool.runs import latest
@@ -72,14 +74,19 @@ def pack_run(
     files: Iterable[str] = (),
     config: str | None = None,
     force: bool = False,
+    allow: frozenset[str] = frozenset(),
 ) -> PackReport:
+    """Pack the latest valid checkpoint(s) of ``run_dir`` (or ``files``), the run config and a manifest into
+    ``out``. Unsafe or unverified files are refused (unless their globals are in ``allow``)."""
     chosen = [Path(f) for f in files]
     root = Path(run_dir)
     if not chosen:
-        res = latest(root)
+        res = latest(root, allow)
         if res.chosen is None:
-            raise UsageError(f"{root}: no complete, readable checkpoint to pack")
+            raise NoCheckpoint(f"{root}: no complete, readable checkpoint to pack", path=str(root))
         chosen = list(res.chosen.paths)
+    for p in chosen:
+        require_verified(open_checkpoint(p), allow)
     cfg = Path(config) if config else run_config_beside(str(chosen[0]))
     members = [*chosen, *([cfg] if cfg else [])]
     names = [p.name for p in members]

@@ -104,6 +104,7 @@ class VerifyOptions:
     shadow: bool = True
     optimizer_class: str | None = None
     scheduler_class: str | None = None
+    allow_globals: frozenset[str] = frozenset()
 
 
 def verify_resume(
@@ -139,8 +140,9 @@ def verify_paths(
     """:func:`verify_sources` of the files at ``paths`` (what the CLI's ``verify-resume`` runs)."""
     files = [str(p) for p in paths]
     _check_files(files)
-    _check_options(options or VerifyOptions())
-    return verify_sources([load(f) for f in files], options)
+    options = options or VerifyOptions()
+    _check_options(options)
+    return verify_sources([load(f, gate=options.allow_globals) for f in files], options)
 
 
 def _check_files(files: list[str]) -> None:

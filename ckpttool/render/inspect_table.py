@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from ckpttool.model import TensorInfo
+from ckpttool.model import Safety, TensorInfo
 from ckpttool.ops.inspect import InspectReport
 
 MARK = {"present": "present", "absent": "absent", "rebuilt": "rebuilt"}
@@ -19,12 +19,26 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def render_safety(safety: Safety) -> list[str]:
+    """The safety verdict first, with every global behind it (what torch.load with weights_only off does)."""
+    lines = [f"  safety   {safety.verdict.upper()}: not every global this file names is known to be harmless"]
+    for use in safety.blocking():
+        lines.append(f"           {use.name}: {use.describe()} ({use.why})")
+    names = " ".join(f"--allow-global {u.name}" for u in safety.blocking()[:3])
+    lines.append(
+        f"           gates (check, latest, verify-resume, diff, prune, pack) refuse it unless given {names}"
+    )
+    return lines
+
+
 def render_inspect(r: InspectReport) -> str:
     """The ``inspect`` report as text: file, networks table, architectures, the pieces table, findings worth
     reading (info only for Adam steps, alignment and G/D stage), notes and the verdict; then the tensors when
     listed."""
-    lines = [
-        f"{r.path}",
+    lines = [f"{r.path}"]
+    if r.safety.verdict != "safe":
+        lines += render_safety(r.safety)
+    lines += [
         f"  format   {r.format}, {human_bytes(r.size)}",
         f"  profile  {r.profile}: {r.description}",
     ]
