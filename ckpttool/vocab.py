@@ -31,6 +31,9 @@ class Format(Vocab):
     ACCELERATE = "accelerate-dir"
     HF_SHARDED = "hf-sharded-dir"
     DCP = "dcp-dir"
+    PICKLE = "pickle"
+    TAR = "torch-tar"
+    HF_PRETRAINED = "hf-pretrained-dir"
 
 
 # Closed string vocabularies, checked by mypy wherever they are written (each is a field of a public JSON schema).

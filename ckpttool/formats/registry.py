@@ -8,21 +8,33 @@ from __future__ import annotations
 from ckpttool.formats.accelerate import Accelerate
 from ckpttool.formats.base import Format
 from ckpttool.formats.dcp import Dcp
+from ckpttool.formats.hf_pretrained import HfPretrained
 from ckpttool.formats.hf_sharded import HfSharded
 from ckpttool.formats.legacy import Legacy
+from ckpttool.formats.not_checkpoints import GitLfsPointer, HtmlPage
+from ckpttool.formats.raw_pickle import RawPickle
 from ckpttool.formats.safetensors import Safetensors
+from ckpttool.formats.tar_legacy import TorchTar
 from ckpttool.formats.torch_zip import TaggedZip, TorchScript, TorchZip
 from ckpttool.model import StorageRef
 
+# In torch.load's own order where it matters (torch/serialization.py load / _legacy_load): zip first, then the
+# pre-0.4 tar (only for real files, which is what ckpttool reads), then the legacy pickle stream, then any other
+# pickle (torch unpickles it before it checks the magic number).
 FORMATS: tuple[Format, ...] = (
     TorchZip(),
     TaggedZip(),
     TorchScript(),
-    Legacy(),
     Safetensors(),
+    TorchTar(),
+    Legacy(),
+    RawPickle(),
     Dcp(),
     HfSharded(),
     Accelerate(),
+    HfPretrained(),
+    GitLfsPointer(),
+    HtmlPage(),
 )
 
 
