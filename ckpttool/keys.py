@@ -11,9 +11,15 @@ Facts, with their sources:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.module.")
+# Buffers that hold data-normalisation statistics (not trained): ``norm_mean``, ``mel_std``, ``f0_mean``...
+NORM_BUFFER = re.compile(
+    r"(^|\.)((norm|mel|spec|spectrogram|f0|lf0|pitch|energy|feat|feats|features?|input|data|audio|cmvn|stats?)"
+    r"_(mean|std|var|min|max|scale|stats?)|(mean|std)_(norm|mel|spec|f0|pitch|energy|feats?))$"
+)
 # A LightningModule that holds its network as ``self.model`` (GPT-SoVITS s1) saves every key under ``model.``;
 # architecture specs describe the network itself, so matching strips it too.
 MODULE_PREFIXES = ("model.",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ckpttool.cli.common import emit, json_option
+from ckpttool.cli.common import allow_global_option, emit, json_option
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK
 from ckpttool.ops.migrate import FORMATS, INIT_MODES, OPTIMIZER_MODES, MigrateOptions, migrate_path
@@ -59,6 +59,12 @@ from ckpttool.render.migrate_table import render_migrate
     help="Output format; default: the input's (safetensors holds network weights only).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the new entries' init.")
+@click.option(
+    "--flatten-unverified",
+    is_flag=True,
+    help="Write objects of globals ckpttool cannot vouch for as plain data (listed) instead of refusing.",
+)
+@allow_global_option
 @json_option
 def migrate_cmd(
     src: str,
@@ -72,6 +78,8 @@ def migrate_cmd(
     init: str,
     to: str | None,
     seed: int,
+    flatten_unverified: bool,
+    allow_globals: tuple[str, ...],
     as_json: bool,
 ) -> int:
     """Carry weights and optimizer state of SRC over to a changed architecture (inter_channels, gin_channels,
@@ -81,8 +89,9 @@ def migrate_cmd(
     written. SRC is never modified; OUT is written atomically, re-read and checked against the target shapes.
     """
     options = MigrateOptions(
-        ConfigOptions.from_cli(config_path, sets), template, dry_run, force, optimizer, init, to, seed
-    )
+        ConfigOptions.from_cli(config_path, sets), template, dry_run, force, optimizer, init, to, seed,
+        frozenset(allow_globals), flatten_unverified,
+    )  # fmt: skip
     report = migrate_path(src, out, options)
     emit(to_json(report.to_json()) if as_json else render_migrate(report))
     return EXIT_OK

@@ -20,9 +20,21 @@ A dotted name is safe only when its whole path is on a list. Reference: torch/_w
 from __future__ import annotations
 
 import _compat_pickle
+from typing import Any
 
 from ckpttool.formats.weights_only import allowed_globals
-from ckpttool.model import SAFE, UNSAFE, UNVERIFIED, GlobalUse, Safety
+from ckpttool.model import (
+    SAFE,
+    SKIP,
+    UNSAFE,
+    UNVERIFIED,
+    GlobalUse,
+    Safety,
+    Stub,
+    dotted,
+    iter_nodes,
+    map_tree,
+)
 
 __all__ = ["BENIGN", "SAFE", "UNSAFE", "UNVERIFIED", "GlobalUse", "Safety", "classify", "python_name"]
 
@@ -163,3 +175,36 @@ def classify(module: str, name: str) -> tuple[str, str]:
     if full in BENIGN:
         return SAFE, BENIGN[full]
     return UNVERIFIED, "not on ckpttool's allow-list"
+
+
+def stub_globals(root: Any) -> list[tuple[str, str, str, str]]:
+    """(dotted path, global, verdict, why) of every stub in ``root`` whose global is not safe: what a writer
+    would name again in its output pickle."""
+    out = []
+    for path, node in iter_nodes(root):
+        if isinstance(node, Stub):
+            module, name = type(node).module, type(node).name
+            verdict, why = classify(module, name)
+            if verdict != SAFE:
+                out.append((dotted(path), f"{module}.{name}", verdict, why))
+    return out
+
+
+def flatten_unverified(root: Any, allow: frozenset[str] = frozenset()) -> tuple[Any, list[str]]:
+    """A copy of ``root`` in which every stub of a global that is not safe (and not in ``allow``) is replaced by
+    plain data: its attributes as a dict, else its arguments as a list, else its name as a string. Returns the
+    copy and one line per replaced value."""
+    changed: list[str] = []
+
+    def enter(node: Any, path: tuple[Any, ...]) -> Any:
+        if not isinstance(node, Stub):
+            return SKIP
+        full = f"{type(node).module}.{type(node).name}"
+        if full in allow or classify(type(node).module, type(node).name)[0] == SAFE:
+            return SKIP
+        attrs = node.attributes()
+        plain: Any = dict(attrs) if attrs else list(node.args) if node.args else f"<{full}>"
+        changed.append(f"{dotted(path) or '<root>'}: {full} -> {type(plain).__name__}")
+        return plain
+
+    return map_tree(root, enter=enter), changed

@@ -17,12 +17,19 @@ import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint, UnsupportedFormat
+from ckpttool.errors import (
+    CkptError,
+    CorruptCheckpoint,
+    TruncatedCheckpoint,
+    UnsafeCheckpoint,
+    UnsupportedFormat,
+)
 from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions
 from ckpttool.formats.builders import StorageType
 from ckpttool.formats.pickled import MAX_PICKLE_BYTES, load_pickle, read_pickle
+from ckpttool.formats.policy import classify
 from ckpttool.keys import GPT_SOVITS_TAGS
-from ckpttool.model import Checkpoint, StorageRef, Stub, ZipStorage
+from ckpttool.model import UNSAFE, Checkpoint, StorageRef, Stub, ZipStorage
 from ckpttool.vocab import Format as FormatName
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -367,6 +374,12 @@ class _ReemitPickler(_PurePickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, Stub):
+            verdict, why = classify(type(obj).module, type(obj).name)
+            if verdict == UNSAFE:  # never, whatever the caller allowed
+                raise UnsafeCheckpoint(
+                    f"refusing to write {type(obj).qualname} ({why}) into a checkpoint",
+                    globals_=[type(obj).qualname],
+                )
             state = obj.state
             listitems = iter(obj.list_items) if obj.list_items else None
             dictitems = iter(obj.items.items()) if obj.items else None

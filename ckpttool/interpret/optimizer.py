@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.keys import NORM_BUFFER
 from ckpttool.model import TensorInfo
 
 Shape = tuple[int, ...]
@@ -21,7 +22,7 @@ _Strategy = tuple[str, Callable[[list[str]], list[str] | None]]
 # State-dict entries that are buffers, not parameters, in common modules (BatchNorm, VQ codebooks, HF).
 BUFFER_PATTERN = re.compile(
     r"(running_mean|running_var|num_batches_tracked|_codebook\.(inited|cluster_size|embed|embed_avg)"
-    r"|position_ids|masked_bias|_float_tensor)$"
+    r"|position_ids|masked_bias|_float_tensor)$|" + NORM_BUFFER.pattern
 )
 # Keys of one parameter's state that have the parameter's shape, in order of preference.
 MOMENT_KEYS = ("exp_avg", "momentum_buffer", "square_avg", "exp_avg_sq", "sum", "exp_inf", "ax", "prev")

@@ -199,7 +199,7 @@ def _piece_locations(
             "; ".join(f"{n.label}: {n.tensors} tensors, {n.numel:,} values" for n in networks),
         ),
         "optimizer": (
-            ", ".join(o.path for o in opts) or None,
+            ", ".join(o.path or "<root>" for o in opts) or None,
             "; ".join(
                 f"{o.network or '?'}: {o.kind}, {len(o.groups)} group(s), "
                 f"lr {', '.join(_fmt_lr(g.lr) for g in o.groups)}, state {o.n_state}/{o.n_params}"
@@ -207,7 +207,7 @@ def _piece_locations(
             ),
         ),
         "scheduler": (
-            ", ".join(layout.schedulers) or None,
+            ", ".join(s or "<root>" for s in layout.schedulers) or None,
             "; ".join(_sched_detail(_value(ckpt, s)) for s in layout.schedulers),
         ),
         "step": (layout.step, _counter(ckpt, layout, "step")),
@@ -217,7 +217,10 @@ def _piece_locations(
             ", ".join(f"{p}: {_short(_value(ckpt, p))}" for p in layout.norm_stats),
         ),
         "rng": (", ".join(layout.rng.values()) or None, ", ".join(sorted(layout.rng))),
-        "scaler": (layout.scaler, _scaler_detail(_value(ckpt, layout.scaler))),
+        "scaler": (
+            None if layout.scaler is None else layout.scaler or "<root>",
+            _scaler_detail(_value(ckpt, layout.scaler)),
+        ),
         "config": (layout.config, _short(_value(ckpt, layout.config)) if layout.config else ""),
         "version": (
             layout.version if layout.version and not layout.version.startswith("tag:") else None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.interpret import structure as st
-from ckpttool.keys import strip_wrapper
+from ckpttool.keys import NORM_BUFFER, strip_wrapper
 from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.trainers import FileKind, Match, Trainer, all_trainers, get_trainer
 from ckpttool.vocab import PIECES
@@ -315,9 +315,41 @@ def generic(ckpt: Checkpoint) -> Layout:
                 if key in meta:
                     layout.notes.append(f"safetensors metadata records {key}={meta[key]}")
         return layout
+    if st.is_optimizer(root):
+        layout = Layout(
+            "optimizer-state", "a standalone optimizer state_dict (e.g. accelerate's optimizer.bin)"
+        )
+        layout.optimizers[""] = ""
+        return layout
+    if st.is_scheduler(root):
+        layout = Layout(
+            "scheduler-state", "a standalone LR scheduler state_dict (e.g. accelerate's scheduler.bin)"
+        )
+        layout.schedulers.append("")
+        return layout
+    if st.is_scaler(root):
+        layout = Layout(
+            "scaler-state", "a standalone AMP GradScaler state_dict (e.g. accelerate's scaler.pt)"
+        )
+        layout.scaler = ""
+        return layout
     layout = Layout("generic", "unrecognised layout, classified by structure")
     _structural_extras(root, layout, skip=set())
     return layout
+
+
+def _norm_buffers(ckpt: Checkpoint, layout: Layout) -> None:
+    """Normalisation statistics registered as buffers of a network (``norm_mean``, ``mel_std``...): the
+    ``norm_stats`` piece, found by name (:data:`ckpttool.keys.NORM_BUFFER`)."""
+    for path in layout.networks.values():
+        sd = get_path(ckpt.root, path) if path else ckpt.root
+        if not isinstance(sd, dict):
+            continue
+        for key in sd:
+            if isinstance(key, str) and NORM_BUFFER.search(key):
+                full = f"{path}.{key}" if path else key
+                if full not in layout.norm_stats:
+                    layout.norm_stats.append(full)
 
 
 def _structural_extras(root: Any, layout: Layout, skip: set[str]) -> None:
@@ -396,5 +428,10 @@ def detect_layout(ckpt: Checkpoint) -> Layout:
     found = _candidates(ckpt)
     if found:
         record, kind = _attribute(ckpt, found)
-        return _from_record(ckpt, record, kind)
-    return generic(ckpt)
+        layout = _from_record(ckpt, record, kind)
+    else:
+        layout = generic(ckpt)
+    _norm_buffers(ckpt, layout)
+    if layout.norm_stats:
+        layout.not_needed.pop("norm_stats", None)
+    return layout

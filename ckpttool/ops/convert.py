@@ -13,14 +13,16 @@ and compared with the source: every tensor value (``torch.equal``) and every non
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckpttool.errors import MigrationError, UsageError
+from ckpttool.errors import MigrationError, UnverifiedCheckpoint, UsageError
 from ckpttool.formats import open_checkpoint
 from ckpttool.formats.base import WriteOptions
+from ckpttool.formats.policy import flatten_unverified, stub_globals
 from ckpttool.formats.registry import writers
 from ckpttool.formats.values import StorageReader
 from ckpttool.model import MISSING, Checkpoint, DeferredValue, NumpyArray, TensorInfo, map_tree, zip_trees
@@ -55,18 +57,31 @@ def convert_checkpoint(
     to: str,
     force: bool = False,
     verify: bool = True,
+    allow_globals: frozenset[str] = frozenset(),
+    flatten: bool = False,
+    expand_views: bool = False,
 ) -> ConvertReport:
-    """Write ``src`` as format ``to`` at ``out``, verified tensor by tensor before it takes its final name."""
+    """Write ``src`` as format ``to`` at ``out``, verified tensor by tensor before it takes its final name.
+
+    The output never names a global that is not safe: an unverified one in the source is refused
+    (UnverifiedCheckpoint, exit 3) unless ``allow_globals`` names it or ``flatten`` replaces it with plain data
+    (each replaced value is listed in the report's notes). A tensor that views its storage with a zero or
+    overlapping stride is refused unless ``expand_views`` (writing it element by element can be far larger).
+    """
     fmt = writers().get(to)
     if fmt is None:
         raise UsageError(f"--to must be one of {', '.join(targets())}")
     ckpt = open_checkpoint(src)
+    notes: list[str] = []
+    ckpt = writable(ckpt, allow_globals, flatten, notes)
+    if not expand_views and to != "pth":
+        refuse_expanding_views(ckpt)
     target = Path(out)
     if fmt.directory:
         check_output_folder(target, [str(src)], force)
     else:
         check_output(target, [str(src)], force)
-    report = ConvertReport(ckpt.path, str(target), to, len(ckpt.tensors), False)
+    report = ConvertReport(ckpt.path, str(target), to, len(ckpt.tensors), False, notes=notes)
 
     def check(written: Path) -> None:
         """Runs on the temporary output, before it gets the final name: a wrong file never lands."""
@@ -151,3 +166,32 @@ def _norm(v: Any) -> Any:
         return x
 
     return map_tree(v, leaf)
+
+
+def writable(ckpt: Checkpoint, allow: frozenset[str], flatten: bool, notes: list[str]) -> Checkpoint:
+    """``ckpt`` as a writer may emit it: refused when it holds stubs of globals that are not safe (and not
+    allowed), or with those flattened into plain data when ``flatten`` (the changes are added to ``notes``)."""
+    bad = [b for b in stub_globals(ckpt.root) if b[1] not in allow]
+    if not bad:
+        return ckpt
+    if not flatten:
+        listed = "; ".join(f"{g} at {p or '<root>'} ({why})" for p, g, _, why in bad[:4])
+        raise UnverifiedCheckpoint(
+            f"{ckpt.path}: refused, the output would name globals that are not known to be harmless: {listed}; "
+            "pass --flatten-unverified to write them as plain data, or --allow-global to keep them",
+            globals_=sorted({g for _, g, _, _ in bad}),
+            path=ckpt.path,
+        )
+    root, changed = flatten_unverified(ckpt.root, allow)
+    notes += [f"flattened {c}" for c in changed]
+    return dataclasses.replace(ckpt, root=root)
+
+
+def refuse_expanding_views(ckpt: Checkpoint) -> None:
+    """A tensor whose elements overlap in its storage (stride 0: ``expand``) would be written in full."""
+    for t in ckpt.tensors:
+        if t.numel > 1 and t.nbytes > t.storage.nbytes:
+            raise UsageError(
+                f"{ckpt.path}: {t.path} is a {list(t.shape)} view of a {t.storage.nbytes:,}-byte storage (zero or "
+                f"overlapping strides); writing it expands it to {t.nbytes:,} bytes: pass --expand-views to do that"
+            )

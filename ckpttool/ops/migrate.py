@@ -27,6 +27,7 @@ from ckpttool.interpret.profiles import detect_layout
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.keys import GPT_SOVITS_TAG_OF
 from ckpttool.model import Checkpoint, Stub, TensorInfo, get_path, iter_nodes, map_tree, set_path
+from ckpttool.ops.convert import writable
 from ckpttool.ops.migrate_plan import (
     MigratePlan,
     NetworkPlan,
@@ -84,6 +85,8 @@ class MigrateOptions:
     init: str = "normal"
     to: str | None = None
     seed: int = 0
+    allow_globals: frozenset[str] = frozenset()
+    flatten: bool = False
 
 
 def migrate_checkpoint(
@@ -125,7 +128,8 @@ def migrate_path(
         if out is None:
             raise UsageError("give the output file with -o OUT (or use --dry-run to only see the plan)")
         check_output(out, [str(src), *([template] if template else [])], force)
-    ckpt = open_checkpoint(src)
+    flattened: list[str] = []
+    ckpt = writable(open_checkpoint(src), options.allow_globals, options.flatten, flattened)
     layout = detect_layout(ckpt)
     to = to or ("safetensors" if ckpt.format == "safetensors" else "pth")  # keep the input's format
     tmpl = open_checkpoint(template) if template else None
@@ -133,6 +137,7 @@ def migrate_path(
     if not layout.networks:
         raise MigrationError(f"{ckpt.path}: no network weights found to migrate")
     plan = MigratePlan(ckpt.path, str(out) if out else None, [], optimizer, init, to)
+    plan.notes += [f"{line} (--flatten-unverified)" for line in flattened]
     for label, path in layout.networks.items():
         net, warnings = plan_network(ckpt, layout, label, path, target)
         plan.networks.append(net)
