@@ -17,8 +17,15 @@ from typing import BinaryIO
 from ckpttool.errors import OutputExists, UsageError
 
 
-def check_output(out: str | os.PathLike[str], inputs: list[str], force: bool) -> Path:
-    """Refuse to write over an input (even with --force) or over an existing file without --force."""
+def check_output(
+    out: str | os.PathLike[str],
+    inputs: list[str],
+    force: bool,
+    same_kind: Callable[[Path], bool] | None = None,
+) -> Path:
+    """Refuse to write over an input (even with --force), over an existing file without --force, and with
+    --force over anything that is not a regular file of the kind being written (``same_kind``: e.g. a
+    checkpoint), so a mistyped ``-o`` never replaces an unrelated file."""
     path = Path(out)
     for src in inputs:
         if path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
@@ -27,8 +34,18 @@ def check_output(out: str | os.PathLike[str], inputs: list[str], force: bool) ->
             )
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; give a file name with -o")
-    if path.exists() and not force:
-        raise OutputExists(f"{path}: already exists; pass --force to replace it")
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise OutputExists(f"{path}: already exists; pass --force to replace it")
+        if path.is_symlink() or not path.is_file():
+            raise OutputExists(
+                f"{path}: exists and is not a regular file; refusing to replace it, choose another -o"
+            )
+        if same_kind is not None and not same_kind(path):
+            raise OutputExists(
+                f"{path}: exists and is not a file of the kind being written; refusing to replace it even with "
+                "--force, choose another -o"
+            )
     if not path.parent.exists():
         raise UsageError(f"{path.parent}: the output folder does not exist")
     return path
@@ -61,7 +78,10 @@ def check_output_folder(out: str | os.PathLike[str], inputs: list[str], force: b
 
 def atomic_write(path: Path, data: Callable[[BinaryIO], object], verify: Callable[[Path], None]) -> None:
     """Write to a temporary file beside ``path``, fsync, verify it, then rename over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"{path.parent}: cannot write there ({exc.strerror}); choose another -o") from None
     tmp = Path(tmp_name)
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask)

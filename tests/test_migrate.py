@@ -122,6 +122,9 @@ def test_dry_run_refusals_and_untouched_source(tmp_path: Path) -> None:
     r = run_cli("migrate", src, "-o", out, "--set", "model.inter_channels=256")
     assert r.code == 2 and "already exists; pass --force" in r.stderr and out.read_bytes() == b"keep me"
     r = run_cli("migrate", src, "-o", out, "--set", "model.inter_channels=256", "--force")
+    assert r.code == 2 and "not a file of the kind" in r.stderr and out.read_bytes() == b"keep me"
+    out.write_bytes(fixture("plain_state_dict.pth").read_bytes())  # a previous output: a checkpoint
+    r = run_cli("migrate", src, "-o", out, "--set", "model.inter_channels=256", "--force")
     assert r.code == 0 and _load(out)["model"]["dec.conv_pre.weight"].shape[1] == 256
     r = run_cli("migrate", src, "-o", src, "--set", "model.inter_channels=256", "--force")
     assert r.code == 2 and "never modifies its inputs" in r.stderr

@@ -177,9 +177,10 @@ def test_unpack_refuses_path_traversal(tmp_path: Path) -> None:
         info = tarfile.TarInfo("../escape.pth")
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
-    r = run_cli("unpack", pkg, "-o", tmp_path / "out", "--json")
-    assert r.code == 1 and any("refused member name" in p for p in r.json()["problems"])
+    r = run_cli("unpack", pkg, "-o", tmp_path / "out")
+    assert r.code == 3 and "malformed entry" in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "escape.pth").exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 SAVER = """

@@ -16,7 +16,7 @@ from ckpttool.errors import CkptError, CorruptCheckpoint, TruncatedCheckpoint, U
 from ckpttool.formats.base import Probe, Sniffed, probe
 from ckpttool.model import Checkpoint
 
-__all__ = ["open_checkpoint", "sniff", "sniff_directory"]
+__all__ = ["is_checkpoint_file", "open_checkpoint", "sniff", "sniff_directory"]
 
 # Errors a damaged file can raise inside a parser; none of them may escape as a traceback.
 PARSE_ERRORS = (
@@ -61,6 +61,20 @@ def _unknown(p: Probe) -> CkptError:
         "safetensors, TorchScript); if it is a checkpoint, report its first bytes: " + p.head[:8].hex(),
         path=p.path,
     )
+
+
+def is_checkpoint_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint file of a format ckpttool knows, damaged or not (what ``--force`` may
+    replace); False for anything else (a config, a text file, a folder)."""
+    try:
+        found = sniff(path)
+    except (TruncatedCheckpoint, CorruptCheckpoint):
+        return True
+    except CkptError:
+        return False
+    from ckpttool.formats.registry import get_format
+
+    return not get_format(found.format).directory
 
 
 def sniff_directory(path: str | os.PathLike[str]) -> str | None:

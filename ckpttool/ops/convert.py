@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import MigrationError, UnverifiedCheckpoint, UsageError
-from ckpttool.formats import open_checkpoint
+from ckpttool.formats import is_checkpoint_file, open_checkpoint
 from ckpttool.formats.base import WriteOptions
 from ckpttool.formats.policy import flatten_unverified, stub_globals
 from ckpttool.formats.registry import writers
@@ -80,7 +80,7 @@ def convert_checkpoint(
     if fmt.directory:
         check_output_folder(target, [str(src)], force)
     else:
-        check_output(target, [str(src)], force)
+        check_output(target, [str(src)], force, is_checkpoint_file)
     report = ConvertReport(ckpt.path, str(target), to, len(ckpt.tensors), False, notes=notes)
 
     def check(written: Path) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import MigrationError, UsageError
-from ckpttool.formats import open_checkpoint
+from ckpttool.formats import is_checkpoint_file, open_checkpoint
 from ckpttool.formats.torch_zip import torch_save_to
 from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.optimizer import analyse
@@ -127,7 +127,7 @@ def migrate_path(
     if not dry_run:
         if out is None:
             raise UsageError("give the output file with -o OUT (or use --dry-run to only see the plan)")
-        check_output(out, [str(src), *([template] if template else [])], force)
+        check_output(out, [str(src), *([template] if template else [])], force, is_checkpoint_file)
     flattened: list[str] = []
     ckpt = writable(open_checkpoint(src), options.allow_globals, options.flatten, flattened)
     layout = detect_layout(ckpt)

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def pack_run(
     names = [p.name for p in members]
     if len(set(names)) != len(names):
         raise UsageError("two files to pack share a name; pack them separately")
-    target = check_output(out, [str(p) for p in members], force)
+    target = check_output(out, [str(p) for p in members], force, _is_package)
     manifest: dict[str, Any] = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -128,36 +129,81 @@ def pack_run(
     return PackReport(str(target), manifest, written=True, verified=True)
 
 
+MAX_MANIFEST = 1 << 20
+ROLES = ("checkpoint", "config")
+
+
+def _is_package(path: Path) -> bool:
+    """A previous ``pack`` output: a tar holding the manifest (what ``pack --force`` may replace)."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            tar.getmember(MANIFEST)
+    except (tarfile.TarError, KeyError, OSError):
+        return False
+    return True
+
+
 def _read_manifest(tar: tarfile.TarFile, package: Path) -> dict[str, Any]:
+    """The manifest, validated entry by entry: a package is untrusted input."""
     try:
         member = tar.getmember(MANIFEST)
+        if not member.isfile() or member.size > MAX_MANIFEST:
+            raise CorruptCheckpoint(f"{package}: {MANIFEST} is not a small regular file", path=str(package))
         fh = tar.extractfile(member)
         assert fh is not None
-        manifest = json.loads(fh.read())
-    except (KeyError, AssertionError, json.JSONDecodeError) as exc:
+        manifest = json.loads(fh.read(MAX_MANIFEST))
+    except (KeyError, AssertionError, ValueError, RecursionError) as exc:
         raise CorruptCheckpoint(
-            f"{package}: not a ckpttool package (no readable {MANIFEST}: {exc})"
+            f"{package}: not a ckpttool package (no readable {MANIFEST}: {type(exc).__name__})",
+            path=str(package),
         ) from None
-    if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("files"), list):
-        raise CorruptCheckpoint(f"{package}: {MANIFEST} is not a {SCHEMA} manifest")
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("schema") != SCHEMA
+        or not isinstance(manifest.get("files"), list)
+    ):
+        raise CorruptCheckpoint(f"{package}: {MANIFEST} is not a {SCHEMA} manifest", path=str(package))
+    seen: set[str] = set()
+    for entry in manifest["files"]:
+        ok = (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and _safe_name(entry["name"])
+            and entry.get("role") in ROLES
+            and type(entry.get("size")) is int
+            and entry["size"] >= 0
+            and isinstance(entry.get("sha256"), str)
+            and len(entry["sha256"]) == 64
+        )
+        if not ok:
+            raise CorruptCheckpoint(
+                f"{package}: {MANIFEST} has a malformed entry ({str(entry)[:80]}); refusing to unpack",
+                path=str(package),
+            )
+        if entry["name"].lower() in seen:
+            raise CorruptCheckpoint(f"{package}: {MANIFEST} lists {entry['name']!r} twice", path=str(package))
+        seen.add(entry["name"].lower())
     return manifest
 
 
 def _safe_name(name: str) -> bool:
     return (
         bool(name)
+        and len(name) < 256
         and "/" not in name
         and "\\" not in name
+        and "\x00" not in name
         and name not in (".", "..")
         and not name.startswith(".")
     )
 
 
-def _stream(src: Any, dest: Path | None) -> tuple[str, int]:
-    """Hash (and optionally write) one member, a megabyte at a time."""
+def _stream(src: Any, dest: Path | None, limit: int) -> tuple[str, int]:
+    """Hash (and optionally write) one member, a megabyte at a time, never more than ``limit`` bytes (the size
+    the manifest declares): a member that runs on is cut off and fails the check."""
     h, size = hashlib.sha256(), 0
-    with open(dest, "wb") if dest else io.BytesIO() as out:
-        while chunk := src.read(1 << 20):
+    with open(dest, "xb") if dest else io.BytesIO() as out:
+        while size <= limit and (chunk := src.read(min(1 << 20, limit + 1 - size))):
             h.update(chunk)
             size += len(chunk)
             if dest:
@@ -166,26 +212,30 @@ def _stream(src: Any, dest: Path | None) -> tuple[str, int]:
 
 
 def _check_package(package: Path, extract_to: Path | None) -> list[str]:
+    """Every member the manifest lists: present, a plain (not sparse, not linked) file whose declared size is
+    the manifest's, checked before a byte is written; then its bytes against the manifest's sha256."""
     problems = []
     with tarfile.open(package, mode="r:") as tar:
         manifest = _read_manifest(tar, package)
         for entry in manifest["files"]:
-            name = str(entry.get("name", ""))
-            if not _safe_name(name):
-                problems.append(f"refused member name {name!r}")
-                continue
+            name = entry["name"]
             try:
                 member = tar.getmember(name)
             except KeyError:
                 problems.append(f"{name}: listed in the manifest but missing")
                 continue
-            if not member.isfile():
-                problems.append(f"{name}: not a regular file (links are refused)")
+            if not member.isreg() or member.issparse():
+                problems.append(f"{name}: not a plain regular file (links and sparse members are refused)")
+                continue
+            if member.size != entry["size"]:
+                problems.append(
+                    f"{name}: the archive says {member.size:,} bytes, the manifest {entry['size']:,}"
+                )
                 continue
             src = tar.extractfile(member)
             assert src is not None
-            digest, size = _stream(src, (extract_to / name) if extract_to else None)
-            if size != entry.get("size") or digest != entry.get("sha256"):
+            digest, size = _stream(src, (extract_to / name) if extract_to else None, entry["size"])
+            if size != entry["size"] or digest != entry["sha256"]:
                 problems.append(f"{name}: size or sha256 differs from the manifest (damaged in transit?)")
     return problems
 
@@ -197,22 +247,33 @@ def unpack_package(
     verify: bool = True,
     force: bool = False,
 ) -> PackReport:
+    """Unpack a ``pack`` output into ``out_dir``: into an exclusive staging folder first (``mkdtemp``), every
+    member checked against the manifest, then moved into place; ``--force`` replaces only regular files."""
     pkg = Path(package)
     if not pkg.is_file():
-        raise InputNotFound(f"{pkg}: no such package")
+        raise InputNotFound(f"{pkg}: no such package", path=str(pkg))
     try:
         with tarfile.open(pkg, mode="r:") as tar:
             manifest = _read_manifest(tar, pkg)
     except tarfile.TarError as exc:
-        raise CorruptCheckpoint(f"{pkg}: not a readable package ({exc})") from None
+        raise CorruptCheckpoint(f"{pkg}: not a readable package ({exc})", path=str(pkg)) from None
     dest = Path(out_dir)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{dest}: cannot create the folder ({exc.strerror})") from None
     for entry in manifest["files"]:
-        name = str(entry.get("name", ""))
-        if _safe_name(name) and (dest / name).exists() and not force:
-            raise OutputExists(f"{dest / name}: already exists; pass --force to replace it")
-    staging = dest / f".ckpttool-unpack-{os.getpid()}"
-    staging.mkdir(exist_ok=True)
+        target = dest / entry["name"]
+        if target.exists() or target.is_symlink():
+            if not force:
+                raise OutputExists(f"{target}: already exists; pass --force to replace it")
+            if target.is_symlink() or not target.is_file():
+                raise OutputExists(f"{target}: exists and is not a regular file; refusing to replace it")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".ckpttool-unpack-", dir=dest))
+    except OSError as exc:
+        raise UsageError(f"{dest}: cannot write there ({exc.strerror})") from None
+    written: list[str] = []
     try:
         problems = _check_package(pkg, staging)
         report = PackReport(str(pkg), manifest, problems=problems)
@@ -221,6 +282,7 @@ def unpack_package(
             return report
         for entry in manifest["files"]:
             os.replace(staging / entry["name"], dest / entry["name"])
+            written.append(entry["name"])
         if verify:
             for entry in manifest["files"]:
                 if entry.get("role") == "checkpoint":
@@ -233,6 +295,7 @@ def unpack_package(
         report.verified = not report.problems if verify else None
         return report
     finally:
-        for leftover in staging.iterdir():
-            leftover.unlink()
+        # only what this call created: the staging folder's own entries (never followed through a link)
+        for leftover in os.listdir(staging):
+            (staging / leftover).unlink()
         staging.rmdir()
