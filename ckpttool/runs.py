@@ -337,6 +337,8 @@ def plan_prune(
             why = "pinned"
         elif every and isinstance(counter, int) and counter % every == 0:
             why = f"a multiple of {every}"
+        elif not all(deletable(p) for p in u.paths):
+            why = "a folder that holds other files (remove it yourself)"
         if why:
             reasons[str(u.head.path)] = why
             keep_units.append(u)
@@ -346,9 +348,29 @@ def plan_prune(
 
 
 def apply_prune(plan: PrunePlan) -> list[str]:
+    """Delete the planned files (and checkpoint folders holding only checkpoint files); returns what went."""
+    import shutil
+
     removed = []
     for u in plan.delete:
         for p in u.paths:
-            p.unlink(missing_ok=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(str(p))
     return removed
+
+
+def deletable(path: Path) -> bool:
+    """A file, or a checkpoint folder that holds nothing but checkpoint files (never a folder with anything
+    else in it: prune deletes checkpoints, not what a user keeps beside them)."""
+    if path.is_symlink() or not path.is_dir():
+        return True
+    from ckpttool.formats.accelerate import ACCEL_MODEL, ACCEL_OTHER
+    from ckpttool.outputs import is_dcp_folder
+
+    if is_dcp_folder(path):
+        return True
+    names = [p.name for p in path.iterdir()]
+    return all((path / n).is_file() and (ACCEL_MODEL.match(n) or ACCEL_OTHER.match(n)) for n in names)

@@ -31,6 +31,9 @@ from ckpttool.render.inspect_table import render_inspect
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
 )
+@click.option(
+    "--deep", is_flag=True, help="Also read every tensor byte: zip CRC-32s checked (torch does not)."
+)
 def inspect_cmd(
     path: str,
     as_json: bool,
@@ -38,12 +41,14 @@ def inspect_cmd(
     require: str | None,
     config_path: str | None,
     sets: tuple[str, ...],
+    deep: bool,
 ) -> int:
     """Show which training-state pieces PATH holds and whether training can resume from it.
 
-    Reads only the pickle and archive directory: no code from the file runs, no tensor data is loaded.
+    Reads only the pickle and archive directory: no code from the file runs, no tensor data is loaded (with
+    --deep, every tensor byte is read and zip CRC-32s are checked).
     """
-    options = InspectOptions(parse_require(require), tensors, ConfigOptions.from_cli(config_path, sets))
+    options = InspectOptions(parse_require(require), tensors, ConfigOptions.from_cli(config_path, sets), deep)
     report = inspect_path(path, options)
     emit(to_json(report.to_json()) if as_json else render_inspect(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.base import Format, Probe, Sniffed
+from ckpttool.formats.base import Format, Probe, Sniffed, open_regular
 from ckpttool.formats.folders import read_member, total_size
 from ckpttool.model import Checkpoint, Safety, TensorInfo
 from ckpttool.vocab import Format as FormatName
 
 
 def _read_hf_sharded(folder: Path) -> Checkpoint:
-    index_files = sorted(f for f in folder.iterdir() if f.name.endswith(".index.json"))
+    index_files = sorted(f for f in folder.iterdir() if f.name.endswith(".index.json") and f.is_file())
     index = index_files[0]
     try:
-        doc = json.loads(index.read_text())
+        with open_regular(index) as fh:
+            doc = json.loads(fh.read(64 << 20))
         weight_map: dict[str, str] = dict(doc["weight_map"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptCheckpoint(f"{index}: not a valid shard index ({exc})", path=str(index)) from None
     root: dict[str, Any] = {}
     tensors: list[TensorInfo] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import CorruptCheckpoint, TruncatedCheckpoint
-from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions, read_range
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions, open_regular, read_range
 from ckpttool.model import DTYPE_SIZES, Checkpoint, RangeStorage, StorageRef, TensorInfo
 from ckpttool.vocab import Format as FormatName
 
@@ -44,14 +44,18 @@ CODES = {v: k for k, v in DTYPES.items()}
 
 
 def read_header(path: str) -> tuple[int, dict[str, Any]]:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER:
+            raise CorruptCheckpoint(
+                f"{path}: safetensors header of {n:,} bytes (the library refuses > 100 MB)", path=path
+            )
         raw = f.read(n)
     if len(raw) < n:
         raise TruncatedCheckpoint(f"{path}: safetensors header is cut short", path=path)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CorruptCheckpoint(f"{path}: safetensors header is not valid JSON ({exc})", path=path) from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint(f"{path}: safetensors header is not a JSON object", path=path)
@@ -64,12 +68,24 @@ def read_safetensors(path: str, sniffed: Sniffed) -> Checkpoint:
     tensors: list[TensorInfo] = []
     ranges: list[tuple[int, int, str]] = []
     for name, entry in header.items():
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptCheckpoint(f"{path}: bad header entry for {name!r} ({exc})", path=path) from exc
+        ok = (
+            isinstance(entry, dict)
+            and entry.get("dtype") in DTYPES
+            and isinstance(entry.get("shape"), list)
+            and all(type(d) is int and d >= 0 for d in entry["shape"])
+            and isinstance(entry.get("data_offsets"), list)
+            and len(entry["data_offsets"]) == 2
+            and all(type(x) is int and x >= 0 for x in entry["data_offsets"])
+        )
+        if not ok:
+            raise CorruptCheckpoint(
+                f"{path}: bad header entry for {name!r} (a dtype code, a list of non-negative integer dims and two "
+                "integer offsets are required, as the safetensors library checks)",
+                path=path,
+            )
+        dtype = DTYPES[entry["dtype"]]
+        shape = tuple(entry["shape"])
+        begin, end = entry["data_offsets"]
         numel = math.prod(shape)
         if end - begin != numel * DTYPE_SIZES[dtype] or begin < 0:
             raise CorruptCheckpoint(

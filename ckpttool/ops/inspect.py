@@ -9,6 +9,7 @@ from typing import Any
 
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import UsageError
+from ckpttool.formats.deep import DeepReport, deep_verify
 from ckpttool.interpret.optimizer import OptimizerReport
 from ckpttool.interpret.pieces import Finding, Network, Piece
 from ckpttool.interpret.profiles import PIECES
@@ -44,6 +45,7 @@ class InspectReport:
     meta: dict[str, Any] = field(default_factory=dict)
     architectures: list[Architecture] = field(default_factory=list)
     safety: Safety = field(default_factory=Safety)
+    deep: DeepReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,9 @@ class InspectReport:
             "required_missing": self.required_missing,
             "architectures": [a.to_json() for a in self.architectures],
             "safety": self.safety.to_json(),
+            "deep": None
+            if self.deep is None
+            else {"bytes_read": self.deep.bytes_read, "checked": self.deep.checked},
             "ok": self.ok,
         }
         if self.tensors is not None:
@@ -103,6 +108,7 @@ class InspectOptions:
     require: tuple[str, ...] = ()
     with_tensors: bool = False
     config: ConfigOptions = field(default_factory=ConfigOptions)
+    deep: bool = False
 
 
 def inspect_source(src: Source, options: InspectOptions | None = None) -> InspectReport:
@@ -143,6 +149,7 @@ def inspect_source(src: Source, options: InspectOptions | None = None) -> Inspec
         meta=ckpt.meta,
         architectures=archs,
         safety=ckpt.safety,
+        deep=deep_verify(ckpt) if options.deep else None,
     )
 
 

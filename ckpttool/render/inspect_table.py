@@ -80,6 +80,9 @@ def render_inspect(r: InspectReport) -> str:
         lines.append(f"  note    {note}")
     if r.required_missing:
         lines.append(f"  error   required piece(s) absent: {', '.join(r.required_missing)}")
+    if r.deep is not None:
+        lines.append(f"  deep    {r.deep.bytes_read:,} bytes read")
+        lines += [f"          {line}" for line in r.deep.checked]
     lines.append("")
     lines.append(f"verdict: {r.verdict} — {r.verdict_reason}")
     if r.tensors is not None:

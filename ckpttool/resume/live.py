@@ -270,9 +270,13 @@ def _rebuild_by_rule(
         sched.step()
         return LiveScheduler(None, opt.path, "ExponentialLR (continued)", sched)
     if rule.rule.name == "restep":
+        # ExponentialLR(last_epoch=-1), then stepped epoch+1 times: set to where those steps end, in closed form
+        # (a file claiming epoch 10**9 must not take an hour)
         sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma, last_epoch=-1)
-        for _ in range(epoch + 1):
-            sched.step()
+        for g, lr in zip(optimizer.param_groups, lrs, strict=True):
+            g["lr"] = rule.resumed_lr(lr, g.get("initial_lr", lr), gamma, epoch)
+        sched.last_epoch = epoch + 1
+        sched._last_lr = [g["lr"] for g in optimizer.param_groups]
     else:
         for g in optimizer.param_groups:
             g.setdefault("initial_lr", g["lr"])

@@ -77,26 +77,29 @@ class RebuildRule:
     name: str
     description: str
 
-    def resumed_lr(self, saved_lr: float, initial_lr: float, gamma: float, saved_epoch: int) -> float:
-        """The LR the trainer's rebuilt scheduler leaves in the optimizer, computed by running the installed
-        torch's ExponentialLR exactly as the trainer calls it (its first step changed between torch versions)."""
-        import warnings
+    def resumed_lr(
+        self,
+        saved_lr: float,
+        initial_lr: float,
+        gamma: float,
+        saved_epoch: int,
+        torch_version: str | None = None,
+    ) -> float:
+        """The LR the trainer's rebuilt scheduler leaves in the optimizer, in closed form (no loop, no torch).
 
-        import torch
-
-        p = torch.nn.Parameter(torch.zeros(1))
-        opt = torch.optim.SGD([p], lr=saved_lr)
-        opt.param_groups[0]["initial_lr"] = initial_lr
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if self.name == "restep":
-                # ExponentialLR(last_epoch=-1), then `for _ in range(epoch_str): step()` over the saved lr
-                sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma, last_epoch=-1)
-                for _ in range(saved_epoch + 1):
-                    sched.step()
-            else:  # ExponentialLR(last_epoch=epoch_str-2) over the saved lr
-                torch.optim.lr_scheduler.ExponentialLR(opt, gamma, last_epoch=saved_epoch - 2)
-        return float(opt.param_groups[0]["lr"])
+        ``restep``: ``ExponentialLR(last_epoch=-1)`` steps once without changing the LR (the chainable form
+        returns the group's LR at ``last_epoch == 0``), then ``epoch_str = saved_epoch + 1`` steps each
+        multiply it by gamma: ``saved_lr * gamma ** (saved_epoch + 1)``.
+        ``last-epoch``: ``ExponentialLR(last_epoch=saved_epoch - 2)`` steps once in its constructor; before the
+        fix of pytorch/pytorch#102261 (PR #149312, in torch 2.8) that step multiplies the loaded LR by gamma
+        unless it lands on ``last_epoch == 0``; from 2.8 it leaves it. ``torch_version`` of the training
+        environment decides (default: the installed one).
+        """
+        if self.name == "restep":
+            return saved_lr * gamma ** (saved_epoch + 1)
+        version = torch_version if torch_version is not None else installed_torch_version()
+        extra = (saved_epoch - 1) != 0 and (version is None or _parse(version) < FIXED_INITIAL_STEP)
+        return saved_lr * gamma if extra else saved_lr
 
 
 @dataclass
@@ -116,15 +119,40 @@ class Rebuild:
         """The epoch the trainer trains first after resuming from a save at ``saved_epoch``."""
         return saved_epoch + 1 if self.next_epoch == "next" else saved_epoch
 
-    def resumed_lr(self, saved_lr: float, initial_lr: float, gamma: float, saved_epoch: int) -> float:
+    def resumed_lr(
+        self,
+        saved_lr: float,
+        initial_lr: float,
+        gamma: float,
+        saved_epoch: int,
+        torch_version: str | None = None,
+    ) -> float:
         """The LR the trainer's rebuilt scheduler leaves in the optimizer (:meth:`RebuildRule.resumed_lr`)."""
-        return self.rule.resumed_lr(saved_lr, initial_lr, gamma, saved_epoch)
+        return self.rule.resumed_lr(saved_lr, initial_lr, gamma, saved_epoch, torch_version)
 
     def uninterrupted_lr(self, initial_lr: float, gamma: float, saved_epoch: int) -> float:
         """The LR an uninterrupted run uses for the epoch the resumed run starts with."""
         if self.next_epoch == "next":
             return initial_lr * gamma ** self.resumed_epoch(saved_epoch)
         return initial_lr * gamma ** (self.resumed_epoch(saved_epoch) - 1)
+
+
+FIXED_INITIAL_STEP = (2, 8)  # pytorch/pytorch PR #149312 (the _is_initial flag); 2.13 verified by a test
+
+
+def _parse(version: str) -> tuple[int, int]:
+    head = version.split("+")[0].split(".")
+    return int(head[0]), int("".join(c for c in head[1] if c.isdigit()) or 0)
+
+
+def installed_torch_version() -> str | None:
+    """The installed torch's version from package metadata, without importing torch."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 RULES = {

@@ -10,7 +10,7 @@ from ckpttool.interpret.source import Source
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import get_path
 from ckpttool.resume.live import driven_optimizer
-from ckpttool.resume.schedulers import closed_form_lr, infer_class, rule_of
+from ckpttool.resume.schedulers import closed_form_lr, infer_class, installed_torch_version, rule_of
 from ckpttool.vocab import CheckStatus
 
 
@@ -203,7 +203,8 @@ def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -
         lr, lr0 = g.get("lr"), g.get("initial_lr", g.get("lr"))
         if not isinstance(lr, int | float) or not isinstance(lr0, int | float):
             continue
-        resumed = rule.resumed_lr(float(lr), float(lr0), gamma, epoch)
+        version = installed_torch_version() or "unknown"
+        resumed = rule.resumed_lr(float(lr), float(lr0), gamma, epoch, version)
         wanted = rule.uninterrupted_lr(float(lr0), gamma, epoch)
         rel = (resumed - wanted) / wanted if wanted else 0.0
         data = {
@@ -214,13 +215,11 @@ def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -
             "gamma": gamma,
             "gamma_from": gamma_source,
         }
-        import torch
-
-        data["torch"] = torch.__version__
+        data["torch"] = version
         message = (
             f"{path}: {rule.description}: the first resumed epoch ({rule.resumed_epoch(epoch)}) runs at lr "
             f"{resumed:.6g} instead of {wanted:.6g} (relative error {rel:+.3%}; gamma {gamma} from {gamma_source}; "
-            f"torch {torch.__version__})"
+            f"torch {version})"
         )
         if rule.resumed_epoch(epoch) == epoch:
             message += f"; the saved epoch {epoch} is trained again from its start"
