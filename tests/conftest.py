@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -16,6 +17,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+# Real files written by upstream code (../shared/cases, read in place, never copied or rewritten). A clone
+# without that folder beside it skips the tests that need them; $CKPTTOOL_CASES points elsewhere.
+CASES = Path(os.environ.get("CKPTTOOL_CASES") or ROOT.parent / "shared" / "cases")
+
+
+def case(relpath: str) -> Path:
+    """A file of ../shared/cases, or a skip naming what is missing."""
+    path = CASES / relpath
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (set CKPTTOOL_CASES to the shared cases folder)")
+    return path
 
 
 @dataclass
