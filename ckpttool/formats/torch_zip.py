@@ -7,6 +7,7 @@ into it: the cheap integrity check that catches half-written files without readi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
@@ -24,7 +25,7 @@ from ckpttool.errors import (
     UnsafeCheckpoint,
     UnsupportedFormat,
 )
-from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions
+from ckpttool.formats.base import Format, Handles, Probe, Sniffed, WriteOptions, open_regular
 from ckpttool.formats.builders import StorageType
 from ckpttool.formats.pickled import MAX_PICKLE_BYTES, load_pickle, read_pickle
 from ckpttool.formats.policy import classify
@@ -127,6 +128,7 @@ class Archive:
             if not info.filename.startswith(prefix):
                 self.outside.append(info.filename)
         self.records = {i.filename[len(prefix) :] for i in infos if i.filename.startswith(prefix)}
+        self._starts: dict[int, int] = {}  # local header offset -> data offset
 
     def find(self, record: str) -> list[zipfile.ZipInfo]:
         """Every entry torch may read for ``<folder>/<record>`` (case-insensitive)."""
@@ -169,29 +171,39 @@ class Archive:
         if info.header_offset + 30 > self.size:
             raise TruncatedCheckpoint(f"{path}: {info.filename} starts past the end of the file", path=path)
 
-    def local_headers(self, infos: list[zipfile.ZipInfo]) -> None:
-        """Each local header must carry the signature and the same name as the central directory: torch finds
-        the data through the local header's lengths, a naive reader through the directory."""
+    def data_start(self, info: zipfile.ZipInfo) -> int:
+        """Absolute offset of ``info``'s data, through its local header's lengths (as torch finds it). The
+        local header must carry the signature and the same name as the central directory: torch finds the data
+        through the local header, a naive reader through the directory. Read once per entry."""
+        start = self._starts.get(info.header_offset)
+        if start is not None:
+            return start
         fp = self.zf.fp
         assert fp is not None
+        fp.seek(info.header_offset)
+        head = fp.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise CorruptCheckpoint(
+                f"{self.path}: the local header of {info.filename} is damaged; torch.load refuses it",
+                path=self.path,
+            )
+        n, m = struct.unpack_from("<HH", head, 26)
+        name = fp.read(n)
+        if name != info.filename.encode("utf-8") and name != info.filename.encode("cp437", "replace"):
+            raise CorruptCheckpoint(
+                f"{self.path}: {info.filename} has another name in its local header ({name[:60]!r}); the zip "
+                "directory and the data disagree",
+                path=self.path,
+            )
+        start = self._starts[info.header_offset] = info.header_offset + 30 + n + m
+        return start
+
+    def local_headers(self, infos: list[zipfile.ZipInfo]) -> None:
+        """Every entry's local header is sound (:meth:`data_start`), its data lies inside the file, and no two
+        entries' data overlap."""
         spans: list[tuple[int, int, str]] = []
         for info in infos:
-            fp.seek(info.header_offset)
-            head = fp.read(30)
-            if len(head) < 30 or head[:4] != b"PK\x03\x04":
-                raise CorruptCheckpoint(
-                    f"{self.path}: the local header of {info.filename} is damaged; torch.load refuses it",
-                    path=self.path,
-                )
-            n, m = struct.unpack_from("<HH", head, 26)
-            name = fp.read(n)
-            if name != info.filename.encode("utf-8") and name != info.filename.encode("cp437", "replace"):
-                raise CorruptCheckpoint(
-                    f"{self.path}: {info.filename} has another name in its local header ({name[:60]!r}); the zip "
-                    "directory and the data disagree",
-                    path=self.path,
-                )
-            start = info.header_offset + 30 + n + m
+            start = self.data_start(info)
             end = start + info.compress_size
             if end > self.size:
                 raise TruncatedCheckpoint(
@@ -244,7 +256,14 @@ def read_torch_zip(path: str, sniffed: Sniffed) -> Checkpoint:
                 raise CorruptCheckpoint(f"{path}: a storage with a bad element count", path=path)
             found = arc.find(f"data/{key}")
             member = found[0].filename if found else f"{top}/data/{key}"
-            return ZipStorage(path, str(key), dtype, numel, str(location), byteorder, member=member)
+            offset = None
+            if found and found[0].compress_type == zipfile.ZIP_STORED:
+                # where torch reads it; damage is reported by _check_records, after the whole pickle is judged
+                with contextlib.suppress(CorruptCheckpoint):
+                    offset = arc.data_start(found[0])
+            return ZipStorage(
+                path, str(key), dtype, numel, str(location), byteorder, member=member, data_offset=offset
+            )
 
         data = arc.read(pickles[0], MAX_PICKLE_BYTES)
         ckpt = load_pickle(data, path, persistent_load)
@@ -446,6 +465,10 @@ class TorchZip(Format):
 
     def read_bytes(self, handles: Handles, ref: StorageRef, start: int, length: int) -> bytes:
         assert isinstance(ref, ZipStorage)
+        if ref.data_offset is not None:  # stored record: its bytes lie in the file as they are
+            fh = handles.get("file", ref.file, lambda: open_regular(ref.file))
+            fh.seek(ref.data_offset + start)
+            return bytes(fh.read(length))
 
         def opener() -> zipfile.ZipFile:
             with open(ref.file, "rb") as head:

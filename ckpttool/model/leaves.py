@@ -51,6 +51,9 @@ class ZipStorage(StorageRef):
     """A storage record ``<folder>/data/<key>`` of a torch zip archive (or a GPT-SoVITS header-tagged one)."""
 
     member: str
+    # Absolute file offset of the record's bytes when it is stored uncompressed (from its local header, as
+    # torch finds it); None for a compressed record, which is read through the zip reader.
+    data_offset: int | None = None
     kind: ClassVar[str] = "zip"
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import types
 import typing
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,18 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot read a {tp}")
 
 
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a record dataclass (resolving them compiles each annotation: done once)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
 def _dataclass(cls: type, value: Any, where: str) -> Any:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping, found {type(value).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    names = set(hints)
     unknown = sorted(set(value) - names)
     if unknown:
         raise ConfigError(
