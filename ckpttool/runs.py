@@ -26,6 +26,7 @@ from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.trainers import all_trainers
 
+QUARANTINE = "ckpttool-quarantine"  # ckpttool fix moves files here; scans never look inside
 ROLE = re.compile(r"^(G|D)_(.+)$")  # VITS-family file names: the network, then the tag
 
 
@@ -202,7 +203,12 @@ def scan(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < MAX_DEPTH else []
+        # hidden folders and ckpttool fix's quarantine (what it moved there is not to be resumed from)
+        dirnames[:] = (
+            sorted(d for d in dirnames if not d.startswith(".") and d != QUARANTINE)
+            if depth < MAX_DEPTH
+            else []
+        )
         for d in list(
             dirnames
         ):  # a checkpoint that is a directory (accelerate, sharded, DCP) is one candidate

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "ckpttool.resume",
         "ckpttool.runs",
+        "ckpttool.predict",
         "ckpttool.ops",
         "ckpttool.saving",
         "ckpttool.recipes",

@@ -69,12 +69,14 @@ def test_latest_skips_truncated_and_stale(run_dir: Path) -> None:
     assert r.code == 0
     assert r.stdout.splitlines() == [str(p) for p in res.chosen.paths]  # plain paths, for scripts
     assert "D_3000.pth" in r.stderr and "truncated" in r.stderr
-    assert (
-        "G_233333333333.pth (epoch 3, Adam step 6) is older than G_3000.pth (epoch 12, Adam step 24)"
-        in r.stderr
-    )
+    # what GPT-SoVITS itself will load (by the digits of the path), and the command that fixes it
+    assert "will resume from D_233333333333.pth, G_233333333333.pth (epoch 3, Adam step 6)" in r.stderr
+    assert "8 epochs (epoch 11 -> 3) lost; run: ckpttool fix" in r.stderr
     doc = run_cli("latest", run_dir, "--json").json()
-    assert doc["schema"] == "ckpttool.latest/1" and doc["chosen"][0].endswith("G_2000.pth")
+    assert doc["schema"] == "ckpttool.latest/2" and doc["chosen"][0].endswith("G_2000.pth")
+    (pred,) = doc["predictions"]
+    assert pred["trainer"] == "gpt-sovits-s2" and pred["outcome"] == "stale" and not pred["ok"]
+    assert [Path(s["path"]).name for s in pred["loads"]] == ["D_233333333333.pth", "G_233333333333.pth"]
     assert any(s.get("path", "").endswith("D_3000.pth") for s in doc["skipped"])
     assert "*" in run_cli("latest", run_dir, "--table").stdout
 
@@ -99,9 +101,20 @@ def test_latest_in_lightning_dirs(tmp_path: Path) -> None:
 
 
 def test_check_gate(run_dir: Path, tmp_path: Path) -> None:
+    # GPT-SoVITS sorts by the digits in the path: the stale 233333333333 pair (epoch 3) wins over G_2000 (11)
+    r = run_cli("check", run_dir)
+    assert r.code == 1, r.stdout
+    assert "outcome stale" in r.stdout and "8 epochs (epoch 11 -> 3) lost" in r.stdout
+    assert "newest complete state" in r.stdout and "G_2000.pth" in r.stdout and "NOT ready" in r.stdout
+    config = run_dir / "config.json"
+    config.write_text(config.read_text().replace('"epochs": 8', '"epochs": 100'))
+    for role in "GD":  # with the stale pair and the broken D_3000 moved away, the trainer resumes G/D_2000
+        folder = run_dir / "logs_s2_v2"
+        (folder / f"{role}_233333333333.pth").rename(tmp_path / f"{role}_233333333333.pth")
+        (folder / f"{role}_3000.pth").rename(tmp_path / f"{role}_3000.pth")
     r = run_cli("check", run_dir)
     assert r.code == 0, r.stdout
-    assert "resume from" in r.stdout and "G_2000.pth" in r.stdout and "ready to resume" in r.stdout
+    assert "outcome resumes" in r.stdout and "G_2000.pth" in r.stdout and "ready to resume" in r.stdout
     # a v1 checkpoint against the run's v2 config
     r = run_cli(
         "check", fixture("gpt_sovits/variants/G_v1.pth"), "--config", fixture("gpt_sovits/config.json")
@@ -220,8 +233,9 @@ def test_json_schemas_of_the_workflow_commands_are_documented(run_dir: Path, tmp
     from test_docs import _documented_keys
 
     docs = {
-        "ckpttool.latest/1": run_cli("latest", run_dir, "--json").json(),
-        "ckpttool.check/1": run_cli("check", run_dir, "--json").json(),
+        "ckpttool.latest/2": run_cli("latest", run_dir, "--json").json(),
+        "ckpttool.check/2": run_cli("check", run_dir, "--json").json(),
+        "ckpttool.fix/1": run_cli("fix", run_dir, "--dry-run", "--json").json(),
         "ckpttool.prune/1": run_cli("prune", run_dir, "--dry-run", "--json").json(),
         "ckpttool.pack/1": run_cli("pack", run_dir, "-o", tmp_path / "p.tar", "--json").json(),
     }

@@ -28,6 +28,7 @@ COMMANDS = {
     "verify-resume": "ckpttool.cli.verify_cmd:verify_cmd",
     "latest": "ckpttool.cli.run_cmds:latest_cmd",
     "check": "ckpttool.cli.run_cmds:check_cmd",
+    "fix": "ckpttool.cli.run_cmds:fix_cmd",
     "prune": "ckpttool.cli.run_cmds:prune_cmd",
     "pack": "ckpttool.cli.run_cmds:pack_cmd",
     "unpack": "ckpttool.cli.run_cmds:unpack_cmd",

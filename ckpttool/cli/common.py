@@ -46,3 +46,35 @@ def allow_global_option(f: F) -> F:
 def emit(text: str) -> None:
     """Write ``text`` to stdout as is (a rendered table or JSON document ends with its own newline)."""
     click.echo(text, nl=False)
+
+
+def _list_trainers(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value != "list" or ctx.resilient_parsing:
+        return value
+    from ckpttool.trainers import all_trainers
+
+    for record in all_trainers():
+        if record.loads is not None:
+            click.echo(f"{record.name:<20} {record.title}")
+    ctx.exit(0)
+    return None
+
+
+def trainer_options(f: F) -> F:
+    """``--trainer NAME`` (``list`` prints the names), ``--trainer-root``, ``--torch-version`` and
+    ``--lightning-version``: which trainer resumes, and the environment it resumes in (docs/trainers.md)."""
+    f = click.option(
+        "--lightning-version", metavar="X.Y", help="The Lightning version the resume runs with."
+    )(f)
+    f = click.option("--torch-version", metavar="X.Y", help="The torch version the resume runs with.")(f)
+    f = click.option(
+        "--trainer-root",
+        type=click.Path(exists=True, file_okay=False, path_type=str),
+        help="The trainer's checkout; its own environment (runtime/, .venv) gives the torch version.",
+    )(f)
+    return click.option(
+        "--trainer",
+        metavar="NAME",
+        callback=_list_trainers,
+        help="The trainer that will resume (default: detected; 'list' prints the names).",
+    )(f)

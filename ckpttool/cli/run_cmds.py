@@ -4,44 +4,61 @@ from __future__ import annotations
 
 import click
 
-from ckpttool.cli.common import allow_global_option, emit, json_option
+from ckpttool.cli.common import allow_global_option, emit, json_option, trainer_options
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.check import CheckOptions, check_targets
+from ckpttool.ops.fix import fix_run, undo_fix
 from ckpttool.ops.inspect import parse_require
+from ckpttool.ops.latest import latest_run
 from ckpttool.ops.pack import pack_run, unpack_package
 from ckpttool.render import to_json
 from ckpttool.render.runs_table import (
     latest_notes,
     render_check,
+    render_fix,
     render_latest_paths,
     render_latest_table,
     render_pack,
     render_prune,
 )
-from ckpttool.runs import latest
 from ckpttool.saving import prune_checkpoints
 
 
 @click.command("latest")
 @click.argument("run_dir", type=click.Path(path_type=str))
 @click.option("--table", is_flag=True, help="Show every checkpoint found and why any was skipped.")
+@trainer_options
 @allow_global_option
 @json_option
-def latest_cmd(run_dir: str, table: bool, allow_globals: tuple[str, ...], as_json: bool) -> int:
+def latest_cmd(
+    run_dir: str,
+    table: bool,
+    trainer: str | None,
+    trainer_root: str | None,
+    torch_version: str | None,
+    lightning_version: str | None,
+    allow_globals: tuple[str, ...],
+    as_json: bool,
+) -> int:
     """Print the newest complete, readable checkpoint (G and D as an aligned pair) in RUN_DIR.
 
     Ordered by what is inside (epoch, step, Adam step) and file times, not by the digits in the names; skipped
-    files and stale "latest" files are reported on stderr. Exit 1 when there is none.
+    files, and the file the trainer's own rule would pick instead, are reported on stderr. Exit 1 when there
+    is none.
     """
-    r = latest(run_dir, frozenset(allow_globals))
+    report = latest_run(
+        run_dir, frozenset(allow_globals), trainer=trainer, trainer_root=trainer_root,
+        torch_version=torch_version, lightning_version=lightning_version,
+    )  # fmt: skip
+    r = report.result
     if as_json:
-        emit(to_json(r.to_json()))
+        emit(to_json(report.to_json()))
     elif table:
         emit(render_latest_table(r))
     else:
         emit(render_latest_paths(r))
-        for note in latest_notes(r):
+        for note in latest_notes(r, report.predictions):
             click.echo(f"ckpttool: {note}", err=True)
     return EXIT_OK if r.chosen else EXIT_PROBLEMS
 
@@ -61,6 +78,7 @@ def latest_cmd(run_dir: str, table: bool, allow_globals: tuple[str, ...], as_jso
 @click.option("--verify", is_flag=True, help="Also run the shadow run of verify-resume.")
 @click.option("--steps", type=int, default=4, show_default=True, help="Shadow-run steps with --verify.")
 @click.option("--device", default="cpu", show_default=True, help="Device for --verify: auto, cpu or cuda.")
+@trainer_options
 @allow_global_option
 @json_option
 def check_cmd(
@@ -71,16 +89,22 @@ def check_cmd(
     verify: bool,
     steps: int,
     device: str,
+    trainer: str | None,
+    trainer_root: str | None,
+    torch_version: str | None,
+    lightning_version: str | None,
     allow_globals: tuple[str, ...],
     as_json: bool,
 ) -> int:
-    """The CI gate before a resume: latest valid pair, verdict, config compatibility, resume checks.
+    """The CI gate before a resume: what the trainer will load and do, the latest valid pair, verdict, config
+    compatibility, resume checks.
 
-    TARGETS: a run directory (its latest valid checkpoint is used) or checkpoint files. Exit 0 ready, 1 not.
+    TARGETS: a run directory (its latest valid checkpoint is used) or checkpoint files. Exit 0 ready, 1 when
+    the trainer will not resume from the newest complete state, will crash, or a check failed.
     """
     options = CheckOptions(
         parse_require(require), ConfigOptions.from_cli(config_path, sets), verify, steps, device,
-        frozenset(allow_globals),
+        frozenset(allow_globals), trainer, trainer_root, torch_version, lightning_version,
     )  # fmt: skip
     r = check_targets(targets, options)
     emit(to_json(r.to_json()) if as_json else render_check(r))
@@ -173,3 +197,48 @@ def unpack_cmd(package: str, out_dir: str, verify: bool, force: bool, as_json: b
     r = unpack_package(package, out_dir, verify=verify, force=force)
     emit(to_json(r.to_json()) if as_json else render_pack(r))
     return EXIT_OK if r.verified is not False else EXIT_PROBLEMS
+
+
+@click.command("fix")
+@click.argument("run_dir", type=click.Path(path_type=str))
+@click.option("--dry-run", is_flag=True, help="Only say what would be moved or rewritten.")
+@click.option("--undo", is_flag=True, help="Move everything fix put in quarantine back.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The run config the resume will use (default: the one beside the checkpoints).",
+)
+@trainer_options
+@allow_global_option
+@json_option
+def fix_cmd(
+    run_dir: str,
+    dry_run: bool,
+    undo: bool,
+    config_path: str | None,
+    trainer: str | None,
+    trainer_root: str | None,
+    torch_version: str | None,
+    lightning_version: str | None,
+    allow_globals: tuple[str, ...],
+    as_json: bool,
+) -> int:
+    """Make the trainer resume from the newest complete state in RUN_DIR, deleting nothing.
+
+    Files the trainer would pick instead (stale "latest" files, truncated newer saves) move into a
+    ckpttool-quarantine folder with a manifest; files its loader refuses for harmless values are rewritten
+    (the original kept there). --undo puts everything back. Exit 0 when the trainer will then resume from the
+    newest complete state, 1 when fix cannot make it.
+    """
+    if undo:
+        r = undo_fix(run_dir, dry_run=dry_run)
+    else:
+        options = CheckOptions(
+            config=ConfigOptions.from_cli(config_path, ()), allow_globals=frozenset(allow_globals),
+            trainer=trainer, trainer_root=trainer_root, torch_version=torch_version,
+            lightning_version=lightning_version,
+        )  # fmt: skip
+        r = fix_run(run_dir, options, dry_run=dry_run)
+    emit(to_json(r.to_json()) if as_json else render_fix(r))
+    return EXIT_OK if r.ok else EXIT_PROBLEMS

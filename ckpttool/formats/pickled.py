@@ -97,6 +97,9 @@ def build_checkpoint(
         path=path, format="", root=root, tensors=tensors, size=0, foreign_globals=result.foreign
     )
     ckpt.safety = result.safety
+    # what torch's weights_only unpickler would meet (ckpttool.predict.loader compares them with its lists)
+    ckpt.meta["pickle_opcodes"] = sorted(result.opcodes)
+    ckpt.meta["pickle_protocol"] = result.proto
     return ckpt
 
 

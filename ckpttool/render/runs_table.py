@@ -5,7 +5,9 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ckpttool.ops.check import CheckReport
+from ckpttool.ops.fix import FixReport
 from ckpttool.ops.pack import PackReport
+from ckpttool.predict.simulate import Prediction
 from ckpttool.render.inspect_table import human_bytes
 from ckpttool.render.verify_table import MARK
 from ckpttool.runs import LatestResult, PrunePlan
@@ -16,15 +18,19 @@ def render_latest_paths(r: LatestResult) -> str:
     return "".join(f"{p}\n" for p in (r.chosen.paths if r.chosen else []))
 
 
-def latest_notes(r: LatestResult) -> list[str]:
+def latest_notes(r: LatestResult, predictions: list[Prediction] | None = None) -> list[str]:
     """Why each invalid file was skipped, and each save skipped although its files are valid; then the
-    warnings."""
+    warnings, or, where ckpttool knows the trainer, what it will load instead."""
     notes = [f"skipped {c.path}: {c.reason}" for c in r.candidates if not c.ok]
     notes += [
         f"skipped {', '.join(map(str, u.paths))}: {u.reason}"
         for u in r.units
         if not u.ok and all(c.ok for c in u.files)
     ]
+    bad = [p for p in predictions or [] if not p.ok]
+    if bad:
+        notes += [f"warning: {p.summary}" + (f"; run: {p.fix}" if p.fix else "") for p in bad]
+        return notes + [f"warning: {w}" for w in r.warnings if "is older than" not in w]
     return notes + [f"warning: {w}" for w in r.warnings]
 
 
@@ -49,9 +55,55 @@ def render_latest_table(r: LatestResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_prediction(p: Prediction) -> list[str]:
+    """What the trainer will do: the files its rule picks, the outcome, the newest complete state, the fix."""
+    head = "ok  " if p.ok else "FAIL"
+    lines = [f"  {head}  trainer          {p.trainer} ({p.assumed}); torch.load weights_only={p.weights_only}: "
+             f"{p.weights_only_why}"]  # fmt: skip
+    for s in p.loads:
+        what = s.path if s.path else "(nothing found)"
+        extra = f" — {s.error}" if s.error else (f" ({s.counters})" if s.counters else "")
+        lines.append(f"        loads {s.role or 'file':<4}     {what}{extra}")
+        if s.note:
+            lines.append(f"                         note: {s.note}")
+    lines.append(f"        outcome {p.outcome:<8} {p.summary}")
+    for n in p.notes:
+        lines.append(f"        note             {n}")
+    if p.fix:
+        lines.append(f"        fix              {p.fix}")
+    return lines
+
+
+def render_fix(r: FixReport) -> str:
+    """The moves, rewrites or restores (planned with ``--dry-run``), the problems, and the outcome after."""
+    verb = {"move": "move   ", "rewrite": "rewrite", "restore": "restore"}
+    lines = []
+    for a in r.actions:
+        past = {"move": "moved  ", "rewrite": "rewrote", "restore": "restored"}[a.action]
+        lines.append(f"  {verb[a.action] if r.dry_run else past} {a.path}" + (f" -> {a.to}" if a.to else ""))
+        if a.reason:
+            lines.append(f"          why: {a.reason}")
+        for c in a.converted:
+            lines.append(f"          converted {c}")
+        if a.proof:
+            lines.append(f"          proof: {a.proof}")
+    for problem in r.problems:
+        lines.append(f"  problem {problem}")
+    if not r.actions and not r.problems:
+        lines.append("  nothing to do: the trainer already resumes from the newest complete state")
+    for p in r.after:
+        lines.append(f"  after   {p.trainer}: {p.outcome} — {p.summary}")
+    if r.dry_run:
+        lines.append("dry run: nothing was changed")
+    return "\n".join(lines) + "\n"
+
+
 def render_check(r: CheckReport) -> str:
-    """Each check with its status, then ``ready to resume`` or ``NOT ready to resume``."""
+    """What each trainer will do, each check with its status, then ``ready to resume`` or ``NOT ready to
+    resume``."""
     lines = [f"check {' '.join(r.targets)}", ""]
+    for p in r.predictions:
+        lines += render_prediction(p)
     for c in r.checks:
         lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")
     lines.append("")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.trainers.behaviour import Loads
+
 
 @dataclass(frozen=True)
 class Counter:
@@ -125,4 +127,5 @@ class Trainer:
     files: tuple[FileKind, ...] = ()
     naming: Naming = field(default_factory=Naming)
     resume: Resume = field(default_factory=Resume)
+    loads: Loads | None = None  # how it finds, loads and falls back (ckpttool.predict simulates it)
     extra: dict[str, Any] = field(default_factory=dict)

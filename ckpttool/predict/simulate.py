@@ -1,0 +1,389 @@
+"""Say what the trainer will do with a run folder: which files it loads (by its own pick rule), what happens
+(resumes, resumes from a stale state, falls back to the pretrained model, starts from scratch, crashes,
+half-resumes, has nothing left to train), and what the newest complete state is.
+
+The simulation follows the trainer record's :class:`ckpttool.trainers.behaviour.Loads`, step by step: pick each
+role's file, predict the loader on it (:mod:`ckpttool.predict.loader`), apply the record's failure behaviour,
+compare what loads with the newest complete state ckpttool found by content (:func:`ckpttool.runs.latest`),
+and check the stop condition against the run config. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ckpttool import runs
+from ckpttool.errors import CkptError
+from ckpttool.formats import open_checkpoint
+from ckpttool.model import Checkpoint, get_path
+from ckpttool.predict.environment import Environment, effective_weights_only
+from ckpttool.predict.loader import LoadResult, predict_load
+from ckpttool.predict.pick import Picked, pick
+from ckpttool.runs import Candidate, LatestResult, Unit
+from ckpttool.trainers import Trainer, all_trainers, get_trainer
+from ckpttool.trainers.behaviour import Loads
+
+Outcome = Literal[
+    "resumes",
+    "resumes-with-drift",
+    "stale",
+    "pretrained",
+    "scratch",
+    "crash",
+    "half-resume",
+    "finished",
+    "unknown",
+]
+GOOD: tuple[Outcome, ...] = ("resumes", "resumes-with-drift")
+# no digits, no "epoch=", no "last", no "checkpoint": no pick rule matches it or looks inside it
+QUARANTINE = runs.QUARANTINE
+
+
+@dataclass
+class LoadStep:
+    """One load the trainer performs: the role, the file its rule picks (or the error finding one), and what
+    its loader does with it."""
+
+    role: str
+    path: str | None
+    error: str | None = None
+    note: str | None = None
+    counters: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """An entry of ``predictions[].loads`` in ``ckpttool.check/2``."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class Prediction:
+    """What the trainer will do with one folder of checkpoints (see the module docstring)."""
+
+    folder: str
+    trainer: str
+    title: str
+    assumed: str
+    environment: Environment
+    weights_only: bool
+    weights_only_why: str
+    loads: list[LoadStep] = field(default_factory=list)
+    outcome: Outcome = "unknown"
+    summary: str = ""
+    newest: list[str] = field(default_factory=list)
+    newest_counters: str | None = None
+    lost: str | None = None
+    fix: str | None = None
+    quarantine: list[str] = field(default_factory=list)  # what `ckpttool fix` moves aside
+    rewrite: list[str] = field(default_factory=list)  # what `ckpttool fix` rewrites (harmless globals)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the trainer will resume from the newest complete state."""
+        return self.outcome in GOOD
+
+    def to_json(self) -> dict[str, Any]:
+        """An entry of ``predictions`` in ``ckpttool.check/2`` and ``ckpttool.latest/2``."""
+        return {
+            "folder": self.folder,
+            "trainer": self.trainer,
+            "assumed": self.assumed,
+            "environment": self.environment.to_json(),
+            "weights_only": self.weights_only,
+            "weights_only_why": self.weights_only_why,
+            "loads": [s.to_json() for s in self.loads],
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "summary": self.summary,
+            "newest": self.newest,
+            "newest_counters": self.newest_counters,
+            "lost": self.lost,
+            "fix": self.fix,
+            "quarantine": self.quarantine,
+            "rewrite": self.rewrite,
+            "notes": self.notes,
+        }
+
+
+# --- which trainer ------------------------------------------------------------------------------------------
+def trainer_for(cands: list[Candidate], folder: Path) -> tuple[Trainer | None, str]:
+    """The record whose files the folder's readable checkpoints are, else whose folder rule matches."""
+    profiles = {c.profile for c in cands if c.ok and c.profile}
+    for record in all_trainers():
+        if record.loads and any(k.profile in profiles for k in record.files):
+            return record, f"detected from the files ({', '.join(sorted(profiles))})"
+    for record in all_trainers():
+        rule = record.detect.path if record.detect else None
+        if record.loads and rule and re.search(rule, folder.resolve().as_posix()):
+            return record, f"detected from the folder name ({rule})"
+    return None, ""
+
+
+# --- reading what the trainer picks --------------------------------------------------------------------------
+def _read(path: Path) -> Checkpoint | CkptError:
+    try:
+        return open_checkpoint(path)
+    except CkptError as exc:
+        return exc
+
+
+def _counters(cand: Candidate | None) -> str | None:
+    return cand.describe() if cand is not None else None
+
+
+def _progress(c: Candidate | None) -> tuple[float, float, float]:
+    if c is None:
+        return (-1.0, -1.0, -1.0)
+    return c.key[:3]
+
+
+def _lost(picked: Candidate, newest: Candidate) -> str:
+    parts = []
+    for name, a, b in (("epoch", picked.epoch, newest.epoch), ("step", picked.step, newest.step)):
+        if isinstance(a, int) and isinstance(b, int) and b > a:
+            parts.append(f"{b - a} {name}{'s' if b - a != 1 else ''} ({name} {b} -> {a})")
+    if not parts and picked.adam_step is not None and newest.adam_step is not None:
+        d = newest.adam_step - picked.adam_step
+        parts.append(f"{d:g} optimizer steps")
+    return ", ".join(parts) or "the newer state"
+
+
+# --- the stop condition -------------------------------------------------------------------------------------
+def _config_value(config: dict[str, Any] | None, dotted: str | None) -> Any:
+    if not config or not dotted:
+        return None
+    try:
+        return get_path(config, dotted)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _finished(record: Trainer, loads: Loads, head: Candidate, ckpt: Checkpoint | None,
+              config: dict[str, Any] | None) -> str | None:  # fmt: skip
+    """A sentence when resuming from ``head`` trains nothing, else None."""
+    stop = loads.stop
+    if stop is None:
+        return None
+    epochs = _config_value(config, stop.epochs_config)
+    if not isinstance(epochs, int):
+        epochs = stop.epochs_default
+    if not isinstance(epochs, int):
+        return None
+    if stop.loop == "lightning":
+        processed = None
+        if ckpt is not None:
+            try:
+                processed = get_path(ckpt.root, "loops.fit_loop.epoch_progress.current.processed")
+            except (KeyError, IndexError, TypeError, ValueError):
+                processed = None
+        if not isinstance(processed, int):
+            processed = head.epoch + 1 if isinstance(head.epoch, int) else None
+        if isinstance(processed, int) and processed >= epochs:
+            return (
+                f"the saved loop has processed {processed} epoch(s) and max_epochs is {epochs} "
+                f"({stop.epochs_config}): Lightning logs '`Trainer.fit` stopped: `max_epochs={epochs}` reached.' "
+                "and trains nothing"
+            )
+        return None
+    if not isinstance(head.epoch, int):
+        return None
+    start = head.epoch + (1 if record.resume.next_epoch == "next" else 0)
+    last = epochs if stop.loop == "inclusive" else epochs - 1
+    if start > last:
+        return (
+            f"the run would continue at epoch {start} and the config's {stop.epochs_config} is {epochs}: the epoch "
+            "loop is empty and nothing trains"
+        )
+    return None
+
+
+# --- the simulation -----------------------------------------------------------------------------------------
+def _pretrained(
+    loads: Loads, config: dict[str, Any] | None, folder: Path, root: Path | None
+) -> tuple[str, str]:
+    """(outcome, sentence) of the fallback: pretrained weights when the config names an existing file."""
+    if loads.on_error == "scratch" or not (loads.pretrained or loads.pretrained_note):
+        return "scratch", "counters reset to epoch 1 and training starts from the model's random init"
+    if not loads.pretrained:
+        return "pretrained", f"counters reset to epoch 1 and {loads.pretrained_note}"
+    found, named, missing = [], [], []
+    for role, key in loads.pretrained.items():
+        value = _config_value(config, key)
+        if not value:
+            missing.append(f"{key} is empty")
+            continue
+        named.append(f"{key} = {value}")
+        bases = [root] if root else []
+        bases += [p for p in folder.resolve().parents if (p / "logs").is_dir()][:1]
+        if any((b / str(value)).is_file() for b in bases) or Path(str(value)).is_file():
+            found.append(role or "model")
+    if found:
+        return (
+            "pretrained",
+            f"counters reset to epoch 1 and the pretrained weights are loaded ({'; '.join(named)})",
+        )
+    if named:
+        return "pretrained", (
+            f"counters reset to epoch 1 and the pretrained weights are loaded if {'; '.join(named)} exist(s) "
+            "(relative to the trainer's folder), else training starts from scratch"
+        )
+    if config is None:
+        return "pretrained", (
+            "counters reset to epoch 1 and the pretrained weights named in the run config are loaded (from "
+            "scratch when that path is empty or missing; the run config was not found)"
+        )
+    return "scratch", f"counters reset to epoch 1 and, as {', '.join(missing)}, training starts from scratch"
+
+
+def predict(
+    folder: Path,
+    cands: list[Candidate],
+    result: LatestResult,
+    env: Environment,
+    *,
+    trainer: str | None = None,
+    config: dict[str, Any] | None = None,
+    trainer_root: Path | None = None,
+) -> Prediction | None:
+    """What the trainer does with ``folder`` (whose candidates ``cands`` and newest complete state
+    ``result`` ckpttool found). None when no trainer record with load rules applies."""
+    if trainer:
+        record, assumed = get_trainer(trainer), "--trainer"
+    else:
+        record, assumed = trainer_for(cands, folder)
+    if record is None or record.loads is None:
+        return None
+    loads = record.loads
+    wo, wo_why = effective_weights_only(loads.loader.weights_only, env)
+    pred = Prediction(str(folder), record.name, record.title, assumed, env, wo, wo_why)
+    newest_unit = _newest_in(result, folder)
+    if newest_unit is not None:
+        pred.newest = [str(p) for p in newest_unit.paths]
+        pred.newest_counters = newest_unit.head.describe()
+    by_path = {c.path.resolve(): c for c in cands}
+    loaded: list[LoadStep] = []
+    failure: str | None = None
+    not_found = False
+    picked_cands: list[Candidate] = []
+    picked_ckpts: dict[str, Checkpoint] = {}
+    for role in loads.order:
+        found: Picked = pick(loads.pick, folder, role)
+        step = LoadStep(role, str(found.path) if found.path else None, note=found.note)
+        pred.loads.append(step)
+        if found.path is None:
+            step.error = found.error
+            failure, not_found = found.error, True
+            break
+        cand = by_path.get(found.path.resolve())
+        step.counters = _counters(cand)
+        ckpt = _read(found.path)
+        res: LoadResult = predict_load(ckpt, wo, env.torch, loads.loader.safe_globals)
+        if not res.ok:
+            step.error = res.error
+            failure = res.error
+            if res.harmless:
+                pred.rewrite.append(str(found.path))
+            break
+        assert isinstance(ckpt, Checkpoint)
+        picked_ckpts[role] = ckpt
+        if cand is not None:
+            picked_cands.append(cand)
+        loaded.append(step)
+    _conclude(pred, record, loads, failure, not_found, loaded, picked_cands, picked_ckpts, newest_unit,
+              config, folder, trainer_root)  # fmt: skip
+    return pred
+
+
+def _newest_in(result: LatestResult, folder: Path) -> Unit | None:
+    good = [u for u in result.units if u.ok and u.head.path.parent.resolve() == folder.resolve()]
+    good.sort(key=lambda u: u.key, reverse=True)
+    return good[0] if good else None
+
+
+def _conclude(
+    pred: Prediction,
+    record: Trainer,
+    loads: Loads,
+    failure: str | None,
+    not_found: bool,
+    loaded: list[LoadStep],
+    picked: list[Candidate],
+    ckpts: dict[str, Checkpoint],
+    newest: Unit | None,
+    config: dict[str, Any] | None,
+    folder: Path,
+    root: Path | None,
+) -> None:
+    name = record.title.split(" (")[0]
+    if failure is not None:
+        behaviour = (loads.not_found or loads.on_error) if not_found else loads.on_error
+        if behaviour == "crash":
+            pred.outcome = "crash"
+            pred.summary = f"{name} will crash: {failure}"
+        elif behaviour == "scratch":
+            pred.outcome = "scratch"
+            pred.summary = f"{name} will start from scratch: {failure}"
+        else:
+            outcome, how = _pretrained(loads, config, folder, root)
+            pred.outcome = outcome  # type: ignore[assignment]
+            pred.summary = f"{name} will fail to load ({failure}), catch it silently: {how}"
+            if loaded and not loads.pretrained_resets_optimizer:
+                roles = ", ".join(s.role or "model" for s in loaded)
+                pred.outcome = "half-resume"
+                pred.summary += (
+                    f"; {roles} already loaded its weights and optimizer moments from "
+                    f"{', '.join(Path(s.path or '').name for s in loaded)}: the pretrained weights (where loaded) "
+                    "then run with those moments (a half-resume)"
+                )
+        if newest is not None:
+            pred.summary += f". The newest complete state is {', '.join(Path(p).name for p in pred.newest)} " \
+                            f"({pred.newest_counters})"  # fmt: skip
+        _plan_fix(pred, loads, folder, newest)
+        return
+    head = next((c for c in picked if c.role in (None, "G")), picked[0] if picked else None)
+    names = ", ".join(Path(s.path or "").name for s in pred.loads)
+    if head is None:
+        pred.outcome, pred.summary = (
+            "unknown",
+            f"{name} will load {names}; ckpttool could not read its counters",
+        )
+        return
+    if len({(c.epoch, c.step) for c in picked}) > 1:
+        pred.notes.append("the files it loads come from different saves: " +
+                          "; ".join(f"{c.path.name}: {c.describe()}" for c in picked))  # fmt: skip
+    newest_head = newest.head if newest else None
+    if newest_head is not None and _progress(newest_head) > _progress(head):
+        pred.outcome = "stale"
+        pred.lost = _lost(head, newest_head)
+        pred.summary = (
+            f"{name} will resume from {names} ({head.describe()}), not from the newest complete state "
+            f"{', '.join(Path(p).name for p in pred.newest)} ({pred.newest_counters}): {pred.lost} lost"
+        )
+        _plan_fix(pred, loads, folder, newest)
+        return
+    done = _finished(record, loads, head, ckpts.get(head.role or "", ckpts.get("G")), config)
+    if done:
+        pred.outcome = "finished"
+        pred.summary = f"{name} will load {names} ({head.describe()}), but {done}"
+        pred.fix = "raise the epoch count in the run config to train further"
+        return
+    pred.outcome = "resumes"
+    pred.summary = f"{name} will resume from {names} ({head.describe()})"
+
+
+def _plan_fix(pred: Prediction, loads: Loads, folder: Path, newest: Unit | None) -> None:
+    """What `ckpttool fix` does: move aside every file the pick rule ranks above the newest complete state
+    (stale or broken), and rewrite files refused for harmless globals."""
+    from ckpttool.predict.fixplan import plan_quarantine
+
+    if newest is None:
+        pred.notes.append("there is no complete state to resume from in this folder")
+        if pred.rewrite:
+            pred.fix = f"ckpttool fix {folder}"
+        return
+    pred.quarantine = [str(p) for p in plan_quarantine(loads, folder, newest)]
+    if pred.quarantine or pred.rewrite:
+        pred.fix = f"ckpttool fix {folder}"
