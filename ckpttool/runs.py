@@ -157,7 +157,10 @@ def read_candidate(path: Path, allow: frozenset[str] = frozenset()) -> Candidate
     try:
         ckpt = open_checkpoint(path)
     except CkptError as exc:
-        cand.ok, cand.reason = False, f"{exc.kind}: {exc.message.split(': ', 1)[-1]}"
+        # the advice to use the previous checkpoint is the prediction's to give: in "save latest only" mode
+        # there is none
+        reason = exc.message.split(": ", 1)[-1].replace("; use the previous checkpoint", "")
+        cand.ok, cand.reason = False, f"{exc.kind}: {reason}"
         return cand
     blocking = ckpt.safety.blocking(allow)
     if blocking:

@@ -381,9 +381,31 @@ def _plan_fix(pred: Prediction, loads: Loads, folder: Path, newest: Unit | None)
 
     if newest is None:
         pred.notes.append("there is no complete state to resume from in this folder")
+        pred.notes += _survivors(pred, loads, folder)
         if pred.rewrite:
             pred.fix = f"ckpttool fix {folder}"
         return
     pred.quarantine = [str(p) for p in plan_quarantine(loads, folder, newest)]
     if pred.quarantine or pred.rewrite:
         pred.fix = f"ckpttool fix {folder}"
+
+
+def _survivors(pred: Prediction, loads: Loads, folder: Path) -> list[str]:
+    """What is left when no complete state is: intact files the trainer loaded, and its inference exports."""
+    out = []
+    intact = [s for s in pred.loads if s.path and not s.error]
+    if intact:
+        out.append("intact: " + "; ".join(f"{Path(s.path or '').name} ({s.counters})" for s in intact) +
+                   " (a trainer run with only this role restored is not a resume)")  # fmt: skip
+    parts = folder.resolve().parts
+    start = loads.pick.path_from
+    if loads.exports and start and start in parts:
+        i = len(parts) - 1 - parts[::-1].index(start)
+        root, exp = Path(*parts[:i]), parts[i + 1] if i + 1 < len(parts) else folder.name
+        found = sorted({p for g in loads.exports for p in root.glob(g.format(exp=exp)) if p.is_file()})
+        if found:
+            out.append(
+                "inference exports survive (fine-tune from one; training state cannot resume from it): "
+                + ", ".join(str(p) for p in found[-3:])
+            )
+    return out

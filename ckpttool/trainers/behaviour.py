@@ -81,7 +81,9 @@ class Loads:
     - ``not_found``: what finding no file does (usually as ``on_error``; Lightning's ``last``: ``scratch``);
     - ``pretrained``: role -> the run-config key holding the pretrained weights the fallback loads;
     - ``pretrained_resets_optimizer``: False when the fallback loads pretrained *weights* only, so an optimizer
-      already loaded from a resumed file keeps its moments (a half-resume).
+      already loaded from a resumed file keeps its moments (a half-resume);
+    - ``exports``: where the trainer's inference exports are (``{exp}`` is the experiment folder's name), listed
+      when no complete training state is left: they survive a cut training file.
     """
 
     pick: Pick
@@ -94,4 +96,5 @@ class Loads:
     pretrained_note: str | None = None  # where the pretrained paths come from when no config key holds them
     pretrained_resets_optimizer: bool = False
     stop: Stop | None = None
+    exports: tuple[str, ...] = ()  # globs, relative to the trainer's root, of the inference exports it writes
     source: str = ""
