@@ -22,7 +22,8 @@ _Strategy = tuple[str, Callable[[list[str]], list[str] | None]]
 # State-dict entries that are buffers, not parameters, in common modules (BatchNorm, VQ codebooks, HF).
 BUFFER_PATTERN = re.compile(
     r"(running_mean|running_var|num_batches_tracked|_codebook\.(inited|cluster_size|embed|embed_avg)"
-    r"|position_ids|masked_bias|_float_tensor)$|" + NORM_BUFFER.pattern
+    r"|position_ids|masked_bias|_float_tensor|rotary_embed\.inv_freq|rotary_emb\.inv_freq)$|"
+    + NORM_BUFFER.pattern
 )
 # Keys of one parameter's state that have the parameter's shape, in order of preference.
 MOMENT_KEYS = ("exp_avg", "momentum_buffer", "square_avg", "exp_avg_sq", "sum", "exp_inf", "ax", "prev")
@@ -168,11 +169,13 @@ def analyse(
     opt: dict[str, Any],
     params: dict[str, TensorInfo] | None,
     group_layout: tuple[tuple[str, ...], ...] | None = None,
+    extra: tuple[_Strategy, ...] = (),
 ) -> OptimizerReport:
     """The report on optimizer ``opt`` (at ``path``, driving network ``network`` whose tensors are
     ``params``). ``group_layout``: the trainer's parameter-group prefixes (groups 1..; group 0 takes the
     rest), when known. ScaledAdam is not aligned (its state sits on the first parameter of each batch);
-    ``params`` None leaves the report unaligned with a ``problem``. Reads no tensor bytes."""
+    ``params`` None leaves the report unaligned with a ``problem``. Reads no tensor bytes.
+    ``extra``: alignment strategies from the trainer's record (ckpttool.interpret.trainable), after param_names."""
     groups_raw = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
     groups = [
         GroupInfo(
@@ -203,7 +206,7 @@ def analyse(
         return report
     index_order = [idx for g in groups_raw for idx in g.get("params", [])]
     shapes = {idx: _state_shape(state.get(idx, state.get(str(idx)))) for idx in index_order}
-    _align(report, groups_raw, index_order, shapes, params, group_layout)
+    _align(report, groups_raw, index_order, shapes, params, group_layout, extra)
     return report
 
 
@@ -214,6 +217,7 @@ def _align(
     shapes: dict[Any, Shape | None],
     params: dict[str, TensorInfo],
     group_layout: tuple[tuple[str, ...], ...] | None,
+    extra: tuple[_Strategy, ...] = (),
 ) -> None:
     """Fill ``report``'s mapping (state index -> parameter name), method, mismatches and problem.
 
@@ -222,7 +226,7 @@ def _align(
     """
     names_all = list(params)
     names_nobuf = [n for n in names_all if not BUFFER_PATTERN.search(n)]
-    strategies = _strategies(groups, order, shapes, params, group_layout)
+    strategies = _strategies(groups, order, shapes, params, group_layout, extra)
     best = _best_assignment(strategies, order, shapes, params, names_all, names_nobuf)
     if best is None or best[0] > 0:
         subset = _by_subset(order, shapes, names_nobuf, params, group_layout)
@@ -260,6 +264,7 @@ def _strategies(
     shapes: dict[Any, Shape | None],
     params: dict[str, TensorInfo],
     group_layout: tuple[tuple[str, ...], ...] | None,
+    extra: tuple[_Strategy, ...] = (),
 ) -> list[_Strategy]:
     """The ways to assign parameter names to the state indices that apply here, most trustworthy first."""
     strategies: list[_Strategy] = []
@@ -267,6 +272,7 @@ def _strategies(
         strategies.append(
             ("param_names recorded by torch", lambda _: [n for g in groups for n in g["param_names"]])
         )
+    strategies += extra
     if group_layout is not None:
         strategies.append(
             ("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout))

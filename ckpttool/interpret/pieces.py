@@ -13,6 +13,7 @@ from typing import Any
 from ckpttool.interpret import structure as st
 from ckpttool.interpret.optimizer import OptimizerReport, analyse
 from ckpttool.interpret.profiles import PIECES, Layout, counter_value
+from ckpttool.interpret.trainable import explain_partial, strategies
 from ckpttool.model import Checkpoint, Stub, TensorInfo, get_path
 from ckpttool.vocab import FindingCode, PieceStatus, Severity, Verdict
 
@@ -150,7 +151,8 @@ def interpret(ckpt: Checkpoint, layout: Layout, read_scalars: Any = None) -> Int
         opt = _value(ckpt, opt_path)
         params = network_params(ckpt, layout.networks[label]) if label in layout.networks else None
         group_layout = layout.group_layout if label == "G" else None
-        rep = analyse(opt_path, label, opt, params, group_layout)
+        extra = strategies(layout.trainable) if label == "G" else ()
+        rep = analyse(opt_path, label, opt, params, group_layout, extra)
         if read_scalars is not None and rep.step_tensors:
             rep.step_values += [float(v) for v in read_scalars(rep.step_tensors) if v is not None]
         if rep.step_values:
@@ -318,11 +320,15 @@ def _findings(
                 )
             )
         if o.n_state < o.n_params and o.n_params:
+            expected = explain_partial(
+                o, _value(ckpt, o.path), layout.trainable if o.network == "G" else None
+            )
             out.append(
                 Finding(
-                    "warning",
+                    "info" if expected else "warning",
                     "optimizer-partial",
-                    f"{o.path}: state for {o.n_state} of {o.n_params} "
+                    expected
+                    or f"{o.path}: state for {o.n_state} of {o.n_params} "
                     "parameters; the rest never received a gradient",
                 )
             )

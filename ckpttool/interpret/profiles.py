@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.interpret import structure as st
+from ckpttool.interpret.version_guess import guess_note
 from ckpttool.keys import NORM_BUFFER, strip_wrapper
 from ckpttool.model import Checkpoint, TensorInfo, get_path
-from ckpttool.trainers import FileKind, Match, Trainer, all_trainers, get_trainer
+from ckpttool.trainers import FileKind, Match, Trainable, Trainer, all_trainers, get_trainer
 from ckpttool.vocab import PIECES
 
 __all__ = ["PIECES", "Layout", "detect_layout", "generic"]
@@ -47,6 +48,7 @@ class Layout:
     )
     counter_parse: dict[str, str] = field(default_factory=dict)  # piece -> regex over the value at its path
     notes: list[str] = field(default_factory=list)
+    trainable: Trainable | None = None  # G's optimizer covers only these parameters (requires_grad)
 
     @property
     def record(self) -> Trainer | None:
@@ -238,11 +240,20 @@ def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
     layout.notes += list(kind.notes)
     groups = kind.optimizer_groups.get(role) if role else None
     layout.group_layout = groups if groups else None
+    layout.trainable = kind.trainable.get(role) if role else None
+    if kind.version_guess is not None:
+        layout.notes += guess_note(ckpt, kind.version_guess, _value_at(root, layout.version))
     _parsed_counters(ckpt, layout)
     if kind.structural:
         skip = {*kind.structural_skip, *layout.networks.values(), *layout.optimizers}
         _structural_extras(root, layout, skip={s for s in skip if s})
     return layout
+
+
+def _value_at(root: Any, path: str | None) -> Any:
+    if path is None or path.startswith("tag:"):
+        return path[4:] if path else None
+    return get_path(root, path) if _exists(root, path) else None
 
 
 def _pattern_keys(root: dict[str, Any], kind: FileKind, layout: Layout) -> None:

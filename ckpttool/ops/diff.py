@@ -28,7 +28,8 @@ from ckpttool.ops.diff_model import (
     ShapeChange,
     ValueDelta,
 )
-from ckpttool.ops.explain import explain
+from ckpttool.ops.diff_peft import adapter_groups, align
+from ckpttool.ops.explain import explain, version_changes
 
 SCHEMA = "ckpttool.diff/1"
 Progress = Callable[[int, int, str], None]
@@ -117,6 +118,7 @@ def _compare_network(
     name: str, pa: str, pb: str, ta: dict[str, TensorInfo], tb: dict[str, TensorInfo]
 ) -> NetworkDiff:
     rename = None
+    ta, tb, va, vb, peft = align(ta, tb)
     ka, kb = set(ta), set(tb)
     sa, sb = _strip_wrapper(ka), _strip_wrapper(kb)
     if sa and not sb and not (ka & kb):
@@ -125,8 +127,8 @@ def _compare_network(
     elif sb and not sa and not (ka & kb):
         rename = f"every key of B has the prefix {sb[0]!r} (DDP/torch.compile wrapper); strip it to match A"
         tb = {k[len(sb[0]) :]: v for k, v in tb.items()}
-    only_a = [k for k in ta if k not in tb]
-    only_b = [k for k in tb if k not in ta]
+    adapters_a, only_a = adapter_groups([k for k in ta if k not in tb], va)
+    adapters_b, only_b = adapter_groups([k for k in tb if k not in ta], vb)
     shapes: list[ShapeChange] = []
     dtypes: dict[str, int] = {}
     common = 0
@@ -146,10 +148,11 @@ def _compare_network(
         pb,
         common,
         rename,
-        _group(only_a, "a", set(tb)),
-        _group(only_b, "b", set(ta)),
+        _group(only_a, "a", set(tb)) + adapters_a,
+        _group(only_b, "b", set(ta)) + adapters_b,
         shapes,
         dtypes,
+        peft=peft,
     )
 
 
@@ -244,6 +247,13 @@ def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> 
         for name, pa, pb in _pair_networks(la.networks, lb.networks)
     ]
     notes: list[str] = []
+    for net in networks:  # a dtype change the writer explains (exports hold fp16 copies)
+        if net.dtype_changes:
+            notes += [
+                f"{net.name}: {side} holds {lay.meaning['model']}"
+                for side, lay in (("A", la), ("B", lb))
+                if "model" in lay.meaning
+            ]
     if not networks and (la.networks or lb.networks):
         notes.append("the two files hold different networks; nothing to compare key by key")
     config_changes, explanations, unexplained, pairs, spec_notes = explain(
@@ -258,7 +268,7 @@ def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> 
         lb.profile,
         networks,
         _piece_changes(ia, ib),
-        _state_changes(ca, cb, ia, ib),
+        _state_changes(ca, cb, ia, ib) + version_changes(pairs),
         config_changes,
         explanations,
         unexplained,
@@ -271,7 +281,7 @@ def _values(networks: list[NetworkDiff], ca: Checkpoint, cb: Checkpoint, progres
     import torch
 
     for net in networks:
-        ta, tb = network_params(ca, net.path_a), network_params(cb, net.path_b)
+        ta, tb, *_ = align(network_params(ca, net.path_a), network_params(cb, net.path_b))
         strip_a = net.rename and "of A" in net.rename
         strip_b = net.rename and "of B" in net.rename
         if strip_a:

@@ -80,6 +80,7 @@ class NetworkDiff:
     shape_changes: list[ShapeChange]
     dtype_changes: dict[str, int]  # "float32->float16": count
     values: list[ValueDelta] | None = None
+    peft: str | None = None  # how PEFT-wrapped keys were mapped to the plain names (ops/diff_peft.py)
 
     @property
     def differs(self) -> bool:
@@ -101,6 +102,7 @@ class NetworkDiff:
             "shape_changes": [c.to_json() for c in self.shape_changes],
             "dtype_changes": self.dtype_changes,
             "values": None if self.values is None else [v.to_json() for v in self.values],
+            "peft": self.peft,
         }
 
 

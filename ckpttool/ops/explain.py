@@ -17,7 +17,7 @@ from deepdiff import DeepDiff
 from ckpttool.configs import embedded_config
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint
-from ckpttool.ops.architecture import spec_hint
+from ckpttool.ops.architecture import resolve_version, spec_hint
 from ckpttool.ops.diff_model import Change, Explanation, NetworkDiff, explain_generic, summarise
 from ckpttool.specs import expr as ex
 from ckpttool.specs.match import Fingerprint, atom_value, fingerprint
@@ -88,11 +88,19 @@ def explain_with_specs(
         pairs.append(FamilyPair(net.name, fa, fb))
         if fa is None or fb is None:
             continue
+        resolve_version(fa, ca, la)
+        resolve_version(fb, cb, lb)
         if fa.family != fb.family:
             notes.append(f"{net.name}: A is {fa.family}, B is {fb.family}: different architectures")
             continue
         if fa.version != fb.version:
-            notes.append(f"{net.name}: version {fa.version} -> {fb.version} ({fa.family})")
+            told = [
+                f"{v} from {w}"
+                for v, w in ((fa.version, fa.version_from), (fb.version, fb.version_from))
+                if w
+            ]
+            why = f"; {', '.join(told)}: the two versions have the same tensors" if told else ""
+            notes.append(f"{net.name}: version {fa.version} -> {fb.version} ({fa.family}{why})")
         spec = get_spec(fa.family)
         ta = {t.name: t for t in spec.expand(fa.values)}
         tb = {t.name: t for t in spec.expand(fb.values)}
@@ -124,6 +132,18 @@ def explain_with_specs(
                 change.explained_by = sorted(set(keys))
                 change.explanation = "; ".join(reasons)
     return pairs, changed, notes
+
+
+def version_changes(pairs: list[FamilyPair]) -> list[Change]:
+    """A version change that no tensor shows (both sides of one family whose versions share every shape, the
+    versions told by header, config or run folder): a difference of its own, ``<network> version``."""
+    out = []
+    for p in pairs:
+        if p.a is None or p.b is None or p.a.family != p.b.family or p.a.version == p.b.version:
+            continue
+        if p.a.version_from or p.b.version_from:
+            out.append(Change(f"{p.network} version", p.a.version, p.b.version))
+    return out
 
 
 def explain(

@@ -123,12 +123,13 @@ def inspect_source(src: Source, options: InspectOptions | None = None) -> Inspec
     check_architectures(ckpt, layout, archs, options.config)
     for piece in result.pieces:
         versions = [
+            f"{a.fingerprint.version_from or 'the shapes'} say{'s' if a.fingerprint.version_from else ''} "
             f"{a.network}: {a.fingerprint.family} {a.fingerprint.version}"
             for a in archs
             if a.fingerprint.version
         ]
         if piece.name == "version" and piece.status == "absent" and versions:
-            piece.detail = "not stored, but the shapes say " + "; ".join(versions)
+            piece.detail = "not stored, but " + "; ".join(versions)
     missing = [p.name for p in result.pieces if p.name in options.require and p.status == "absent"]
     return InspectReport(
         path=ckpt.path,

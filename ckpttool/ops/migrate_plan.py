@@ -19,7 +19,7 @@ from ckpttool.errors import UsageError
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.ops.architecture import spec_hint
-from ckpttool.specs.match import Fingerprint, fingerprint, strip_wrapper
+from ckpttool.specs.match import Fingerprint, absent_prefixes, fingerprint, strip_wrapper
 from ckpttool.specs.model import Spec, TensorSpec, get_spec
 from ckpttool.vocab import PlanAction
 
@@ -264,6 +264,11 @@ def plan_network(
     infos = {k[len(prefix) :]: v for k, v in tensors.items()}
     hint = spec_hint(layout)
     fp = _matched_fingerprint(plain, hint)
+    if fp is not None and fp.peft is not None:
+        raise UsageError(
+            f"{label}: a PEFT-wrapped state dict ({fp.peft.describe()}); migrate does not carry LoRA adapters "
+            "and PEFT's renamed keys yet: migrate the plain model and train new adapters"
+        )
     spec = get_spec(fp.family) if fp else None
     source_specs = {t.name: t for t in spec.expand(fp.values)} if spec and fp else {}
     if target.template is not None:
@@ -371,7 +376,7 @@ def _config_shapes(
     values = dict(fp.values)
     values.update(set_here)
     # a partial file (an export without enc_q) stays partial: its absent subtrees are not created
-    absent = tuple(str(r[2]) for r in spec.detect.get("partial") or [] if str(r[0]) in fp.partial)
+    absent = absent_prefixes(spec, fp.partial)
     expanded = [
         t for t in spec.expand(values) if not (absent and t.name.startswith(absent) and t.name not in infos)
     ]

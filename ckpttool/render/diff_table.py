@@ -44,6 +44,8 @@ def _network(net: NetworkDiff) -> list[str]:
     lines = [f"network {net.name}: {net.common} common tensors"]
     if net.rename:
         lines.append(f"  rename   {net.rename}")
+    if net.peft:
+        lines.append(f"  peft     {net.peft}")
     for side, groups in (("only A", net.only_a), ("only B", net.only_b)):
         for g in groups:
             why = f"  ({g.pattern})" if g.pattern else ""

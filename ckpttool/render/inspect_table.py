@@ -74,7 +74,12 @@ def render_inspect(r: InspectReport) -> str:
     lines.append(tabulate(rows, headers=["piece", "status", "needed", "where", "detail"]))
     lines.append("")
     for f in r.findings:
-        if f.severity != "info" or f.code in ("adam-step", "optimizer-aligned", "g-d-stage"):
+        if f.severity != "info" or f.code in (
+            "adam-step",
+            "optimizer-aligned",
+            "optimizer-partial",
+            "g-d-stage",
+        ):
             lines.append(f"  {f.severity:<7} {f.message}")
     for note in r.notes:
         lines.append(f"  note    {note}")
@@ -109,6 +114,14 @@ def render_architectures(r: InspectReport) -> list[str]:
         if fp.unexpected:
             head += f", {len(fp.unexpected)} unexpected"
         lines.append(f"  architecture  {head}")
+        if fp.version_from:
+            lines.append(
+                f"                version {fp.version} from {fp.version_from} (the shapes cannot tell it)"
+            )
+        if fp.peft is not None:
+            base = sum(1 for x in fp.peft.adapters if f"{x.module}.weight" in fp.peft.plain)
+            where = "with their base layers" if base else "without their base layers"
+            lines.append(f"                {fp.peft.describe()}, {where}; read under the plain names")
         for label in fp.partial:
             lines.append(f"                partial file: {label}")
         if fp.also:
@@ -122,6 +135,10 @@ def render_architectures(r: InspectReport) -> list[str]:
             lines.append(f"  non-standard    {consts}")
         for c in fp.conflicts[:3]:
             lines.append(f"  warning  shapes disagree with the spec: {c}")
+        for c in fp.lora_problems[:3]:
+            lines.append(f"  warning  LoRA adapters: {c}")
+        for note in a.notes:
+            lines.append(f"  note     {note}")
         if len(fp.conflicts) > 3:
             lines.append(f"           ... {len(fp.conflicts) - 3} more disagreements")
         if a.check is not None:

@@ -18,6 +18,7 @@ from ckpttool.interpret.optimizer import analyse, guess_kind
 from ckpttool.interpret.pieces import network_params
 from ckpttool.interpret.profiles import Layout, counter_value
 from ckpttool.interpret.structure import is_optimizer
+from ckpttool.interpret.trainable import strategies
 from ckpttool.model import Checkpoint, get_path
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, Rebuild, infer_class, rule_of
 
@@ -187,7 +188,9 @@ def _live_optimizer(
     label = layout.optimizers[opt_path]
     tree = get_path(ckpt.root, opt_path)
     params = network_params(ckpt, layout.networks[label]) if label in layout.networks else {}
-    report = analyse(opt_path, label, tree, dict(params), layout.group_layout if label == "G" else None)
+    g_only = label == "G"
+    extra = strategies(layout.trainable) if g_only else ()
+    report = analyse(opt_path, label, tree, dict(params), layout.group_layout if g_only else None, extra)
     if report.kind.startswith("ScaledAdam"):
         raise NotRebuildable(
             f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "

@@ -55,7 +55,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 # Functions detection rules may call; the caller passes their implementations in the environment.
-PROBES = frozenset({"has", "dim", "count", "any_key"})
+PROBES = frozenset({"has", "dim", "count", "any_key", "lora_rank"})
 
 
 class ExprError(ConfigError):

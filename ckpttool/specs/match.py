@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.errors import ConfigError
 from ckpttool.keys import MODULE_PREFIXES, WRAPPER_PREFIXES, wrapper_prefix
 from ckpttool.specs import expr as ex
 from ckpttool.specs.model import Spec, TensorSpec, builtin_specs
+from ckpttool.specs.peft import PeftView, peft_view
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -45,6 +47,10 @@ class Fingerprint:
     conflicts: list[str]
     prefix: str = ""  # wrapper prefix stripped from the names (module., _orig_mod.)
     also: list[str] = field(default_factory=list)  # other families that fit as well
+    peft: PeftView | None = None  # a PEFT-wrapped state dict, read under the plain names (specs/peft.py)
+    lora_problems: list[str] = field(default_factory=list)  # adapters that cannot load (rank, widths)
+    # where the version was read when the shapes cannot tell (header, run folder, config); None: the shapes
+    version_from: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -68,17 +74,48 @@ class Fingerprint:
             "nonstandard_constants": {k: {"here": a, "real": b} for k, (a, b) in self.constants.items()},
             "conflicts": self.conflicts,
             "also_matches": self.also,
+            "version_from": self.version_from or ("shapes" if self.version else None),
+            "lora": self.lora_json(),
+        }
+
+    def lora_json(self) -> dict[str, Any] | None:
+        """The ``lora`` field of an ``architectures`` entry: PEFT-wrapped modules, adapted layers, rank, whether
+        the base weights are in the file, and problems; None for a plain state dict."""
+        if self.peft is None:
+            return None
+        base = [a for a in self.peft.adapters if f"{a.module}.weight" in self.peft.plain]
+        return {
+            "wrapped": self.peft.wrapped,
+            "adapters": len(self.peft.adapters),
+            "rank": self.peft.rank,
+            "ranks": self.peft.ranks,
+            "base_layers": len(base),
+            "problems": self.lora_problems,
         }
 
 
 class _Probe:
-    """The helper functions detection rules may call: has, dim, count, any_key."""
+    """The helper functions detection rules may call: has, dim, count, any_key, lora_rank.
 
-    def __init__(self, shapes: Shapes) -> None:
-        self.shapes = shapes
+    For a PEFT file the shapes are the plain names' (specs/peft.py), plus, for each adapted layer whose base is
+    absent (a LoRA-only export), the ``[out, in]`` its adapters imply; ``lora_rank()`` is the adapters' shared
+    rank (0 without adapters)."""
+
+    def __init__(self, shapes: Shapes, peft: PeftView | None = None) -> None:
+        self.shapes = {**peft.base_shapes(), **shapes} if peft is not None else shapes
+        self.peft = peft
 
     def env(self) -> dict[str, Any]:
-        return {"has": self.has, "dim": self.dim, "count": self.count, "any_key": self.any_key}
+        return {
+            "has": self.has,
+            "dim": self.dim,
+            "count": self.count,
+            "any_key": self.any_key,
+            "lora_rank": self.lora_rank,
+        }
+
+    def lora_rank(self) -> int:
+        return (self.peft.rank or max(self.peft.ranks, default=0)) if self.peft is not None else 0
 
     def has(self, name: str) -> bool:
         return name in self.shapes
@@ -103,6 +140,24 @@ def strip_wrapper(shapes: Shapes) -> tuple[str, dict[str, tuple[int, ...]]]:
     return prefix, {n[len(prefix) :]: s for n, s in shapes.items()}
 
 
+def plain_shapes(shapes: Shapes) -> tuple[str, dict[str, tuple[int, ...]], PeftView | None]:
+    """Shapes under the names a spec uses: the shared wrapper prefix stripped, and a PEFT-wrapped state dict
+    read through :func:`ckpttool.specs.peft.peft_view` (adapters apart). Returns (prefix, shapes, view)."""
+    prefix, plain = strip_wrapper(shapes)
+    view = peft_view(plain)
+    return prefix, (view.plain if view is not None else plain), view
+
+
+def absent_prefixes(spec: Spec, partial: list[str]) -> tuple[str, ...]:
+    """The key prefixes a file may lack under the spec's ``detect.partial`` entries named in ``partial`` (an
+    entry's third item is one prefix or a list of them)."""
+    out: list[str] = []
+    for rule in spec.detect.get("partial") or []:
+        if str(rule[0]) in partial:
+            out += [str(p) for p in rule[2]] if isinstance(rule[2], list) else [str(rule[2])]
+    return tuple(out)
+
+
 def _eval_rule(text: str, probe: _Probe) -> Any:
     try:
         return ex.evaluate(text, probe.env())
@@ -116,6 +171,8 @@ def detect_version(spec: Spec, probe: _Probe) -> str | None:
     for version, rule in spec.detect.get("version") or []:
         if _eval_rule(rule, probe):
             return str(version)
+    if spec.detect.get("version_in_shapes") is False:
+        return None  # the versions build the same tensors: config, header or folder must say
     return spec.defaults().get("version") if "version" in spec.variables else None
 
 
@@ -138,14 +195,14 @@ def fingerprint(
     ``hint`` (a trainer name such as ``gpt-sovits`` or ``vits``) breaks ties between families whose
     tensors are identical, like the VITS and GPT-SoVITS v1/v2 discriminators.
     """
-    prefix, plain = strip_wrapper(shapes)
-    probe = _Probe(plain)
+    prefix, plain, view = plain_shapes(shapes)
+    probe = _Probe(plain, view)
     results: list[tuple[float, int, Fingerprint]] = []
     for spec in (specs or builtin_specs()).values():
         if not any(k in plain for k in spec.detect.get("any_of") or []):
             continue
         fp = _fit(spec, plain, probe)
-        fp.prefix = prefix
+        fp.prefix, fp.peft = prefix, view
         union = len(set(plain) | {*fp.missing, *plain}) or 1
         score = fp.matched / union
         bonus = 1 if hint and spec.family.startswith(hint) else 0
@@ -161,13 +218,14 @@ def fingerprint(
 def _fit(spec: Spec, shapes: Shapes, probe: _Probe) -> Fingerprint:
     version = detect_version(spec, probe)
     base = spec.defaults(version)
-    base.update(structure(spec, probe))
+    structured = structure(spec, probe)
+    base.update(structured)
     expected = spec.expand(base)
     names = {t.name for t in expected}
-    values, solved, conflicts = solve(spec, expected, shapes, base)
+    values, solved, conflicts = solve(spec, expected, probe.shapes, base)
     inferred = {k: values[k] for k in spec.config_keys if k in solved}
-    for k in spec.detect.get("structure") or {}:
-        if k in spec.config_keys and k in base and not isinstance(base[k], list):
+    for k in structured:
+        if k in spec.config_keys and not isinstance(base[k], list):
             inferred.setdefault(k, base[k])
     for k, v in base.items():  # lists solved element by element
         if (
@@ -181,12 +239,18 @@ def _fit(spec: Spec, shapes: Shapes, probe: _Probe) -> Fingerprint:
         k: (values[k], real[k])
         for k, var in spec.variables.items()
         if var.config is None
-        and (k in solved or any(a.startswith(k + "[") for a in solved))
+        and (k in solved or k in structured or any(a.startswith(k + "[") for a in solved))
         and values[k] != real[k]
     }
-    active = [(str(r[0]), str(r[2])) for r in spec.detect.get("partial") or [] if _eval_rule(r[1], probe)]
-    partial = [label for label, _ in active]
-    absent_ok = tuple(prefix for _, prefix in active)
+    partial = [str(r[0]) for r in spec.detect.get("partial") or [] if _eval_rule(r[1], probe)]
+    absent_ok = absent_prefixes(spec, partial)
+    lora_problems: list[str] = []
+    if probe.peft is not None:
+        try:
+            at_values = {t.name: t.shape for t in spec.expand(values)}
+        except ConfigError:
+            at_values = {}
+        lora_problems = probe.peft.problems(at_values)
     return Fingerprint(
         family=spec.family,
         title=spec.title,
@@ -201,6 +265,7 @@ def _fit(spec: Spec, shapes: Shapes, probe: _Probe) -> Fingerprint:
         inferred=inferred,
         constants=constants,
         conflicts=conflicts,
+        lora_problems=lora_problems,
     )
 
 
@@ -390,7 +455,7 @@ def check_config(
     values (:func:`config_values`) and comparing every dimension. A dimension whose expression holds no config
     key but differs between versions is put down to ``version``. Raises ConfigError when the spec cannot be
     expanded with these values."""
-    _, plain = strip_wrapper(shapes)
+    _, plain, view = plain_shapes(shapes)
     values = config_values(spec, config, fp)
     expected = spec.expand(values)
     implied = fp.values if fp else {}
@@ -410,6 +475,7 @@ def check_config(
             if (
                 not keys
                 and fp is not None
+                and fp.version is not None
                 and "version" in spec.config_keys
                 and values.get("version") != fp.version
             ):
@@ -426,13 +492,45 @@ def check_config(
         entry["tensors"] = len(
             {m.tensor for m in mismatches if k in m.keys or (not m.keys and k == "(fixed size)")}
         )
+    if view is not None:
+        _check_lora_rank(spec, config, view, mismatches, summary)
     names = {t.name for t in expected}
-    absent_ok = tuple(str(r[2]) for r in spec.detect.get("partial") or [] if fp and str(r[0]) in fp.partial)
+    absent_ok = absent_prefixes(spec, fp.partial) if fp else ()
     missing = [t.name for t in expected if t.name not in plain and not t.name.startswith(absent_ok)]
     unexpected = [n for n in plain if n not in names]
     return ConfigCheck(
         spec.family, values, mismatches, missing, unexpected, summary, spec.check_constraints(values)
     )
+
+
+def _check_lora_rank(
+    spec: Spec,
+    config: Mapping[str, Any],
+    view: PeftView,
+    mismatches: list[DimMismatch],
+    summary: dict[str, dict[str, Any]],
+) -> None:
+    """The LoRA rank the config asks for (the spec's ``peft.rank_config``: GPT-SoVITS ``train.lora_rank``, a
+    string in the WebUI's config) against every adapter's: a mismatch per adapter that differs."""
+    path = str(spec.peft.get("rank_config") or "")
+    node: Any = config if path else None
+    for part in path.split(".") if path else []:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    try:
+        wanted = int(node) if node is not None and not isinstance(node, bool) else None
+    except (TypeError, ValueError):
+        wanted = None
+    if wanted is None:
+        return
+    key = path.rsplit(".", 1)[-1]
+    for a in view.adapters:
+        if a.rank is not None and a.rank != wanted:
+            tensor = a.a_key or a.b_key or a.module
+            dim = 0 if a.a_key else 1
+            mismatches.append(DimMismatch(tensor, dim, a.rank, wanted, key, [key], {key: a.rank}))
+    bad = [m for m in mismatches if m.keys == [key]]
+    if bad:
+        summary[key] = {"config": wanted, "checkpoint": view.rank, "tensors": len(bad)}
 
 
 def atom_value(values: Mapping[str, Any], atom: str) -> Any:

@@ -85,6 +85,9 @@ class Spec:
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: str = ""
     key_patterns: list[tuple[str, str]] = field(default_factory=list)  # (module regex, why it may be missing)
+    peft: dict[str, Any] = field(
+        default_factory=dict
+    )  # how a trainer PEFT-wraps it: wrapped, targets, rank_config
 
     @property
     def config_keys(self) -> dict[str, str]:
@@ -281,6 +284,7 @@ def parse_spec(data: dict[str, Any], common_blocks: Mapping[str, Any], where: st
             blocks={**common_blocks, **(data.get("blocks") or {})},
             path=where,
             key_patterns=[(str(r), str(m)) for r, m in data.get("key_patterns") or []],
+            peft=dict(data.get("peft") or {}),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{where or 'spec'}: malformed spec ({type(exc).__name__}: {exc})") from None

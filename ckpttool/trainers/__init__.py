@@ -19,16 +19,32 @@ from typing import Any
 import yaml
 
 from ckpttool.errors import ConfigError
-from ckpttool.trainers.record import Counter, Detect, FileKind, Match, Naming, Resume, Trainer
+from ckpttool.trainers.record import (
+    Counter,
+    Detect,
+    Fallback,
+    FileKind,
+    Match,
+    Naming,
+    Resume,
+    SizeGuess,
+    Trainable,
+    Trainer,
+    VersionGuess,
+)
 
 __all__ = [
     "Counter",
     "Detect",
+    "Fallback",
     "FileKind",
     "Match",
     "Naming",
     "Resume",
+    "SizeGuess",
+    "Trainable",
     "Trainer",
+    "VersionGuess",
     "all_trainers",
     "get_trainer",
     "load_trainer_file",

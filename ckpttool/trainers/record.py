@@ -40,6 +40,39 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Trainable:
+    """Which parameters a network's optimizer covers when the trainer builds it over the ``requires_grad``
+    parameters only (``AdamW(filter(lambda p: p.requires_grad, net.parameters()))``): one group, in
+    ``parameters()`` order, without the frozen ones. Names are state-dict keys (wrapper prefixes stripped)."""
+
+    frozen: tuple[str, ...] = ()  # module prefixes the model sets to requires_grad=False (set_no_grad)
+    peft_adapters_only: bool = False  # inside a PEFT-wrapped module only the lora_* parameters train
+    no_gradient: tuple[str, ...] = ()  # trainable prefixes that never reach the loss: no optimizer state
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class SizeGuess:
+    """One step of a by-size version guess: files smaller than ``below`` bytes (None: any size) are taken
+    for ``version``."""
+
+    version: str
+    below: int | None = None
+
+
+@dataclass(frozen=True)
+class VersionGuess:
+    """How a consumer that cannot read the version from a file guesses it (GPT-SoVITS inference, for a
+    plain ``PK`` export): by the MD5 of the first 8 KiB (the official pretrained files), else by size."""
+
+    md5_8k: dict[str, str] = field(default_factory=dict)  # hex digest of the first 8192 bytes -> version
+    by_size: tuple[SizeGuess, ...] = ()  # first rule whose ``below`` the size is under wins
+    consumer: str = ""  # who guesses (named in the note)
+    mismatch: str = ""  # what the consumer does when its guess differs ({guessed}, {stated} filled in)
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class FileKind:
     """One kind of file a trainer writes (a training checkpoint, an export) and where its pieces are.
 
@@ -73,6 +106,8 @@ class FileKind:
     meaning: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     optimizer_groups: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    trainable: dict[str, Trainable] = field(default_factory=dict)  # role -> what its optimizer covers
+    version_guess: VersionGuess | None = None  # how the consumer guesses the version of such a file
     rng_files: bool = False  # accelerate: rng.<rank>.<generator>
     source: str = ""
 
@@ -97,6 +132,21 @@ class Naming:
     pattern: str | None = None  # regex over the file name; named groups role, number
     latest: tuple[str, ...] = ()  # file-name tags the trainer overwrites in place ("233333333333")
     pick: str | None = None  # how the trainer picks its file on resume (see docs/trainers.md)
+    folder: str | None = None  # regex over the file's folder name; named groups version, rank
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What the trainer does when resuming fails: which condition sends it there, what it loads instead
+    (a config key naming the weights, with its default per version), and where training restarts."""
+
+    when: str  # the condition (e.g. "any exception while building, wrapping or loading: no G file, ...")
+    loads: str | None = None  # config key of the weights it loads instead (train.pretrained_s2G)
+    defaults: dict[str, str] = field(default_factory=dict)  # version -> the default of that key
+    strict: bool = False  # load_state_dict(strict=...) of those weights
+    missing: str = ""  # what happens when that file does not exist either
+    restarts: str = ""  # where training restarts (epoch 1, step 0)
     source: str = ""
 
 
@@ -111,6 +161,7 @@ class Resume:
     fp16_config: str | None = None
     fp16_default: bool | None = None
     config_files: tuple[str, ...] = ()  # where the run config lives, relative to the checkpoint's folder
+    fallback: Fallback | None = None  # what it does when no file can be resumed from
     source: str = ""
 
 
