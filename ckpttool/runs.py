@@ -50,6 +50,7 @@ class Candidate:
     ok: bool = True
     reason: str | None = None  # why it was skipped
     profile: str | None = None
+    trainer: str | None = None  # the trainer record whose file kind this is
     epoch: int | None = None
     step: int | None = None
     adam_step: float | None = None
@@ -170,6 +171,7 @@ def read_candidate(path: Path, allow: frozenset[str] = frozenset()) -> Candidate
     layout = detect_layout(ckpt)
     cand.checkpoint, cand.layout = ckpt, layout
     cand.profile = layout.profile
+    cand.trainer = layout.trainer
     cand.epoch = counter_value(ckpt, layout, "epoch") if "epoch" not in layout.counter_parse else None
     cand.step = counter_value(ckpt, layout, "step") if "step" not in layout.counter_parse else None
     with StorageReader() as reader:

@@ -166,7 +166,7 @@ def run_config(model: Model, exp: str, rank: int | None) -> dict[str, Any]:
     )  # fmt: skip
     return {
         "train": {
-            "log_interval": 100, "eval_interval": 500, "seed": 1234, "epochs": 3, "learning_rate": 0.0001,
+            "log_interval": 100, "eval_interval": 500, "seed": 1234, "epochs": 100, "learning_rate": 0.0001,
             "betas": [0.8, 0.99], "eps": 1e-09, "batch_size": 2, "fp16_run": True, "lr_decay": 0.999875,
             "segment_size": 20480, "init_lr_ratio": 1, "warmup_epochs": 0, "c_mel": 45, "c_kl": 1.0,
             "text_low_lr_rate": 0.4, "grad_ckpt": False, "pretrained_s2G": pretrained,

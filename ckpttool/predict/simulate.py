@@ -111,10 +111,10 @@ class Prediction:
 # --- which trainer ------------------------------------------------------------------------------------------
 def trainer_for(cands: list[Candidate], folder: Path) -> tuple[Trainer | None, str]:
     """The record whose files the folder's readable checkpoints are, else whose folder rule matches."""
-    profiles = {c.profile for c in cands if c.ok and c.profile}
+    named = {c.trainer for c in cands if c.ok and c.trainer}
     for record in all_trainers():
-        if record.loads and any(k.profile in profiles for k in record.files):
-            return record, f"detected from the files ({', '.join(sorted(profiles))})"
+        if record.loads and record.name in named:
+            return record, "detected from the files"
     for record in all_trainers():
         rule = record.detect.path if record.detect else None
         if record.loads and rule and re.search(rule, folder.resolve().as_posix()):
