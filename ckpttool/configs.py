@@ -18,7 +18,7 @@ import yaml
 
 from ckpttool.errors import ConfigError
 from ckpttool.interpret.structure import to_plain
-from ckpttool.model import Checkpoint
+from ckpttool.model import Checkpoint, TensorInfo
 
 # train/process_ckpt.py savee(): the order of RVC's config list (formats.md §7.2)
 RVC_CONFIG_FIELDS = (
@@ -27,6 +27,9 @@ RVC_CONFIG_FIELDS = (
     "upsample_rates", "upsample_initial_channel", "upsample_kernel_sizes", "spk_embed_dim", "gin_channels",
     "sampling_rate",
 )  # fmt: skip
+# What RVC's loader assumes when an export lacks the key (infer/vc/modules.py:124-125, infer/rtrvc.py): it picks
+# the model class from these two, as run configs hold them (hps.version, hps.if_f0: train/utils.py:381, 385).
+RVC_EXPORT_TAGS = (("version", "version", "v1"), ("f0", "if_f0", 1))  # (export key, config key, default)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -73,7 +76,13 @@ def embedded_config(ckpt: Checkpoint) -> tuple[str, dict[str, Any]] | None:
         spec = model.get("spec_channels")
         data: dict[str, Any] = {"filter_length": (spec - 1) * 2} if isinstance(spec, int) else {}
         data["sampling_rate"] = model.get("sampling_rate")
-        return "config (RVC list)", {"model": model, "data": data}
+        weight = root.get("weight")
+        emb_g = weight.get("emb_g.weight") if isinstance(weight, dict) else None
+        if isinstance(emb_g, TensorInfo) and emb_g.shape:
+            # the loader overwrites config[-3] with the speaker count (infer/vc/modules.py:123)
+            model["spk_embed_dim"] = emb_g.shape[0]
+        tags = {conf: to_plain(root.get(key, default)) for key, conf, default in RVC_EXPORT_TAGS}
+        return "config (RVC list)", {"model": model, "data": data, **tags}
     for key in ("config", "hyper_parameters", "hparams", "hps", "args"):
         if key in root:
             plain = to_plain(root[key])

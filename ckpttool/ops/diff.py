@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,9 +105,8 @@ def _pattern(prefix: str, items: list[str], side: str, other: set[str]) -> str |
     from ckpttool.specs.model import builtin_specs
 
     for spec in builtin_specs().values():
-        for regex, why in spec.key_patterns:
-            if re.match(rf"(?:{regex})(?:\.|$)", prefix):
-                return why
+        if (why := spec.key_reason(prefix)) is not None:
+            return why
     if all("lora_" in k for k in items):
         return "LoRA adapter weights: a LoRA-only file holds just these"
     return None

@@ -20,7 +20,8 @@ from ckpttool.model import Checkpoint
 from ckpttool.ops.architecture import resolve_version, spec_hint
 from ckpttool.ops.diff_model import Change, Explanation, NetworkDiff, explain_generic, summarise
 from ckpttool.specs import expr as ex
-from ckpttool.specs.match import Fingerprint, atom_value, fingerprint
+from ckpttool.specs.causes import OneChange, atom_cause, atom_value
+from ckpttool.specs.match import Fingerprint, fingerprint
 from ckpttool.specs.model import get_spec
 
 
@@ -102,8 +103,11 @@ def explain_with_specs(
             why = f"; {', '.join(told)}: the two versions have the same tensors" if told else ""
             notes.append(f"{net.name}: version {fa.version} -> {fb.version} ({fa.family}{why})")
         spec = get_spec(fa.family)
+        for group in (*net.only_a, *net.only_b):  # the family's own reason first (RVC vs GPT-SoVITS periods)
+            group.pattern = spec.key_reason(group.prefix) or group.pattern
         ta = {t.name: t for t in spec.expand(fa.values)}
         tb = {t.name: t for t in spec.expand(fb.values)}
+        one = OneChange(spec, fa.values, fb.values)
         for change in net.shape_changes:
             ea, eb = ta.get(change.name), tb.get(change.name)
             if ea is None or eb is None or len(change.shape_a) != len(change.shape_b):
@@ -116,12 +120,17 @@ def explain_with_specs(
                 xa, xb = ea.exprs[d], eb.exprs[d]
                 atoms = sorted(ex.atoms(ex.parse(xa)) | ex.atoms(ex.parse(xb)))
                 moved = [a for a in atoms if atom_value(fa.values, a) != atom_value(fb.values, a)]
-                if moved:
-                    keys += moved
-                    for a in moved:
-                        changed[a] = (atom_value(fa.values, a), atom_value(fb.values, a))
-                    detail = ", ".join(f"{a} {changed[a][0]} -> {changed[a][1]}" for a in moved)
-                    reasons.append(f"dim {d}: {da} -> {db} = {xb} ({detail})")
+                causes = list(
+                    {c.key: c for c in (atom_cause(a, fa.values, fb.values) for a in moved)}.values()
+                )
+                if not causes and xa != xb:
+                    causes = [c for c in one.causes(change.name, d, xb) if c.key != "version"]
+                if causes:
+                    keys += [c.key for c in causes]
+                    changed.update({c.key: (c.old, c.new) for c in causes})
+                    detail = ", ".join(c.text() for c in causes)
+                    formula = f" = {xb}" if ex.atoms(ex.parse(xb)) else ""
+                    reasons.append(f"dim {d}: {da} -> {db}{formula} ({detail})")
                 elif fa.version != fb.version and xa != xb:
                     keys.append("version")
                     changed["version"] = (fa.version, fb.version)

@@ -164,6 +164,10 @@ def _fold(node: ast.expr, lengths: Mapping[str, int] | None = None) -> ast.expr:
                 arg = n.args[0]
                 if isinstance(arg, ast.Name) and arg.id in known:
                     return ast.Constant(known[arg.id])
+            if isinstance(n, ast.Subscript) and (elements := _slice_elements(n, known)) is not None:
+                return elements
+            if isinstance(n, ast.Call) and (chain := _reduce_chain(n)) is not None:
+                return chain
             if isinstance(n, ast.IfExp) and isinstance(n.test, ast.Constant):
                 return n.body if n.test.value else n.orelse
             if isinstance(n, ast.BinOp):
@@ -195,6 +199,44 @@ def _fold(node: ast.expr, lengths: Mapping[str, int] | None = None) -> ast.expr:
 
     out = Folder().visit(node)
     return ast.fix_missing_locations(out)
+
+
+def _slice_elements(n: ast.Subscript, known: Mapping[str, int]) -> ast.expr | None:
+    """``rates[2:]`` of a list variable of known length with constant bounds -> ``[rates[2], rates[3]]``, so
+    each element is an unknown the solver can target (RVC's noise convs: ``2 * prod(upsample_rates[i + 1:])``).
+    None when the subscript is anything else."""
+    if not (isinstance(n.value, ast.Name) and n.value.id in known and isinstance(n.slice, ast.Slice)):
+        return None
+    bounds: list[int | None] = []
+    for b in (n.slice.lower, n.slice.upper, n.slice.step):
+        if b is None:
+            bounds.append(None)
+        elif isinstance(b, ast.Constant) and isinstance(b.value, int) and not isinstance(b.value, bool):
+            bounds.append(b.value)
+        else:
+            return None
+    if bounds[2] == 0:
+        return None
+    picked = range(known[n.value.id])[bounds[0] : bounds[1] : bounds[2]]
+    name = n.value.id
+    return ast.List([ast.Subscript(ast.Name(name, ast.Load()), ast.Constant(k), ast.Load()) for k in picked])
+
+
+def _reduce_chain(n: ast.Call) -> ast.expr | None:
+    """``prod([a, b, c])`` / ``sum([a, b, c])`` over non-literal terms -> ``a * b * c`` / ``a + b + c`` (the
+    empty product is 1, the empty sum 0); None for any other call."""
+    if not (isinstance(n.func, ast.Name) and n.func.id in ("prod", "sum") and len(n.args) == 1):
+        return None
+    arg = n.args[0]
+    if not isinstance(arg, ast.List | ast.Tuple) or _is_literal(arg):
+        return None
+    op: ast.operator = ast.Mult() if n.func.id == "prod" else ast.Add()
+    if not arg.elts:
+        return ast.Constant(1 if n.func.id == "prod" else 0)
+    out = arg.elts[0]
+    for e in arg.elts[1:]:
+        out = ast.BinOp(out, op, e)
+    return out
 
 
 def simplify(node: ast.expr, lengths: Mapping[str, int]) -> ast.expr:

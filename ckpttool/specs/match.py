@@ -18,6 +18,7 @@ from typing import Any
 from ckpttool.errors import ConfigError
 from ckpttool.keys import MODULE_PREFIXES, WRAPPER_PREFIXES, wrapper_prefix
 from ckpttool.specs import expr as ex
+from ckpttool.specs.causes import OneChange, atom_value
 from ckpttool.specs.model import Spec, TensorSpec, builtin_specs
 from ckpttool.specs.peft import PeftView, peft_view
 
@@ -95,7 +96,8 @@ class Fingerprint:
 
 
 class _Probe:
-    """The helper functions detection rules may call: has, dim, count, any_key, lora_rank.
+    """The helper functions detection rules may call: has, dim, count, any_key, lora_rank; plus, once a spec is
+    set, the values of its ``detect.probes`` (named rules read off the shapes once, for the other rules to use).
 
     For a PEFT file the shapes are the plain names' (specs/peft.py), plus, for each adapted layer whose base is
     absent (a LoRA-only export), the ``[out, in]`` its adapters imply; ``lora_rank()`` is the adapters' shared
@@ -104,6 +106,7 @@ class _Probe:
     def __init__(self, shapes: Shapes, peft: PeftView | None = None) -> None:
         self.shapes = {**peft.base_shapes(), **shapes} if peft is not None else shapes
         self.peft = peft
+        self.named: dict[str, Any] = {}
 
     def env(self) -> dict[str, Any]:
         return {
@@ -112,7 +115,18 @@ class _Probe:
             "count": self.count,
             "any_key": self.any_key,
             "lora_rank": self.lora_rank,
+            **self.named,
         }
+
+    def for_spec(self, spec: Spec) -> _Probe:
+        """This probe with ``spec``'s named probes evaluated (a failed one is left out)."""
+        out = _Probe(self.shapes)
+        out.peft = self.peft
+        for name, rule in (spec.detect.get("probes") or {}).items():
+            val = _eval_rule(rule, out)
+            if val is not None:
+                out.named[str(name)] = val
+        return out
 
     def lora_rank(self) -> int:
         return (self.peft.rank or max(self.peft.ranks, default=0)) if self.peft is not None else 0
@@ -216,6 +230,7 @@ def fingerprint(
 
 
 def _fit(spec: Spec, shapes: Shapes, probe: _Probe) -> Fingerprint:
+    probe = probe.for_spec(spec)
     version = detect_version(spec, probe)
     base = spec.defaults(version)
     structured = structure(spec, probe)
@@ -360,18 +375,19 @@ class DimMismatch:
     actual: int
     expected: int
     expression: str
-    keys: list[str]  # config variables in the expression
+    keys: list[str]  # config variables in the expression, or what changes it (len(upsample_rates))
     implied: dict[str, Any]  # what the file's shapes say those variables are
+    restructured: bool = False  # the file's own expression for this dim differs (another stage count, a tag)
 
     def sentence(self, config_values: Mapping[str, Any]) -> str:
         """The mismatch in words, with the values ``config_values`` gives: ``enc_p.proj.weight dim 0 is 384 =
         2 * inter_channels with inter_channels=192, but the config gives 512 (inter_channels=256)``."""
-        given = ", ".join(f"{k}={config_values.get(k)!r}" for k in self.keys)
+        given = ", ".join(f"{k}={atom_value(config_values, k)!r}" for k in self.keys)
         implied = ", ".join(f"{k}={v!r}" for k, v in self.implied.items())
         text = f"{self.tensor} dim {self.dim} is {self.actual}"
-        if self.keys == ["version"]:
-            text += f" (a {self.implied.get('version')} size)"
-        elif implied:
+        if len(self.keys) == 1 and isinstance(self.implied.get(self.keys[0]), str):
+            text += f" (a {self.implied[self.keys[0]]} size)"  # a version tag: 322 rows is "a v1 size"
+        elif implied and not self.restructured:
             text += f" = {self.expression} with {implied}"
         return text + f", but the config gives {self.expected}" + (f" ({given})" if given else "")
 
@@ -453,14 +469,16 @@ def check_config(
 ) -> ConfigCheck:
     """Check ``config`` (a plain nested run config) against ``shapes`` by expanding ``spec`` with the config's
     values (:func:`config_values`) and comparing every dimension. A dimension whose expression holds no config
-    key but differs between versions is put down to ``version``. Raises ConfigError when the spec cannot be
-    expanded with these values."""
+    key but differs between versions is put down to ``version``. A PEFT-wrapped file is read under its plain
+    names and its adapters' rank is checked against the spec's ``peft.rank_config``. Raises ConfigError when
+    the spec cannot be expanded with these values."""
     _, plain, view = plain_shapes(shapes)
     values = config_values(spec, config, fp)
     expected = spec.expand(values)
     implied = fp.values if fp else {}
+    own = _own_expansion(spec, fp)
+    one = OneChange(spec, implied, values)
     mismatches: list[DimMismatch] = []
-    summary: dict[str, dict[str, Any]] = {}
     for t in expected:
         shape = plain.get(t.name)
         if shape is None:
@@ -471,33 +489,30 @@ def check_config(
                 continue
             atoms = sorted(ex.atoms(ex.parse(text)))
             keys = [a for a in atoms if a.split("[")[0] in spec.config_keys]
+            mine = own.get(t.name)
+            restructured = mine is not None and d < len(mine.exprs) and mine.exprs[d] != text
+            if restructured:
+                # the file's own expression differs (a stage count, a version tag): name the values that
+                # differ in the config's expression and the variable whose change alone turns one into the other
+                moved = [k for k in keys if atom_value(values, k) != atom_value(implied, k)]
+                keys = list(dict.fromkeys(moved + [c.key for c in one.causes(t.name, d, text)]))
+            if not keys and fp is not None:
+                # a fixed size that differs (322 vs 732 text-embedding rows): put down to the version tag, or
+                # to another non-numeric config value (RVC's v1/v2) on which config and file disagree
+                tags = _tags_that_differ(spec, values, fp)
+                keys = ["version"] if "version" in tags else tags
             imp = {a: atom_value(implied, a) for a in keys if atom_value(implied, a) is not None}
-            if (
-                not keys
-                and fp is not None
-                and fp.version is not None
-                and "version" in spec.config_keys
-                and values.get("version") != fp.version
-            ):
-                keys, imp = ["version"], {"version": fp.version}  # 322 vs 732 text-embedding rows: a version
-
-            mismatches.append(DimMismatch(t.name, d, actual, t.shape[d], text, keys, imp))
-            for k in keys or ["(fixed size)"]:
-                entry = summary.setdefault(
-                    k, {"config": atom_value(values, k), "checkpoint": imp.get(k), "tensors": 0}
-                )
-                entry["tensors"] += 1
-    # one entry per tensor and key, not per dim, in the counts
-    for k, entry in summary.items():
-        entry["tensors"] = len(
-            {m.tensor for m in mismatches if k in m.keys or (not m.keys and k == "(fixed size)")}
-        )
-    if view is not None:
-        _check_lora_rank(spec, config, view, mismatches, summary)
+            if not keys and fp is not None and fp.version is not None and "version" in spec.config_keys \
+                    and values.get("version") != fp.version:  # fmt: skip
+                keys, imp = ["version"], {"version": fp.version}
+            mismatches.append(DimMismatch(t.name, d, actual, t.shape[d], text, keys, imp, restructured))
     names = {t.name for t in expected}
     absent_ok = absent_prefixes(spec, fp.partial) if fp else ()
     missing = [t.name for t in expected if t.name not in plain and not t.name.startswith(absent_ok)]
     unexpected = [n for n in plain if n not in names]
+    summary = _key_summary(one, values, implied, mismatches, missing, unexpected)
+    if view is not None:
+        _check_lora_rank(spec, config, view, mismatches, summary)
     return ConfigCheck(
         spec.family, values, mismatches, missing, unexpected, summary, spec.check_constraints(values)
     )
@@ -533,12 +548,48 @@ def _check_lora_rank(
         summary[key] = {"config": wanted, "checkpoint": view.rank, "tensors": len(bad)}
 
 
-def atom_value(values: Mapping[str, Any], atom: str) -> Any:
-    """The value of an atom: ``name`` -> ``values[name]``; ``name[k]`` -> element k of that list (None when
-    out of range)."""
-    m = re.fullmatch(r"(\w+)\[(\d+)\]", atom)
-    if m:
-        lst = values.get(m.group(1))
-        idx = int(m.group(2))
-        return lst[idx] if isinstance(lst, list) and idx < len(lst) else None
-    return values.get(atom)
+def _own_expansion(spec: Spec, fp: Fingerprint | None) -> dict[str, TensorSpec]:
+    """The spec expanded with the values the file's shapes imply, by name ({} without a fingerprint)."""
+    if fp is None:
+        return {}
+    try:
+        return {t.name: t for t in spec.expand(fp.values)}
+    except ConfigError:
+        return {}
+
+
+def _tags_that_differ(spec: Spec, values: Mapping[str, Any], fp: Fingerprint) -> list[str]:
+    """Config variables with a non-numeric value (a version tag, a flag) that the config sets differently from
+    what the file's shapes imply."""
+    return [
+        k
+        for k in spec.config_keys
+        if isinstance(values.get(k), str | bool) and values.get(k) != fp.values.get(k)
+    ]
+
+
+def _key_summary(
+    one: OneChange,
+    values: Mapping[str, Any],
+    implied: Mapping[str, Any],
+    mismatches: list[DimMismatch],
+    missing: list[str],
+    unexpected: list[str],
+) -> dict[str, dict[str, Any]]:
+    """Per config key (``(fixed size)`` for a mismatch no key explains): the config's value, the file's and how
+    many tensors disagree over it, counting the tensors that exist on one side only because of that key
+    (``if_f0``, or ``len(upsample_rates)`` for a stage count read from the key names)."""
+    summary: dict[str, dict[str, Any]] = {}
+    for m in mismatches:
+        for k in m.keys or ["(fixed size)"]:
+            entry = summary.setdefault(
+                k, {"config": atom_value(values, k), "checkpoint": atom_value(implied, k), "tensors": set()}
+            )
+            entry["tensors"].add(m.tensor)
+    for cause, names in one.presence_causes(set(missing), set(unexpected)):
+        entry = summary.setdefault(
+            cause.key, {"config": cause.new, "checkpoint": cause.old, "tensors": set()}
+        )
+        entry["tensors"] |= names
+    # one entry per tensor and key, not per dim, in the counts
+    return {k: {**e, "tensors": len(e["tensors"])} for k, e in summary.items()}

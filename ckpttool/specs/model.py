@@ -116,6 +116,14 @@ class Spec:
         (ExprError included) when the spec is malformed or a dimension is not an integer for these values."""
         return list(_Expander(self, values).run())
 
+    def key_reason(self, prefix: str) -> str | None:
+        """Why keys under the module ``prefix`` (``dec.ups``, ``enc_q``) may be in only one of two files of this
+        family: the first ``key_patterns`` entry whose module regex matches it; None when none does."""
+        for regex, why in self.key_patterns:
+            if re.match(rf"(?:{regex})(?:\.|$)", prefix):
+                return why
+        return None
+
     def check_constraints(self, values: Mapping[str, Any]) -> list[str]:
         """The messages of the constraints ``values`` break (a constraint that cannot be evaluated is
         skipped)."""
