@@ -195,6 +195,12 @@ def read_candidate(path: Path, allow: frozenset[str] = frozenset()) -> Candidate
     return cand
 
 
+def _named_like_a_checkpoint(name: str) -> bool:
+    """A file without a checkpoint suffix that a trainer record's naming pattern matches (tacotron2 writes
+    ``checkpoint_5000`` with no extension)."""
+    return any(r.naming.pattern and re.fullmatch(r.naming.pattern, name) for r in all_trainers())
+
+
 def scan(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -> list[Candidate]:
     root = Path(run_dir)
     if not root.exists():
@@ -221,7 +227,7 @@ def scan(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -
                 found.append(read_candidate(Path(dirpath) / d, allow))
                 dirnames.remove(d)
         for name in sorted(filenames):
-            if name.startswith(".") or not name.endswith(file_suffixes()):
+            if name.startswith(".") or not (name.endswith(file_suffixes()) or _named_like_a_checkpoint(name)):
                 continue  # hidden files include ckpttool's own in-flight temporaries
             found.append(read_candidate(Path(dirpath) / name, allow))
     return found

@@ -151,7 +151,7 @@ def interpret(ckpt: Checkpoint, layout: Layout, read_scalars: Any = None) -> Int
         opt = _value(ckpt, opt_path)
         params = network_params(ckpt, layout.networks[label]) if label in layout.networks else None
         group_layout = layout.group_layout if label == "G" else None
-        extra = strategies(layout.trainable) if label == "G" else ()
+        extra = strategies(layout.trainable.get(opt_path))
         rep = analyse(opt_path, label, opt, params, group_layout, extra)
         if read_scalars is not None and rep.step_tensors:
             rep.step_values += [float(v) for v in read_scalars(rep.step_tensors) if v is not None]
@@ -320,9 +320,7 @@ def _findings(
                 )
             )
         if o.n_state < o.n_params and o.n_params:
-            expected = explain_partial(
-                o, _value(ckpt, o.path), layout.trainable if o.network == "G" else None
-            )
+            expected = explain_partial(o, _value(ckpt, o.path), layout.trainable.get(o.path))
             out.append(
                 Finding(
                     "info" if expected else "warning",
@@ -409,7 +407,7 @@ def _verdict(
     missing_opt = [n.label for n in networks if n.label not in {o.network for o in opts}]
     if missing_opt:
         return "warm-start", f"no optimizer state for {', '.join(missing_opt)}: its moments restart from zero"
-    if status["scheduler"] == "absent":
+    if status["scheduler"] == "absent" and "scheduler" not in layout.not_needed:
         return "warm-start", CONSEQUENCES["scheduler"]
     if (
         status["step"] == "absent"

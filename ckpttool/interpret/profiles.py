@@ -48,7 +48,9 @@ class Layout:
     )
     counter_parse: dict[str, str] = field(default_factory=dict)  # piece -> regex over the value at its path
     notes: list[str] = field(default_factory=list)
-    trainable: Trainable | None = None  # G's optimizer covers only these parameters (requires_grad)
+    # optimizer path -> the parameters it covers, when the trainer builds it over a subset (requires_grad,
+    # a GAN's discriminator and generator optimizers over one state dict)
+    trainable: dict[str, Trainable] = field(default_factory=dict)
 
     @property
     def record(self) -> Trainer | None:
@@ -240,7 +242,10 @@ def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
     layout.notes += list(kind.notes)
     groups = kind.optimizer_groups.get(role) if role else None
     layout.group_layout = groups if groups else None
-    layout.trainable = kind.trainable.get(role) if role else None
+    for opt_path, label in layout.optimizers.items():
+        rule = kind.trainable.get(opt_path) or kind.trainable.get(label)
+        if rule is not None:
+            layout.trainable[opt_path] = rule
     if kind.version_guess is not None:
         layout.notes += guess_note(ckpt, kind.version_guess, _value_at(root, layout.version))
     _parsed_counters(ckpt, layout)

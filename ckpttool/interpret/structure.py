@@ -16,7 +16,8 @@ from ckpttool.model import SKIP, NumpyArray, Stub, TensorInfo, TreeError, dotted
 TORCH_CPU_RNG_BYTES = 5056
 # Names a trainer uses for progress counters, normalisation stats and configs, lower-cased.
 STEP_KEYS = ("global_step", "step", "steps", "total_steps", "num_updates", "updates", "iter", "iters")
-EPOCH_KEYS = ("epoch", "current_epoch", "epochs", "epoch_idx")
+# not "epochs": that is how many to train (coqui's config.epochs: 1000), never how many were done
+EPOCH_KEYS = ("epoch", "current_epoch", "epoch_idx")
 CONFIG_KEYS = ("config", "hparams", "hps", "args", "hyper_parameters", "cfg", "conf", "opt", "options")
 NORM_HINTS = (
     "mel_mean",
@@ -102,11 +103,14 @@ def is_config(obj: Any) -> bool:
 
 def walk(obj: Any, max_depth: int = 4) -> Iterator[tuple[str, Any]]:
     """Yield (dotted path, value) for every container and leaf down to ``max_depth`` keys, without entering state
-    dicts, optimizers or lists longer than 64 (a list of 5,000 RNG words is one value, not 5,000); stubs are
-    seen as their attributes."""
+    dicts, optimizers, embedded configs (``config``, ``hparams``, ``hyper_parameters``...: their ``epochs`` or
+    ``lr_scheduler_params`` are settings, not training state) or lists longer than 64 (a list of 5,000 RNG
+    words is one value, not 5,000); stubs are seen as their attributes."""
 
     def descend(node: Any, path: tuple[Any, ...]) -> bool:
         if is_state_dict(node) or is_optimizer(node):
+            return False
+        if path and str(path[-1]).lower() in CONFIG_KEYS:
             return False
         return not (isinstance(node, list | tuple) and len(node) > 64)
 

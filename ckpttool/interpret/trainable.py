@@ -33,7 +33,7 @@ def trainable_names(names: list[str], rule: Trainable) -> list[str]:
     out = []
     for full in names:
         name = full[len(prefix) :]
-        if _under(name, rule.frozen):
+        if _under(name, rule.frozen) or (rule.only and not _under(name, rule.only)):
             continue
         if rule.peft_adapters_only and (name.startswith(WRAP) or f".{WRAP}" in name) and "lora_" not in name:
             continue
@@ -46,6 +46,8 @@ def strategies(rule: Trainable | None) -> tuple[Strategy, ...]:
     if rule is None:
         return ()
     parts = [f"{', '.join(rule.frozen)} frozen"] if rule.frozen else []
+    if rule.only:
+        parts.append(f"only {', '.join(rule.only)}")
     if rule.peft_adapters_only:
         parts.append("PEFT base weights frozen, adapters trained")
     method = "the trainer's requires_grad parameters" + (f" ({'; '.join(parts)})" if parts else "")

@@ -270,7 +270,15 @@ def predict(
     picked_cands: list[Candidate] = []
     picked_ckpts: dict[str, Checkpoint] = {}
     for role in loads.order:
-        found: Picked = pick(loads.pick, folder, role)
+        if loads.pick.rule == "given":  # the user names the file: assume the newest complete state
+            given = next((c.path for c in (newest_unit.files if newest_unit else []) if (c.role or "") == role
+                          or role == ""), None)  # fmt: skip
+            note = (
+                "the trainer loads the path you give it; this assumes you give it the newest complete state"
+            )
+            found = Picked(given, None if given else "no complete state to give it", note)
+        else:
+            found = pick(loads.pick, folder, role)
         step = LoadStep(role, str(found.path) if found.path else None, note=found.note)
         pred.loads.append(step)
         if found.path is None:
@@ -325,7 +333,16 @@ def _conclude(
             pred.summary = f"{name} will crash: {failure}"
         elif behaviour == "scratch":
             pred.outcome = "scratch"
-            pred.summary = f"{name} will start from scratch: {failure}"
+            pred.summary = f"{name} will fail to load ({failure}), catch it and reset its counters to epoch 1"
+            if loaded and not not_found:
+                roles = ", ".join(s.role or "model" for s in loaded)
+                pred.outcome = "half-resume"
+                pred.summary += (
+                    f", while {roles} keep(s) the weights and optimizer moments already loaded from "
+                    f"{', '.join(Path(s.path or '').name for s in loaded)} (a half-resume)"
+                )
+            else:
+                pred.summary += " and train from the model's initial weights"
         else:
             outcome, how = _pretrained(loads, config, folder, root)
             pred.outcome = outcome  # type: ignore[assignment]

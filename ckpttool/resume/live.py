@@ -189,7 +189,7 @@ def _live_optimizer(
     tree = get_path(ckpt.root, opt_path)
     params = network_params(ckpt, layout.networks[label]) if label in layout.networks else {}
     g_only = label == "G"
-    extra = strategies(layout.trainable) if g_only else ()
+    extra = strategies(layout.trainable.get(opt_path))
     report = analyse(opt_path, label, tree, dict(params), layout.group_layout if g_only else None, extra)
     if report.kind.startswith("ScaledAdam"):
         raise NotRebuildable(

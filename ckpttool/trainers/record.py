@@ -46,6 +46,7 @@ class Trainable:
     ``parameters()`` order, without the frozen ones. Names are state-dict keys (wrapper prefixes stripped)."""
 
     frozen: tuple[str, ...] = ()  # module prefixes the model sets to requires_grad=False (set_no_grad)
+    only: tuple[str, ...] = ()  # the optimizer covers only these module prefixes (a GAN's disc.* optimizer)
     peft_adapters_only: bool = False  # inside a PEFT-wrapped module only the lora_* parameters train
     no_gradient: tuple[str, ...] = ()  # trainable prefixes that never reach the loss: no optimizer state
     source: str = ""
@@ -106,7 +107,8 @@ class FileKind:
     meaning: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     optimizer_groups: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
-    trainable: dict[str, Trainable] = field(default_factory=dict)  # role -> what its optimizer covers
+    # what an optimizer covers, by optimizer path ("optimizer.0") or by the role its optimizer trains ("G")
+    trainable: dict[str, Trainable] = field(default_factory=dict)
     version_guess: VersionGuess | None = None  # how the consumer guesses the version of such a file
     rng_files: bool = False  # accelerate: rng.<rank>.<generator>
     source: str = ""
