@@ -223,3 +223,102 @@ def test_fix_refuses_a_file_and_a_missing_folder(tmp_path: Path) -> None:
     shutil.copyfile(fixture(G), f)
     r = run_cli("fix", f)
     assert r.code == 2 and "run folder" in r.stderr
+
+
+# --- so-vits-svc, coqui, tacotron2, accelerate -------------------------------------------------------------
+def test_so_vits_svc_resumes_from_g_1000_although_g_0_is_newer(tmp_path: Path) -> None:
+    """In ./logs/32k the digits of the whole path make G_1000.pth (321000) beat G_0.pth (320): after a resume
+    that saved the newer state as G_0.pth, the next resume loads the older G_1000.pth."""
+    folder = tmp_path / "logs" / "32k"
+    for tag, epoch in (("1000", 1), ("0", 2)):  # G_0 was written after the resume from G_1000
+        for role in "GD":
+            _copy_with(fixture(f"vits/{role}_2000.pth"), folder / f"{role}_{tag}.pth", NOW - 10 * epoch,
+                       iteration=epoch)  # fmt: skip
+    pred = _prediction(folder)
+    assert pred["trainer"] == "so-vits-svc"
+    assert [Path(s["path"]).name for s in pred["loads"]] == ["G_1000.pth", "D_1000.pth"]
+    assert pred["outcome"] == "stale" and pred["lost"] == "1 epoch (epoch 2 -> 1)"
+    assert run_cli("latest", folder).stdout.splitlines()[0].endswith("G_0.pth")
+    assert run_cli("fix", folder).code == 0
+    assert [Path(s["path"]).name for s in _prediction(folder)["loads"]] == ["G_0.pth", "D_0.pth"]
+
+
+def test_coqui_old_layout_and_gan_optimizers(tmp_path: Path) -> None:
+    """coqui Trainer files: epoch from 'epoch' (not the config's epochs: 1000), no scheduler key in the old
+    layout (the LR schedule is rebuilt), and the [disc, gen] optimizers each aligned over its part of one
+    state dict."""
+    from trainer_files import coqui_checkpoint
+
+    old = coqui_checkpoint(tmp_path / "run-old" / "checkpoint_1.pth", step=1, epoch=3)
+    doc = run_cli("inspect", old, "--json").json()
+    pieces = doc["pieces"]
+    assert doc["profile"] == "coqui-train"
+    assert pieces["epoch"]["status"] == "present" and "epoch = 3" in pieces["epoch"]["detail"]
+    assert pieces["scheduler"]["status"] == "rebuilt"
+    optimizers = {o["path"]: o for o in doc["optimizers"]}
+    assert (
+        optimizers["optimizer.0"]["aligned"] and "only disc" in optimizers["optimizer.0"]["alignment_method"]
+    )
+    assert (
+        optimizers["optimizer.1"]["aligned"]
+        and "disc frozen" in optimizers["optimizer.1"]["alignment_method"]
+    )
+    assert doc["verdict"] == "full"
+    new = coqui_checkpoint(tmp_path / "run-new" / "checkpoint_1.pth", step=1, epoch=3, with_scheduler=True)
+    assert run_cli("inspect", new, "--json").json()["pieces"]["scheduler"]["status"] == "present"
+    pred = _prediction(tmp_path / "run-old")
+    assert pred["trainer"] == "coqui" and pred["outcome"] == "resumes"
+
+
+def test_tacotron2_iteration_is_the_step(tmp_path: Path) -> None:
+    from trainer_files import tacotron2_checkpoint
+
+    ckpt = tacotron2_checkpoint(tmp_path / "out" / "checkpoint_1", iteration=1)
+    doc = run_cli("inspect", ckpt, "--json").json()
+    assert doc["profile"] == "tacotron2-train" and doc["verdict"] == "full"
+    assert doc["pieces"]["step"]["status"] == "present" and doc["pieces"]["step"]["where"] == "iteration"
+    r = run_cli("verify-resume", ckpt)
+    assert r.code == 0, r.stdout
+    pred = _prediction(tmp_path / "out")
+    assert pred["trainer"] == "tacotron2" and pred["outcome"] == "resumes"
+    assert "path you give it" in pred["loads"][0]["note"]
+
+
+def test_accelerate_sorted_safetensors_keys_align(tmp_path: Path) -> None:
+    """accelerate save_state: model.safetensors sorted by name, optimizer.bin in registration order. The
+    order is recovered from module structure and shapes; equal shapes are reported as ambiguous, not errors;
+    the Adam step is offered as the progress measure."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers = [nn.TransformerEncoderLayer(16, 2, 24, batch_first=True, dropout=0.0) for _ in range(11)]
+    model = nn.Sequential(nn.Embedding(20, 16), *layers, nn.Linear(16, 20))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
+    project = tmp_path / "proj"
+    acc = Accelerator(cpu=True, project_config=ProjectConfiguration(project_dir=str(project),
+                                                                    automatic_checkpoint_naming=True))  # fmt: skip
+    model, opt, sched = acc.prepare(model, opt, sched)
+    for _ in range(2):
+        loss = model(torch.randint(0, 20, (2, 5))).pow(2).mean()
+        acc.backward(loss)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        acc.save_state()
+    folder = project / "checkpoints" / "checkpoint_1"
+    doc = run_cli("inspect", folder, "--json").json()
+    (o,) = doc["optimizers"]
+    assert o["aligned"] is True and not o["mismatches"], o
+    assert (
+        "module structure and shapes" in o["alignment_method"] and "order ambiguous" in o["alignment_method"]
+    )
+    assert doc["verdict"] == "full"
+    assert "the optimizer has taken 2 steps" in doc["pieces"]["step"]["detail"]
+    pred = _prediction(project)
+    assert pred["trainer"] == "accelerate" and pred["outcome"] == "resumes"
+    assert Path(pred["loads"][0]["path"]).name == "checkpoint_1"
+    assert any("project_configuration.iteration" in n for n in pred["notes"])

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.interpret.sorted_order import METHOD as SORTED_METHOD
+from ckpttool.interpret.sorted_order import recover
 from ckpttool.keys import NORM_BUFFER
 from ckpttool.model import TensorInfo
 
@@ -248,6 +250,13 @@ def _align(
         return
     _, method, assigned, mismatches = best
     report.method = method
+    if method == SORTED_METHOD and not mismatches:
+        rec = recover(assigned, [shapes.get(i) for i in order], params)
+        if rec is not None and rec.ambiguous:
+            report.method += (
+                f"; fits by shape, order ambiguous among {len(rec.ambiguous)} same-shape parameters of one "
+                f"block (e.g. {', '.join(rec.ambiguous[:3])})"
+            )
     report.mapping = dict(zip(order, assigned, strict=True))
     report.mismatches = mismatches
     report.aligned = not mismatches
@@ -278,6 +287,8 @@ def _strategies(
             ("the trainer's known param-group layout", lambda ns: _by_prefix(ns, groups, group_layout))
         )
     strategies.append(("state_dict order", lambda ns: ns))
+    wanted = [shapes.get(i) for i in order]
+    strategies.append((SORTED_METHOD, lambda ns: r.names if (r := recover(ns, wanted, params)) else None))
     strategies.append(
         (
             "module-wise shape matching (the file does not keep registration order, e.g. safetensors)",

@@ -187,7 +187,13 @@ def _pieces(
     for name in PIECES:
         path, detail = where[name]
         required = name in req or (name in ("step", "epoch") and counter_req)
-        pieces.append(_piece(layout, name, path, detail, required))
+        piece = _piece(layout, name, path, detail, required)
+        adam = max((o.step_range[1] for o in opts if o.step_range), default=None)
+        if name == "step" and piece.status == "absent" and adam is not None:
+            # accelerate keeps no training step, but Adam counted its updates: the progress measure there is
+            piece.detail = "; ".join(x for x in (piece.detail, f"the optimizer has taken {adam:.0f} steps: "
+                                     "that is the progress measure") if x)  # fmt: skip
+        pieces.append(piece)
     return pieces
 
 

@@ -389,6 +389,8 @@ def _conclude(
         return
     pred.outcome = "resumes"
     pred.summary = f"{name} will resume from {names} ({head.describe()})"
+    if loads.after_resume:
+        pred.notes.append(loads.after_resume)
 
 
 def _plan_fix(pred: Prediction, loads: Loads, folder: Path, newest: Unit | None) -> None:

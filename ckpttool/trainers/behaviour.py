@@ -97,4 +97,5 @@ class Loads:
     pretrained_resets_optimizer: bool = False
     stop: Stop | None = None
     exports: tuple[str, ...] = ()  # globs, relative to the trainer's root, of the inference exports it writes
+    after_resume: str | None = None  # what goes wrong after a successful load (said with every resume)
     source: str = ""
