@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.interpret import structure as st
+from ckpttool.interpret.versions import infer_version
 from ckpttool.keys import NORM_BUFFER, strip_wrapper
 from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.trainers import FileKind, Match, Trainer, all_trainers, get_trainer
@@ -37,7 +38,10 @@ class Layout:
     rng: dict[str, str] = field(default_factory=dict)  # kind -> path
     scaler: str | None = None
     config: str | None = None
-    version: str | None = None  # a path, or "tag:<value>" for values not stored under a key
+    version: str | None = (
+        None  # a path, "tag:<value>" (a header tag) or "inferred:<value>" (folder, config, shapes)
+    )
+    version_evidence: list[str] = field(default_factory=list)  # what an inferred version rests on
     rebuilt: dict[str, str] = field(default_factory=dict)  # piece -> how the trainer rebuilds it
     not_needed: dict[str, str] = field(default_factory=dict)  # piece -> why this trainer does not use it
     meaning: dict[str, str] = field(default_factory=dict)  # piece -> what the value means here
@@ -227,6 +231,12 @@ def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
     layout.version = next((v for v in kind.version if _expand(root, v)), None)
     if kind.version_from_header and ckpt.meta.get("gpt_sovits_tag"):
         layout.version = f"tag:{ckpt.meta['gpt_sovits_tag']}"
+    if layout.version is None and kind.version_from:
+        found = infer_version(ckpt, kind, next(iter(layout.networks.values()), None), record.spec_family)
+        if found is not None:
+            layout.version = f"inferred:{found.value}"
+            layout.version_evidence = found.evidence
+            layout.notes += [f"version: {c}" for c in found.conflicts]
     for key in kind.scaler:
         if st.is_scaler(root.get(key)):
             layout.scaler = key

@@ -19,7 +19,16 @@ from typing import Any
 import yaml
 
 from ckpttool.errors import ConfigError
-from ckpttool.trainers.record import Counter, Detect, FileKind, Match, Naming, Resume, Trainer
+from ckpttool.trainers.record import (
+    Counter,
+    Detect,
+    FileKind,
+    Match,
+    Naming,
+    Resume,
+    Trainer,
+    VersionSource,
+)
 
 __all__ = [
     "Counter",
@@ -29,6 +38,7 @@ __all__ = [
     "Naming",
     "Resume",
     "Trainer",
+    "VersionSource",
     "all_trainers",
     "get_trainer",
     "load_trainer_file",
