@@ -74,7 +74,12 @@ def render_inspect(r: InspectReport) -> str:
     lines.append(tabulate(rows, headers=["piece", "status", "needed", "where", "detail"]))
     lines.append("")
     for f in r.findings:
-        if f.severity != "info" or f.code in ("adam-step", "optimizer-aligned", "g-d-stage"):
+        if f.severity != "info" or f.code in (
+            "adam-step",
+            "optimizer-aligned",
+            "g-d-stage",
+            "amp-skipped-steps",
+        ):
             lines.append(f"  {f.severity:<7} {f.message}")
     for note in r.notes:
         lines.append(f"  note    {note}")
