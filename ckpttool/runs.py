@@ -24,7 +24,9 @@ from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.profiles import Layout, counter_value, detect_layout
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import Checkpoint, TensorInfo, get_path
-from ckpttool.trainers import all_trainers
+from ckpttool.trainers import all_trainers, get_trainer
+from ckpttool.trainers.pick import RULES as PICK_RULES
+from ckpttool.trainers.pick import pick
 
 ROLE = re.compile(r"^(G|D)_(.+)$")  # VITS-family file names: the network, then the tag
 
@@ -49,6 +51,7 @@ class Candidate:
     ok: bool = True
     reason: str | None = None  # why it was skipped
     profile: str | None = None
+    trainer: str | None = None  # the record of the trainer that wrote it, when known
     epoch: int | None = None
     step: int | None = None
     adam_step: float | None = None
@@ -123,12 +126,39 @@ class Unit:
 
 
 @dataclass
+class TrainerPick:
+    """The file a trainer's own pick rule takes in one folder (``path`` None: no name matches, it starts from
+    scratch), whether ckpttool can read it (``ok``, ``reason``) and the names tied with it."""
+
+    folder: Path
+    trainer: str
+    rule: str
+    path: Path | None
+    ok: bool
+    reason: str | None = None
+    ties: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "trainer": self.trainer,
+            "rule": self.rule,
+            "path": str(self.path) if self.path else None,
+            "ok": self.ok,
+            "reason": self.reason,
+            "ties": self.ties,
+        }
+
+
+@dataclass
 class LatestResult:
     run_dir: str
     chosen: Unit | None
     units: list[Unit]
     candidates: list[Candidate]
     warnings: list[str] = field(default_factory=list)
+    trainer_picks: list[TrainerPick] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # why the trainer's own resume will fail
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +170,8 @@ class LatestResult:
             + [{"paths": [str(p) for p in u.paths], "reason": u.reason} for u in self.units if not u.ok],
             "units": [u.to_json() for u in self.units],
             "warnings": self.warnings,
+            "trainer_picks": [p.to_json() for p in self.trainer_picks],
+            "failures": self.failures,
         }
 
 
@@ -166,6 +198,7 @@ def read_candidate(path: Path, allow: frozenset[str] = frozenset()) -> Candidate
     layout = detect_layout(ckpt)
     cand.checkpoint, cand.layout = ckpt, layout
     cand.profile = layout.profile
+    cand.trainer = layout.trainer
     cand.epoch = counter_value(ckpt, layout, "epoch") if "epoch" not in layout.counter_parse else None
     cand.step = counter_value(ckpt, layout, "step") if "step" not in layout.counter_parse else None
     with StorageReader() as reader:
@@ -261,6 +294,7 @@ def latest(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset())
     good = [u for u in units if u.ok]
     good.sort(key=lambda u: u.key, reverse=True)
     result = LatestResult(str(run_dir), good[0] if good else None, units, cands)
+    _apply_trainer_picks(result, allow)
     chosen = {id(c) for c in result.chosen.files} if result.chosen else set()
     for c in cands:  # keep what was read only for the chosen files: a folder may hold hundreds
         if id(c) not in chosen:
@@ -286,6 +320,99 @@ def latest(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset())
     if result.chosen is None and cands:
         result.warnings.append("no complete, readable checkpoint found")
     return result
+
+
+def _apply_trainer_picks(result: LatestResult, allow: frozenset[str]) -> None:
+    """Where the trainer that wrote a folder's files picks its resume file by name (a record's ``naming.pick``
+    rule that :mod:`ckpttool.trainers.pick` implements), predict that pick from ``os.listdir`` as the trainer
+    sees it: the chosen unit becomes the trainer's pick when ckpttool can read it; an unreadable pick is a
+    failure (the trainer will load it and fail), ties and files the rule ignores are warnings."""
+    folders: dict[Path, set[str]] = {}
+    for c in result.candidates:
+        if c.ok and c.trainer:
+            folders.setdefault(c.path.parent, set()).add(c.trainer)
+    for folder, trainers in sorted(folders.items()):
+        for name in sorted(trainers):
+            record = get_trainer(name)
+            naming = record.naming if record else None
+            if naming is None or naming.pick not in PICK_RULES or not naming.pattern:
+                continue
+            _trainer_pick(result, folder, name, naming.pick or "", naming.pattern, allow)
+
+
+def _trainer_pick(
+    result: LatestResult, folder: Path, trainer: str, rule: str, pattern: str, allow: frozenset[str]
+) -> None:
+    """The trainer's pick in ``folder`` (see :func:`_apply_trainer_picks`). When its first pick is unreadable,
+    the resume fails (a failure); the pick it makes once that file is moved away becomes the chosen unit."""
+    record = get_trainer(trainer)
+    who = record.title if record else trainer
+    listing = os.listdir(folder)
+    broken: list[Candidate] = []
+    while True:
+        chosen = pick(rule, pattern, listing)
+        if chosen is None:
+            return
+        if chosen.name is None:
+            if not broken:
+                result.trainer_picks.append(
+                    TrainerPick(folder, trainer, rule, None, False, "no name matches")
+                )
+                result.warnings.append(
+                    f"{folder}: no file name matches {pattern!r}: {who} finds nothing to resume from here and "
+                    "starts training from scratch"
+                )
+            else:
+                result.chosen = (
+                    None if result.chosen and result.chosen.head.path.parent == folder else result.chosen
+                )
+            break
+        path = folder / chosen.name
+        cand = next((c for c in result.candidates if c.path == path), None)
+        if cand is None:  # a name the scan leaves out (epoch=3-step=8.ckpt.bak): the trainer still takes it
+            cand = read_candidate(path, allow)
+            result.candidates.append(cand)
+        if not broken:
+            result.trainer_picks.append(
+                TrainerPick(folder, trainer, rule, path, cand.ok, cand.reason, chosen.ties)
+            )
+        if chosen.ties:
+            result.warnings.append(
+                f"{', '.join([chosen.name, *chosen.ties])} tie on the numbers in their names: {who} takes the "
+                f"one os.listdir returns first (here {chosen.name}); keep one of them"
+            )
+        if cand.ok:
+            _choose_pick(result, folder, cand, who, rule, bool(broken))
+            break
+        broken.append(cand)
+        listing = [n for n in listing if n != chosen.name]
+    if broken:
+        first = broken[0]
+        after = (
+            f"; with {', '.join(c.path.name for c in broken)} moved away it picks {result.chosen.head.path.name}"
+            if result.chosen is not None and result.chosen.head.path.parent == folder
+            else "; no readable file is left for it to pick"
+        )
+        result.failures.append(
+            f"{who} resumes from {first.path} (the highest numbers in its name) but it is unreadable "
+            f"({first.reason}): the resume fails{after}"
+        )
+
+
+def _choose_pick(
+    result: LatestResult, folder: Path, cand: Candidate, who: str, rule: str, fallback: bool
+) -> None:
+    """Make the trainer's (readable) pick the chosen unit when the chosen one is in its folder."""
+    if result.chosen is not None and result.chosen.head.path.parent != folder:
+        return
+    unit = next((u for u in result.units if cand in u.files), None) or Unit([cand])
+    previous = result.chosen
+    result.chosen = unit
+    if previous is not None and previous.head is not cand and not fallback:
+        result.warnings.append(
+            f"{previous.head.path.name} ({previous.head.describe()}) looks newest by content and time, but {who} "
+            f"picks by name ({rule}): it resumes from {cand.path.name} ({cand.describe()})"
+        )
 
 
 # --- pruning ------------------------------------------------------------------------------------------------
@@ -317,12 +444,16 @@ def plan_prune(
     allow: frozenset[str] = frozenset(),
 ) -> PrunePlan:
     """Keep the newest ``keep`` valid units, every unit whose step (or epoch) is a multiple of ``every``, the
-    latest-style files (the trainer resumes from them) and pinned files; everything else may go. The newest
-    valid unit is never deleted. Unreadable files are left alone (they may be in-flight saves)."""
+    latest-style files and the trainer's own pick (the trainer resumes from them) and pinned files; everything
+    else may go. The newest valid unit is never deleted. Unreadable files are left alone (they may be in-flight
+    saves)."""
     if keep < 1:
         raise UsageError("--keep must be at least 1: the newest valid checkpoint is never deleted")
     res = latest(run_dir, allow)
     pins = {Path(p).resolve() for p in pinned}
+    picked = {t.path for t in res.trainer_picks if t.path is not None} | (
+        set(res.chosen.paths) if res.chosen else set()
+    )
     valid = sorted((u for u in res.units if u.ok), key=lambda u: u.key, reverse=True)
     reasons: dict[str, str] = {}
     keep_units, delete_units = [], []
@@ -333,6 +464,8 @@ def plan_prune(
             why = "newest valid" if i == 0 else f"among the newest {keep}"
         elif u.latest_style:
             why = "the file the trainer resumes from"
+        elif any(c.path in picked for c in u.files):
+            why = "the file the trainer resumes from (its own pick rule)"
         elif any(c.path.resolve() in pins for c in u.files):
             why = "pinned"
         elif every and isinstance(counter, int) and counter % every == 0:

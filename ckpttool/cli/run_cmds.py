@@ -32,7 +32,8 @@ def latest_cmd(run_dir: str, table: bool, allow_globals: tuple[str, ...], as_jso
     """Print the newest complete, readable checkpoint (G and D as an aligned pair) in RUN_DIR.
 
     Ordered by what is inside (epoch, step, Adam step) and file times, not by the digits in the names; skipped
-    files and stale "latest" files are reported on stderr. Exit 1 when there is none.
+    files and stale "latest" files are reported on stderr. Where the trainer picks its file by name (GPT-SoVITS
+    s1), its pick is printed. Exit 1 when there is none, or when the trainer's own pick cannot be read.
     """
     r = latest(run_dir, frozenset(allow_globals))
     if as_json:
@@ -43,7 +44,7 @@ def latest_cmd(run_dir: str, table: bool, allow_globals: tuple[str, ...], as_jso
         emit(render_latest_paths(r))
         for note in latest_notes(r):
             click.echo(f"ckpttool: {note}", err=True)
-    return EXIT_OK if r.chosen else EXIT_PROBLEMS
+    return EXIT_OK if r.chosen and not r.failures else EXIT_PROBLEMS
 
 
 @click.command("check")

@@ -141,6 +141,8 @@ def _latest_sources(folder: str, report: CheckReport, allow: frozenset[str]) -> 
     report.latest.append(res)
     for w in res.warnings:
         report.checks.append(Check("latest", "warn", w))
+    for f in res.failures:
+        report.checks.append(Check("latest", "fail", f))
     for c in res.candidates:
         if not c.ok:
             report.checks.append(Check("latest", "warn", f"skipped {c.path}: {c.reason}"))

@@ -25,7 +25,7 @@ def latest_notes(r: LatestResult) -> list[str]:
         for u in r.units
         if not u.ok and all(c.ok for c in u.files)
     ]
-    return notes + [f"warning: {w}" for w in r.warnings]
+    return notes + [f"warning: {w}" for w in r.warnings] + [f"error: {f}" for f in r.failures]
 
 
 def render_latest_table(r: LatestResult) -> str:
