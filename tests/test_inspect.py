@@ -123,7 +123,13 @@ def test_wrong_moment_shape_is_an_error(tmp_path: Path) -> None:
     assert "optimizer-shape" in codes
     (opt,) = doc["optimizers"]
     assert opt["mismatches"] == [
-        {"index": 2, "param": "1.weight", "state_shape": [3, 8], "param_shape": [2, 8], "state_key": "exp_avg"}
+        {
+            "index": 2,
+            "param": "1.weight",
+            "state_shape": [3, 8],
+            "param_shape": [2, 8],
+            "state_key": "exp_avg",
+        }
     ]
 
 

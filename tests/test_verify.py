@@ -203,11 +203,23 @@ def test_scaled_adam_is_skipped_not_failed(tmp_path: Path) -> None:
     """GPT-SoVITS's s1 (Lightning) uses icefall's ScaledAdam, whose batched state needs its own code."""
     net = torch.nn.Linear(3, 2)
     # one batch per (dtype, shape), sorted by shape: bias (2,) first, then weight (2, 3); state on its first member
-    bias = {"step": 3, "delta": torch.zeros(1, 2), "param_rms": torch.ones(1, 1), "scale_exp_avg_sq": torch.zeros(1, 1),
-            "scale_grads": torch.zeros(4, 1, 1), "exp_avg_sq": torch.zeros(1, 2), "model_norms": torch.zeros(100)}
-    weight = {"step": 3, "delta": torch.zeros(1, 2, 3), "param_rms": torch.ones(1, 1, 1),
-              "scale_exp_avg_sq": torch.zeros(1, 1, 1), "scale_grads": torch.zeros(4, 1, 1, 1),
-              "exp_avg_sq": torch.zeros(1, 2, 3)}
+    bias = {
+        "step": 3,
+        "delta": torch.zeros(1, 2),
+        "param_rms": torch.ones(1, 1),
+        "scale_exp_avg_sq": torch.zeros(1, 1),
+        "scale_grads": torch.zeros(4, 1, 1),
+        "exp_avg_sq": torch.zeros(1, 2),
+        "model_norms": torch.zeros(100),
+    }
+    weight = {
+        "step": 3,
+        "delta": torch.zeros(1, 2, 3),
+        "param_rms": torch.ones(1, 1, 1),
+        "scale_exp_avg_sq": torch.zeros(1, 1, 1),
+        "scale_grads": torch.zeros(4, 1, 1, 1),
+        "exp_avg_sq": torch.zeros(1, 2, 3),
+    }
     opt = {"state": {1: bias, 0: weight},
            "param_groups": [{"lr": 0.01, "clipping_scale": 2.0, "params": [0, 1]}]}  # fmt: skip
     path = tmp_path / "s1.ckpt"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpttool.interpret.scaled_adam import align_scaled_adam
+from ckpttool.interpret.scaled_adam import METHOD, align_scaled_adam
 from ckpttool.keys import NORM_BUFFER
 from ckpttool.model import TensorInfo
 
@@ -206,8 +206,17 @@ def analyse(
         elif isinstance(entry, dict) and isinstance(entry.get("step"), (int, float)):
             report.step_values.append(float(entry["step"]))
     if params is not None and report.kind.startswith("ScaledAdam"):
-        names = [n for n in params if not BUFFER_PATTERN.search(n)]
-        align_scaled_adam(report, groups_raw, state, params, names)
+        found = align_scaled_adam(
+            groups_raw, state, params, [n for n in params if not BUFFER_PATTERN.search(n)]
+        )
+        report.aligned, report.problem, report.mapping = found.aligned, found.problem, found.mapping
+        report.method = METHOD if found.batches else ""
+        report.batches, report.covered, report.stray = found.batches or None, found.covered, found.stray
+        report.missing_keys = found.missing_keys
+        report.mismatches = [
+            Mismatch(b.index, b.param, b.state_shape, b.expected, b.key, f"its batch ({b.batch})")
+            for b in found.bad
+        ]
         return report
     if params is None:
         report.problem = "no network found to align the optimizer state with"

@@ -24,13 +24,10 @@ wrong; the check here rebuilds the batches from the network's parameters and che
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from ckpttool.model import TensorInfo
-
-if TYPE_CHECKING:
-    from ckpttool.interpret.optimizer import OptimizerReport
 
 Shape = tuple[int, ...]
 METHOD = (
@@ -105,34 +102,51 @@ def required_keys(batch: Batch) -> list[str]:
     return keys + (["param_rms", "scale_exp_avg_sq", "scale_grads"] if per_param > 1 else [])
 
 
+@dataclass
+class BadTensor:
+    """A state tensor whose shape is not its batch's: state index, owning parameter, key, shapes."""
+
+    index: Any
+    param: str
+    key: str
+    state_shape: Shape
+    expected: Shape
+    batch: str  # "2 x [16, 16]"
+
+
+@dataclass
+class BatchAlignment:
+    """ScaledAdam's state against the network's batches: which parameter owns each state (``mapping``), how
+    many batches and parameters the state covers, tensors of the wrong shape, missing keys, state on
+    parameters that own no batch (``stray``), and the verdict (``aligned``, ``problem``)."""
+
+    aligned: bool
+    problem: str | None = None
+    mapping: dict[Any, str] = field(default_factory=dict)
+    batches: int = 0
+    covered: int = 0
+    bad: list[BadTensor] = field(default_factory=list)
+    missing_keys: dict[Any, list[str]] = field(default_factory=dict)
+    stray: list[Any] = field(default_factory=list)
+
+
 def _lookup(state: dict[Any, Any], index: Any) -> Any:
     return state.get(index, state.get(str(index)))
 
 
 def align_scaled_adam(
-    report: OptimizerReport,
-    groups: list[dict[str, Any]],
-    state: dict[Any, Any],
-    params: dict[str, TensorInfo],
-    names: list[str],
-) -> None:
-    """Fill ``report`` for a ScaledAdam state: the mapping (state index -> the owning parameter), batch count,
-    parameters covered, shape mismatches (state tensor vs ``(B, *shape)``) and the problem, if any.
-
-    ``names`` are the network's parameters (buffers left out) in ``state_dict`` order, which is the order
-    ``model.parameters()`` hands them to the optimizer. Reads no tensor bytes.
-    """
-    from ckpttool.interpret.optimizer import Mismatch  # the report types live there
-
+    groups: list[dict[str, Any]], state: dict[Any, Any], params: dict[str, TensorInfo], names: list[str]
+) -> BatchAlignment:
+    """ScaledAdam's state (``groups``, ``state`` of its ``state_dict()``) against the network's parameters:
+    ``names`` are the parameters (buffers left out) in ``state_dict`` order, which is the order
+    ``model.parameters()`` hands them to the optimizer. Reads no tensor bytes."""
     order = [idx for g in groups for idx in g.get("params", [])]
     if len(order) != len(names):
-        report.aligned = False
-        report.problem = (
+        return BatchAlignment(
+            False,
             f"ScaledAdam covers {len(order)} parameters but the network has {len(names)} parameter tensors: "
-            "it belongs to another model"
+            "it belongs to another model",
         )
-        return
-    report.method = METHOD
     batches: list[tuple[Batch, dict[str, Any], bool]] = []
     start = 0
     for g in groups:
@@ -141,45 +155,43 @@ def align_scaled_adam(
         batches += [(b, g, i == 0) for i, b in enumerate(group_batches)]
         start += len(indices)
     owners = {b.owner for b, _, _ in batches}
-    report.batches = len(batches)
-    report.covered = 0
+    out = BatchAlignment(True, batches=len(batches))
     for batch, group, first in batches:
         entry = _lookup(state, batch.owner)
         if not isinstance(entry, dict):
             continue
-        report.covered += len(batch.members)
-        report.mapping[batch.owner] = batch.names[0]
+        out.covered += len(batch.members)
+        out.mapping[batch.owner] = batch.names[0]
         missing = [k for k in required_keys(batch) if k not in entry]
         if missing:
-            report.missing_keys[batch.owner] = missing
+            out.missing_keys[batch.owner] = missing
         for key, want in expected_state(batch, group, first).items():
             got = entry.get(key)
             if isinstance(got, TensorInfo) and got.shape != want:
-                what = f"its batch ({len(batch.members)} x {list(batch.shape)})"
-                report.mismatches.append(Mismatch(batch.owner, batch.names[0], got.shape, want, key, what))
-    stray = [
+                what = f"{len(batch.members)} x {list(batch.shape)}"
+                out.bad.append(BadTensor(batch.owner, batch.names[0], key, got.shape, want, what))
+    out.stray = [
         k for k in state if k not in owners and not (isinstance(k, str) and k.isdigit() and int(k) in owners)
     ]
-    report.stray = stray
-    if report.mismatches or report.missing_keys:
-        report.aligned = False
-        broken = [f"{len(report.mismatches)} state tensors do not have their batch's shape (B, *shape)"]
-        broken = broken if report.mismatches else []
-        broken += [f"state {i} lacks {', '.join(keys)}" for i, keys in list(report.missing_keys.items())[:3]]
-        report.problem = (
+    if out.bad or out.missing_keys:
+        out.aligned = False
+        broken = (
+            [f"{len(out.bad)} state tensors do not have their batch's shape (B, *shape)"] if out.bad else []
+        )
+        broken += [f"state {i} lacks {', '.join(keys)}" for i, keys in list(out.missing_keys.items())[:3]]
+        out.problem = (
             f"ScaledAdam: {'; '.join(broken)}; torch loads them without a word, and ScaledAdam's step() then "
             "fails (or, where shapes broadcast, updates the wrong values)"
         )
-    elif stray and report.covered == 0:
-        report.aligned = False
-        report.problem = (
-            f"no ScaledAdam state sits where this network's batches keep it (state on {len(stray)} other "
+    elif out.stray and out.covered == 0:
+        out.aligned = False
+        out.problem = (
+            f"no ScaledAdam state sits where this network's batches keep it (state on {len(out.stray)} other "
             "parameters): it belongs to another model"
         )
-    else:
-        report.aligned = True
-        if stray:
-            report.problem = (
-                f"state on {len(stray)} parameter(s) that own no batch (e.g. index {stray[0]}): ScaledAdam never "
-                "reads it; the file was written for another parameter layout"
-            )
+    elif out.stray:
+        out.problem = (
+            f"state on {len(out.stray)} parameter(s) that own no batch (e.g. index {out.stray[0]}): ScaledAdam "
+            "never reads it; the file was written for another parameter layout"
+        )
+    return out
