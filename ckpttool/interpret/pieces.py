@@ -324,14 +324,15 @@ def _findings(
             out.append(Finding("warning", "optimizer-unchecked", f"{o.path}: {o.problem}"))
         if o.aligned and o.method:
             fits = (
-                f"state for {o.n_state} batches covering {o.covered} of {o.n_params} parameters; every state "
+                f"state for {o.n_state - len(o.stray)} batches covering {o.covered} of {o.n_params} parameters; "
+                "every state "
                 "tensor has its batch's shape (B, *parameter shape)"
                 if o.batches is not None
                 else f"all {o.n_state} state entries match their parameters"
             )
             out.append(Finding("info", "optimizer-aligned", f"{o.path}: {fits} (mapped by {o.method})"))
         covered = o.covered if o.covered is not None else o.n_state
-        if covered < o.n_params and o.n_params and o.aligned is not False:
+        if covered < o.n_params and o.n_params and (o.batches is None or o.aligned is not False):
             rest = (
                 f"state for {o.n_state - len(o.stray)} of {o.batches} batches covering {covered} of {o.n_params} "
                 "parameters; ScaledAdam starts the others' moments afresh"
