@@ -50,6 +50,7 @@ class Layout:
         None  # prefixes of optimizer groups 1.. (group 0 = rest)
     )
     counter_parse: dict[str, str] = field(default_factory=dict)  # piece -> regex over the value at its path
+    counter_offsets: dict[str, int] = field(default_factory=dict)  # piece -> value + this = finished count
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -226,6 +227,8 @@ def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
                 layout.meaning[piece] = counter.meaning
             if counter.parse:
                 layout.counter_parse[piece] = counter.parse
+            if counter.finished_offset is not None:
+                layout.counter_offsets[piece] = counter.finished_offset
     if kind.config and kind.config in root:
         layout.config = kind.config
     layout.version = next((v for v in kind.version if _expand(root, v)), None)

@@ -19,6 +19,9 @@ class Counter:
     key: str
     parse: str | None = None
     meaning: str | None = None
+    # value + finished_offset = the epochs (steps) finished when the file was saved: lets diff see that
+    # Lightning's 0-based epoch 3 and an export's 'GPT-e4' name the same save
+    finished_offset: int | None = None
 
 
 @dataclass(frozen=True)
