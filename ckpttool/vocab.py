@@ -46,7 +46,7 @@ CheckStatus = Literal["pass", "fail", "warn", "skip"]
 PlanAction = Literal["copy", "partial", "init", "drop"]  # what migrate does with one tensor
 FindingCode = Literal[
     "optimizer-misaligned", "optimizer-shape", "optimizer-unchecked", "optimizer-aligned", "optimizer-partial",
-    "adam-step", "adam-step-spread", "g-d-stage", "devices", "stubbed-class",
+    "adam-step", "adam-step-spread", "g-d-stage", "devices", "stubbed-class", "amp-skipped-steps",
 ]  # fmt: skip
 
 

@@ -40,7 +40,7 @@ EXPECTED = {
     "gpt_sovits/SoVITS_weights_v2Pro/demo_e8_s144.pth": ("gpt-sovits-export", "weights-only",
                                                          {"version": "present", "config": "present"}),
     "gpt_sovits/GPT_weights_v2/demo-e15.ckpt": ("gpt-sovits-gpt-export", "weights-only", {"epoch": "present"}),
-    "lightning/epoch=3-step=120.ckpt": ("lightning", "full", {"optimizer": "present", "scheduler": "present",
+    "lightning/epoch=3-step=120.ckpt": ("gpt-sovits-s1-train", "full", {"optimizer": "present", "scheduler": "present",
                                         "step": "present", "epoch": "present", "rng": "present",
                                         "scaler": "present", "config": "present", "version": "present"}),
     "rvc/assets/weights/demo_e20_s400.pth": ("rvc-export", "weights-only", {"config": "present",
@@ -123,7 +123,13 @@ def test_wrong_moment_shape_is_an_error(tmp_path: Path) -> None:
     assert "optimizer-shape" in codes
     (opt,) = doc["optimizers"]
     assert opt["mismatches"] == [
-        {"index": 2, "param": "1.weight", "state_shape": [3, 8], "param_shape": [2, 8]}
+        {
+            "index": 2,
+            "param": "1.weight",
+            "state_shape": [3, 8],
+            "param_shape": [2, 8],
+            "state_key": "exp_avg",
+        }
     ]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.interpret.scaled_adam import METHOD, align_scaled_adam
 from ckpttool.interpret.sorted_order import METHOD as SORTED_METHOD
 from ckpttool.interpret.sorted_order import recover
 from ckpttool.keys import NORM_BUFFER
@@ -56,6 +57,8 @@ class Mismatch:
     param: str
     state_shape: Shape
     param_shape: Shape
+    key: str = "exp_avg"  # the state tensor compared
+    expected_as: str = "the parameter"  # what its shape must equal (ScaledAdam: the stacked batch)
 
     def to_json(self) -> dict[str, Any]:
         """An entry of ``optimizers[].mismatches`` in ``ckpttool.inspect/1``."""
@@ -64,6 +67,7 @@ class Mismatch:
             "param": self.param,
             "state_shape": list(self.state_shape),
             "param_shape": list(self.param_shape),
+            "state_key": self.key,
         }
 
 
@@ -87,6 +91,10 @@ class OptimizerReport:
     step_tensors: list[TensorInfo] = field(default_factory=list)
     step_values: list[float] = field(default_factory=list)
     step_range: tuple[float, float] | None = None
+    batches: int | None = None  # ScaledAdam: the batches its state is kept in (None: per-parameter state)
+    covered: int | None = None  # ScaledAdam: parameters whose batch has state
+    stray: list[Any] = field(default_factory=list)  # ScaledAdam: state indices that own no batch
+    missing_keys: dict[Any, list[str]] = field(default_factory=dict)  # ScaledAdam: state keys step() needs
 
     def to_json(self) -> dict[str, Any]:
         """An entry of ``optimizers`` in ``ckpttool.inspect/1``."""
@@ -102,6 +110,8 @@ class OptimizerReport:
             "mismatches": [m.to_json() for m in self.mismatches],
             "problem": self.problem,
             "adam_step": list(self.step_range) if self.step_range else None,
+            "batches": self.batches,
+            "covered_params": self.covered,
         }
 
 
@@ -175,7 +185,7 @@ def analyse(
 ) -> OptimizerReport:
     """The report on optimizer ``opt`` (at ``path``, driving network ``network`` whose tensors are
     ``params``). ``group_layout``: the trainer's parameter-group prefixes (groups 1..; group 0 takes the
-    rest), when known. ScaledAdam is not aligned (its state sits on the first parameter of each batch);
+    rest), when known. ScaledAdam's batched state is checked batch by batch (:mod:`.scaled_adam`);
     ``params`` None leaves the report unaligned with a ``problem``. Reads no tensor bytes.
     ``extra``: alignment strategies from the trainer's record (ckpttool.interpret.trainable), after param_names."""
     groups_raw = [g for g in opt.get("param_groups", []) if isinstance(g, dict)]
@@ -200,8 +210,18 @@ def analyse(
             report.step_tensors.append(entry["step"])
         elif isinstance(entry, dict) and isinstance(entry.get("step"), (int, float)):
             report.step_values.append(float(entry["step"]))
-    if report.kind.startswith("ScaledAdam"):
-        report.method = "not applicable: ScaledAdam stores state only on the first parameter of each batch"
+    if params is not None and report.kind.startswith("ScaledAdam"):
+        found = align_scaled_adam(
+            groups_raw, state, params, [n for n in params if not BUFFER_PATTERN.search(n)]
+        )
+        report.aligned, report.problem, report.mapping = found.aligned, found.problem, found.mapping
+        report.method = METHOD if found.batches else ""
+        report.batches, report.covered, report.stray = found.batches or None, found.covered, found.stray
+        report.missing_keys = found.missing_keys
+        report.mismatches = [
+            Mismatch(b.index, b.param, b.state_shape, b.expected, b.key, f"its batch ({b.batch})")
+            for b in found.bad
+        ]
         return report
     if params is None:
         report.problem = "no network found to align the optimizer state with"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpttool.interpret import structure as st
+from ckpttool.interpret.amp_steps import skipped_steps
 from ckpttool.interpret.optimizer import OptimizerReport, analyse
 from ckpttool.interpret.profiles import PIECES, Layout, counter_value
 from ckpttool.interpret.trainable import explain_partial, strategies
@@ -126,8 +127,8 @@ def _summ(label: str, path: str, params: dict[str, TensorInfo]) -> Network:
 def _value(ckpt: Checkpoint, path: str | None) -> Any:
     if path is None:
         return None
-    if path.startswith("tag:"):
-        return path[4:]
+    if path.startswith(("tag:", "inferred:")):
+        return path.split(":", 1)[1]
     try:
         return get_path(ckpt.root, path)
     except (KeyError, IndexError, ValueError):
@@ -210,7 +211,7 @@ def _piece_locations(
             ", ".join(o.path or "<root>" for o in opts) or None,
             "; ".join(
                 f"{o.network or '?'}: {o.kind}, {len(o.groups)} group(s), "
-                f"lr {', '.join(_fmt_lr(g.lr) for g in o.groups)}, state {o.n_state}/{o.n_params}"
+                f"lr {', '.join(_fmt_lr(g.lr) for g in o.groups)}, {_coverage(o)}"
                 for o in opts
             ),
         ),
@@ -231,7 +232,9 @@ def _piece_locations(
         ),
         "config": (layout.config, _short(_value(ckpt, layout.config)) if layout.config else ""),
         "version": (
-            layout.version if layout.version and not layout.version.startswith("tag:") else None,
+            layout.version
+            if layout.version and not layout.version.startswith(("tag:", "inferred:"))
+            else None,
             str(_value(ckpt, layout.version)) if layout.version else "",
         ),
     }
@@ -241,6 +244,10 @@ def _piece(layout: Layout, name: str, path: str | None, detail: str, required: b
     """One piece's row, from where it is (``path``) or why it is not."""
     if name == "version" and layout.version and layout.version.startswith("tag:"):
         return Piece(name, "present", False, "file header", f"GPT-SoVITS tag {layout.version[4:]}")
+    if name == "version" and layout.version and layout.version.startswith("inferred:"):
+        value = layout.version.split(":", 1)[1]
+        evidence = "; ".join(layout.version_evidence)
+        return Piece(name, "present", False, "(inferred)", f"{value}, not stored: {evidence}")
     if path is not None:
         meaning = layout.meaning.get(name)
         return Piece(
@@ -251,6 +258,12 @@ def _piece(layout: Layout, name: str, path: str | None, detail: str, required: b
     if name in layout.not_needed:
         return Piece(name, "absent", False, None, layout.not_needed[name])
     return Piece(name, "absent", required, None, "", CONSEQUENCES[name])
+
+
+def _coverage(o: OptimizerReport) -> str:
+    if o.batches is None:
+        return f"state {o.n_state}/{o.n_params}"
+    return f"state in {o.n_state} of {o.batches} batches, {o.covered}/{o.n_params} parameters"
 
 
 def _fmt_lr(lr: Any) -> str:
@@ -311,30 +324,38 @@ def _findings(
                     Finding(
                         "error",
                         "optimizer-shape",
-                        f"{o.path} state {m.index} ({m.param}): exp_avg "
-                        f"{list(m.state_shape)} but the parameter is {list(m.param_shape)}",
+                        f"{o.path} state {m.index} ({m.param}): {m.key} "
+                        f"{list(m.state_shape)} but {m.expected_as} is {list(m.param_shape)}",
                     )
                 )
         elif o.problem:
             out.append(Finding("warning", "optimizer-unchecked", f"{o.path}: {o.problem}"))
         if o.aligned and o.method:
-            out.append(
-                Finding(
-                    "info",
-                    "optimizer-aligned",
-                    f"{o.path}: all {o.n_state} state entries match their parameters (mapped by {o.method})",
-                )
+            fits = (
+                f"state for {o.n_state - len(o.stray)} batches covering {o.covered} of {o.n_params} parameters; "
+                "every state "
+                "tensor has its batch's shape (B, *parameter shape)"
+                if o.batches is not None
+                else f"all {o.n_state} state entries match their parameters"
             )
-        if o.n_state < o.n_params and o.n_params:
-            expected = explain_partial(o, _value(ckpt, o.path), layout.trainable.get(o.path))
+            out.append(Finding("info", "optimizer-aligned", f"{o.path}: {fits} (mapped by {o.method})"))
+        covered = o.covered if o.covered is not None else o.n_state
+        if covered < o.n_params and o.n_params and (o.batches is None or o.aligned is not False):
+            expected = (
+                explain_partial(o, _value(ckpt, o.path), layout.trainable.get(o.path))
+                if o.batches is None
+                else None
+            )
+            rest = (
+                f"state for {o.n_state - len(o.stray)} of {o.batches} batches covering {covered} of {o.n_params} "
+                "parameters; ScaledAdam starts the others' moments afresh"
+                if o.batches is not None
+                else f"state for {o.n_state} of {o.n_params} parameters; the rest never received a gradient"
+            )
             out.append(
-                Finding(
-                    "info" if expected else "warning",
-                    "optimizer-partial",
-                    expected
-                    or f"{o.path}: state for {o.n_state} of {o.n_params} "
-                    "parameters; the rest never received a gradient",
-                )
+                Finding("info", "optimizer-partial", expected)
+                if expected
+                else Finding("warning", "optimizer-partial", f"{o.path}: {rest}")
             )
         if o.step_range:
             out.extend(_step_findings(ckpt, layout, o))
@@ -377,9 +398,13 @@ def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list
         )
     step = counter_value(ckpt, layout, "step") if "step" not in layout.counter_parse else None
     epoch = counter_value(ckpt, layout, "epoch") if "epoch" not in layout.counter_parse else None
+    name = o.kind.split(" ")[0] if o.batches is not None else "Adam"
+    skipped = _amp_skips(ckpt, layout, int(hi), step, name) if isinstance(step, int) else None
     if isinstance(step, int) and not isinstance(step, bool):
         if int(hi) == step:
             out.append(Finding("info", "adam-step", f"{o.path}: Adam step {hi:.0f} equals the recorded step"))
+        elif skipped is not None:
+            out.append(Finding("info", "amp-skipped-steps", f"{o.path}: {skipped}"))
         else:
             out.append(
                 Finding(
@@ -398,6 +423,21 @@ def _step_findings(ckpt: Checkpoint, layout: Layout, o: OptimizerReport) -> list
             )
         )
     return out
+
+
+def _amp_skips(
+    ckpt: Checkpoint, layout: Layout, executed: int, recorded: int, optimizer: str = "the optimizer"
+) -> str | None:
+    """Why the optimizer took fewer steps than the recorded step, when the saved GradScaler explains it."""
+    if layout.scaler is None or layout.step is None:
+        return None
+    found = skipped_steps(_value(ckpt, layout.scaler), executed, recorded)
+    if found is None:
+        return None
+    lightning = isinstance(ckpt.root, dict) and "pytorch-lightning_version" in ckpt.root
+    return found.sentence(
+        "Lightning's global_step" if lightning else f"the recorded step ({layout.step})", optimizer
+    )
 
 
 def _verdict(

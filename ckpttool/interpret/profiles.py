@@ -15,6 +15,7 @@ from typing import Any
 
 from ckpttool.interpret import structure as st
 from ckpttool.interpret.version_guess import guess_note
+from ckpttool.interpret.versions import infer_version
 from ckpttool.keys import NORM_BUFFER, strip_wrapper
 from ckpttool.model import Checkpoint, TensorInfo, get_path
 from ckpttool.trainers import FileKind, Match, Trainable, Trainer, all_trainers, get_trainer
@@ -38,7 +39,10 @@ class Layout:
     rng: dict[str, str] = field(default_factory=dict)  # kind -> path
     scaler: str | None = None
     config: str | None = None
-    version: str | None = None  # a path, or "tag:<value>" for values not stored under a key
+    version: str | None = (
+        None  # a path, "tag:<value>" (a header tag) or "inferred:<value>" (folder, config, shapes)
+    )
+    version_evidence: list[str] = field(default_factory=list)  # what an inferred version rests on
     rebuilt: dict[str, str] = field(default_factory=dict)  # piece -> how the trainer rebuilds it
     not_needed: dict[str, str] = field(default_factory=dict)  # piece -> why this trainer does not use it
     meaning: dict[str, str] = field(default_factory=dict)  # piece -> what the value means here
@@ -47,6 +51,7 @@ class Layout:
         None  # prefixes of optimizer groups 1.. (group 0 = rest)
     )
     counter_parse: dict[str, str] = field(default_factory=dict)  # piece -> regex over the value at its path
+    counter_offsets: dict[str, int] = field(default_factory=dict)  # piece -> value + this = finished count
     notes: list[str] = field(default_factory=list)
     # optimizer path -> the parameters it covers, when the trainer builds it over a subset (requires_grad,
     # a GAN's discriminator and generator optimizers over one state dict)
@@ -226,11 +231,19 @@ def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
                 layout.meaning[piece] = counter.meaning
             if counter.parse:
                 layout.counter_parse[piece] = counter.parse
+            if counter.finished_offset is not None:
+                layout.counter_offsets[piece] = counter.finished_offset
     if kind.config and kind.config in root:
         layout.config = kind.config
     layout.version = next((v for v in kind.version if _expand(root, v)), None)
     if kind.version_from_header and ckpt.meta.get("gpt_sovits_tag"):
         layout.version = f"tag:{ckpt.meta['gpt_sovits_tag']}"
+    if layout.version is None and kind.version_from:
+        found = infer_version(ckpt, kind, next(iter(layout.networks.values()), None), record.spec_family)
+        if found is not None:
+            layout.version = f"inferred:{found.value}"
+            layout.version_evidence = found.evidence
+            layout.notes += [f"version: {c}" for c in found.conflicts]
     for key in kind.scaler:
         if st.is_scaler(root.get(key)):
             layout.scaler = key

@@ -29,6 +29,7 @@ from ckpttool.ops.diff_model import (
 )
 from ckpttool.ops.diff_peft import adapter_groups, align
 from ckpttool.ops.explain import explain, version_changes
+from ckpttool.ops.same_save import same_save_counter
 
 SCHEMA = "ckpttool.diff/1"
 Progress = Callable[[int, int, str], None]
@@ -179,7 +180,7 @@ def _state_changes(ca: Checkpoint, cb: Checkpoint, ia: Any, ib: Any) -> list[Cha
     for name in ("step", "epoch"):
         va = _value(ca, getattr(ia.layout, name))
         vb = _value(cb, getattr(ib.layout, name))
-        if va != vb:
+        if va != vb and same_save_counter(ca, cb, ia.layout, ib.layout, name) is None:
             out.append(Change(name, va, vb))
     opts_a = {o.network: o for o in ia.optimizers}
     for ob in ib.optimizers:
@@ -244,7 +245,7 @@ def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> 
         _compare_network(name, pa, pb, network_params(ca, pa), network_params(cb, pb))
         for name, pa, pb in _pair_networks(la.networks, lb.networks)
     ]
-    notes: list[str] = []
+    notes = [n for name in ("step", "epoch") if (n := same_save_counter(ca, cb, la, lb, name))]
     for net in networks:  # a dtype change the writer explains (exports hold fp16 copies)
         if net.dtype_changes:
             notes += [

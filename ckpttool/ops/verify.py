@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ckpttool.configs import load_config_file, run_config_beside
+from ckpttool.configs import embedded_config, load_config_file, run_config_beside
 from ckpttool.errors import DeviceError, UsageError
 from ckpttool.interpret.source import Source, load
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, rule_of
@@ -22,6 +22,7 @@ from ckpttool.resume.static import (
     scheduler_checks,
     stage_check,
 )
+from ckpttool.resume.stop_rule import max_epochs_check
 from ckpttool.vocab import CheckStatus
 
 if TYPE_CHECKING:
@@ -48,6 +49,18 @@ class VerifyReport:
         """No check failed."""
         return not any(c.status == "fail" for c in self.checks)
 
+    @property
+    def run_verified(self) -> bool:
+        """A run proved the resume: the recipe run was identical, or every file had a shadow run and none of
+        its checks failed. False when every run was skipped or impossible (ScaledAdam, no optimizer state,
+        ``--no-shadow``): then only the static checks speak."""
+        if not self.ok:
+            return False
+        if self.recipe is not None and self.recipe.get("identical"):
+            return True
+        ran = {s.get("path") for s in self.shadow}
+        return bool(self.paths) and all(p in ran for p in self.paths)
+
     def to_json(self) -> dict[str, Any]:
         """The ``ckpttool.verify-resume/1`` JSON document."""
         return {
@@ -56,6 +69,7 @@ class VerifyReport:
             "device": self.device,
             "strict": self.strict,
             "verified": self.ok,
+            "verified_by_run": self.run_verified,
             "checks": [c.to_json() for c in self.checks],
             "shadow_runs": self.shadow,
             "recipe_run": self.recipe,
@@ -191,6 +205,7 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
         report.checks += scheduler_checks(s, options.scheduler_class)
         report.checks += lr_rule_checks(s, gamma, gamma_from, options.strict)
         report.checks += scaler_check(s, fp16)
+        report.checks += max_epochs_check(s, run_config, config_from)
     report.checks += stage_check(sources)
     if options.shadow and dev is not None:
         _shadow_runs(report, sources, runnable, dev, gamma, options)
@@ -212,8 +227,12 @@ def _lr_decay(train: Any, config_from: str) -> tuple[float, str]:
 
 
 def _fp16(train: Any, sources: list[Source]) -> bool | None:
-    """Whether training used fp16: the run config's ``train.fp16_run``, else the trainer record's default."""
+    """Whether training used fp16: the run config's ``train.fp16_run``, else the key the trainer record names
+    (``resume.fp16_config``, read from the config embedded in the file: s1's ``train.precision``), else the
+    record's default."""
     fp16 = train.get("fp16_run") if isinstance(train, dict) else None
+    if fp16 is None:
+        fp16 = next((v for s in sources if (v := _fp16_of_record(s)) is not None), None)
     if fp16 is None:  # the trainer's own default (GPT-SoVITS s2.json: fp16_run true)
         fp16 = next(
             (
@@ -224,6 +243,20 @@ def _fp16(train: Any, sources: list[Source]) -> bool | None:
             None,
         )
     return fp16
+
+
+def _fp16_of_record(src: Source) -> bool | None:
+    """fp16 by the trainer record's ``fp16_config`` key in the config the file embeds (None when absent)."""
+    record = src.layout.record
+    found = embedded_config(src.ckpt)
+    if record is None or not record.resume.fp16_config or found is None:
+        return None
+    value: Any = found[1]
+    for part in record.resume.fp16_config.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return None
+    return str(value) in record.resume.fp16_values if record.resume.fp16_values else bool(value)
 
 
 def _shadow_runs(

@@ -94,12 +94,12 @@ def detect_environment(
 def effective_weights_only(setting: str, env: Environment) -> tuple[bool, str]:
     """(weights_only, why) for a loader setting (:class:`ckpttool.trainers.behaviour.Loader`) in ``env``.
     Sources: torch/serialization.py ``load`` (default False until 2.5, True from 2.6.0); Lightning
-    fabric/utilities/cloud_io.py ``_load`` (2.4.0-2.5.x default weights_only=False; 2.6.0 passes None)."""
+    fabric/utilities/cloud_io.py ``_load`` (2.4.0-2.5.x default ``weights_only`` False; 2.6.0 passes None)."""
     t = version_tuple(env.torch)
     torch_default = t >= (2, 6)
     tv = f"torch {env.torch or 'unknown'}"
     if setting == "false":
-        return False, "the trainer passes weights_only=False"
+        return False, "the trainer passes weights_only off (False)"
     if setting == "true":
         return True, "the trainer passes weights_only=True"
     if setting == "true-from-2.4":
@@ -108,7 +108,7 @@ def effective_weights_only(setting: str, env: Environment) -> tuple[bool, str]:
     if setting == "lightning":
         lv = version_tuple(env.lightning)
         if (2, 4) <= lv < (2, 6):
-            return False, f"Lightning {env.lightning} loads with weights_only=False"
+            return False, f"Lightning {env.lightning} loads with weights_only off (False)"
         return torch_default, (
             f"Lightning {env.lightning or 'unknown'} leaves weights_only to torch: "
             f"{'True' if torch_default else 'False'} on {tv}"

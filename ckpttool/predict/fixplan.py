@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ckpttool.predict.pick import pick
-from ckpttool.runs import QUARANTINE, Unit
+from ckpttool.runs import QUARANTINE, Candidate, Unit
 from ckpttool.trainers.behaviour import Loads
 
 MAX_ROUNDS = 10_000
@@ -21,16 +21,20 @@ def quarantine_folder(loads: Loads, folder: Path) -> Path:
     return (search if loads.pick.ignores_subfolders else search.parent) / QUARANTINE
 
 
-def plan_quarantine(loads: Loads, folder: Path, newest: Unit) -> list[Path]:
-    """The files to move so each role's pick is the newest complete state's file for that role."""
-    wanted = {c.role or "": c.path.name for c in newest.files}
+def plan_quarantine(loads: Loads, folder: Path, newest: Unit, cands: list[Candidate]) -> list[Path]:
+    """The files to move so each role's pick is the newest complete state's file, or a readable file with
+    the same counters (an identical copy the rule prefers, such as Lightning's ``-v1`` name it ignores)."""
+    best = newest.head.key[:3]
     search = folder / loads.pick.folder if loads.pick.folder else folder
     exclude: set[str] = set()
     for role in loads.order:
-        target = wanted.get(role) or wanted.get("") or next(iter(wanted.values()))
+        targets = {c.path.name for c in newest.files if (c.role or "") == role} or {
+            c.path.name for c in newest.files
+        }
+        targets |= {c.path.name for c in cands if c.ok and (c.role or "") == role and c.key[:3] == best}
         for _ in range(MAX_ROUNDS):
             found = pick(loads.pick, folder, role, frozenset(exclude))
-            if found.path is not None and found.path.name == target:
+            if found.path is not None and found.path.name in targets:
                 break
             name = found.path.name if found.path is not None else found.offender
             if name is None or name in exclude:

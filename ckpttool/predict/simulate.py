@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ckpttool import runs
+from ckpttool.configs import embedded_config
 from ckpttool.errors import CkptError
 from ckpttool.formats import open_checkpoint
 from ckpttool.model import Checkpoint, get_path
@@ -301,7 +302,7 @@ def predict(
             picked_cands.append(cand)
         loaded.append(step)
     _conclude(pred, record, loads, failure, not_found, loaded, picked_cands, picked_ckpts, newest_unit,
-              config, folder, trainer_root)  # fmt: skip
+              config, folder, trainer_root, cands)  # fmt: skip
     return pred
 
 
@@ -324,6 +325,7 @@ def _conclude(
     config: dict[str, Any] | None,
     folder: Path,
     root: Path | None,
+    cands: list[Candidate],
 ) -> None:
     name = record.title.split(" (")[0]
     if failure is not None:
@@ -358,7 +360,7 @@ def _conclude(
         if newest is not None:
             pred.summary += f". The newest complete state is {', '.join(Path(p).name for p in pred.newest)} " \
                             f"({pred.newest_counters})"  # fmt: skip
-        _plan_fix(pred, loads, folder, newest)
+        _plan_fix(pred, loads, folder, newest, cands)
         return
     head = next((c for c in picked if c.role in (None, "G")), picked[0] if picked else None)
     names = ", ".join(Path(s.path or "").name for s in pred.loads)
@@ -379,9 +381,13 @@ def _conclude(
             f"{name} will resume from {names} ({head.describe()}), not from the newest complete state "
             f"{', '.join(Path(p).name for p in pred.newest)} ({pred.newest_counters}): {pred.lost} lost"
         )
-        _plan_fix(pred, loads, folder, newest)
+        _plan_fix(pred, loads, folder, newest, cands)
         return
-    done = _finished(record, loads, head, ckpts.get(head.role or "", ckpts.get("G")), config)
+    ckpt = ckpts.get(head.role or "", ckpts.get("G"))
+    if config is None and ckpt is not None:  # Lightning keeps the run config in hyper_parameters
+        found = embedded_config(ckpt)
+        config = found[1] if found else None
+    done = _finished(record, loads, head, ckpt, config)
     if done:
         pred.outcome = "finished"
         pred.summary = f"{name} will load {names} ({head.describe()}), but {done}"
@@ -393,7 +399,9 @@ def _conclude(
         pred.notes.append(loads.after_resume)
 
 
-def _plan_fix(pred: Prediction, loads: Loads, folder: Path, newest: Unit | None) -> None:
+def _plan_fix(
+    pred: Prediction, loads: Loads, folder: Path, newest: Unit | None, cands: list[Candidate]
+) -> None:
     """What `ckpttool fix` does: move aside every file the pick rule ranks above the newest complete state
     (stale or broken), and rewrite files refused for harmless globals."""
     from ckpttool.predict.fixplan import plan_quarantine
@@ -404,7 +412,7 @@ def _plan_fix(pred: Prediction, loads: Loads, folder: Path, newest: Unit | None)
         if pred.rewrite:
             pred.fix = f"ckpttool fix {folder}"
         return
-    pred.quarantine = [str(p) for p in plan_quarantine(loads, folder, newest)]
+    pred.quarantine = [str(p) for p in plan_quarantine(loads, folder, newest, cands)]
     if pred.quarantine or pred.rewrite:
         pred.fix = f"ckpttool fix {folder}"
 

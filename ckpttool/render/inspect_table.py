@@ -79,6 +79,7 @@ def render_inspect(r: InspectReport) -> str:
             "optimizer-aligned",
             "optimizer-partial",
             "g-d-stage",
+            "amp-skipped-steps",
         ):
             lines.append(f"  {f.severity:<7} {f.message}")
     for note in r.notes:

@@ -21,6 +21,7 @@ from ckpttool.interpret.structure import is_optimizer
 from ckpttool.interpret.trainable import strategies
 from ckpttool.model import Checkpoint, get_path
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, Rebuild, infer_class, rule_of
+from ckpttool.resume.warmup_cosine import PinnedSchedule
 
 if TYPE_CHECKING:
     import torch
@@ -193,8 +194,8 @@ def _live_optimizer(
     report = analyse(opt_path, label, tree, dict(params), layout.group_layout if g_only else None, extra)
     if report.kind.startswith("ScaledAdam"):
         raise NotRebuildable(
-            f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "
-            "verify this run through a --recipe"
+            f"{opt_path}: {report.kind} keeps batched state that only its own code steps (the shadow run "
+            "drives torch.optim optimizers); verify this run through its real model with --recipe"
         )
     if not report.aligned:
         raise ValueError(f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}")
@@ -232,6 +233,8 @@ def _rebuild_saved(path: str, state: dict[str, Any], opt: LiveOptimizer, notes: 
     kind = infer_class(state) or "unknown"
     optimizer = opt.optimizer
     lrs = [g["lr"] for g in optimizer.param_groups]
+    if kind == "WarmupCosineLRSchedule":  # GPT-SoVITS s1: driven as its step() does (pins the LR)
+        return LiveScheduler(path, opt.path, kind, PinnedSchedule(optimizer, state))
     if kind not in REBUILDABLE:
         notes.append(
             f"{path}: a {kind} scheduler cannot be rebuilt without its code; the LR is held constant"

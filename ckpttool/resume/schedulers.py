@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ckpttool.resume.warmup_cosine import KEYS as WARMUP_COSINE_KEYS
+
 # class -> keys only its state has (checked in order: the first class whose keys are all present wins)
 SIGNATURES: list[tuple[str, frozenset[str]]] = [
+    ("WarmupCosineLRSchedule", WARMUP_COSINE_KEYS),  # GPT-SoVITS s1: its __dict__ (resume/warmup_cosine.py)
     ("OneCycleLR", frozenset({"total_steps", "_schedule_phases"})),
     ("CyclicLR", frozenset({"max_lrs", "total_size"})),
     ("ReduceLROnPlateau", frozenset({"patience", "best", "num_bad_epochs"})),

@@ -9,6 +9,7 @@ from ckpttool.interpret.profiles import counter_value
 from ckpttool.interpret.source import Source
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import get_path
+from ckpttool.resume import warmup_cosine as wc
 from ckpttool.resume.live import driven_optimizer
 from ckpttool.resume.schedulers import closed_form_lr, infer_class, installed_torch_version, rule_of
 from ckpttool.vocab import CheckStatus
@@ -69,13 +70,21 @@ def optimizer_checks(src: Source) -> list[Check]:
             out.append(Check("optimizer", "warn", f.message))
         elif f.code == "g-d-stage":
             out.append(Check("g-d-stage", "fail", f"{src.name}: {f.message}"))
+        elif f.code == "amp-skipped-steps":
+            out.append(Check("optimizer", "pass", f.message))
     aligned = [o for o in src.interp.optimizers if o.aligned]
     if aligned and not any(c.status == "fail" for c in out):
         out.append(
             Check(
                 "optimizer",
                 "pass",
-                "; ".join(f"{o.path}: {o.n_state} state entries fit their parameters" for o in aligned),
+                "; ".join(
+                    f"{o.path}: ScaledAdam state for {o.n_state} batches covering {o.covered} of {o.n_params} "
+                    "parameters fits (B, *parameter shape)"
+                    if o.batches is not None
+                    else f"{o.path}: {o.n_state} state entries fit their parameters"
+                    for o in aligned
+                ),
             )
         )
     return out
@@ -137,6 +146,9 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
             )
             continue
         target = driven_optimizer(path, opt_paths, src.layout)
+        if kind == "WarmupCosineLRSchedule":
+            out.append(_warmup_cosine_check(src, path, state, target))
+            continue
         if kind is None or target is None:
             out.append(
                 Check("scheduler", "warn", f"{path}: scheduler class not recognised; its LR is not checked")
@@ -144,6 +156,26 @@ def scheduler_checks(src: Source, expected_class: str | None) -> list[Check]:
             continue
         out.append(_lr_check(src, path, state, kind, target))
     return out
+
+
+def _warmup_cosine_check(src: Source, path: str, state: dict[str, Any], target: str | None) -> Check:
+    """GPT-SoVITS's WarmupCosineLRSchedule: its state, the LR pin of its step(), and whether the optimizer's
+    LRs are what that pin leaves (:mod:`ckpttool.resume.warmup_cosine`)."""
+    groups = get_path(src.ckpt.root, target).get("param_groups") or [] if target else []
+    lrs = [g.get("lr") for g in groups if isinstance(g, dict)]
+    problems = wc.lr_problems(state, lrs)
+    data = {"class": "WarmupCosineLRSchedule", "pinned_lr": wc.PINNED_LR, "source": wc.SOURCE}
+    text = f"{path}: WarmupCosineLRSchedule ({wc.describe(state)}): {wc.pin_sentence()}"
+    if problems:
+        return Check(
+            "scheduler",
+            "warn",
+            f"{text}; but {'; '.join(problems)}: this state and optimizer do not come from the upstream code "
+            "as published (modified, or from another run)",
+            data,
+        )
+    where = f"; {target}'s LR {', '.join(map(str, lrs))} is what it leaves" if lrs else ""
+    return Check("scheduler", "pass", text + where, data)
 
 
 def _lr_check(src: Source, path: str, state: dict[str, Any], kind: str, target: str) -> Check:

@@ -190,6 +190,18 @@ def detect_version(spec: Spec, probe: _Probe) -> str | None:
     return spec.defaults().get("version") if "version" in spec.variables else None
 
 
+def shape_version(shapes: Shapes, family_prefix: str) -> tuple[str, str | None] | None:
+    """(family, version) by the detection rules alone (no solving: cheap enough for every file of a run folder)
+    of the first spec whose family starts with ``family_prefix`` and whose detection keys the shapes hold; None
+    when none does."""
+    _, plain = strip_wrapper(shapes)
+    probe = _Probe(plain)
+    for spec in builtin_specs().values():
+        if spec.family.startswith(family_prefix) and any(k in plain for k in spec.detect.get("any_of") or []):
+            return spec.family, detect_version(spec, probe)
+    return None
+
+
 def structure(spec: Spec, probe: _Probe) -> dict[str, Any]:
     """The structure values (layer counts, ...) the spec's ``detect.structure`` rules read off the shapes;
     failed rules are left out."""

@@ -31,6 +31,7 @@ from ckpttool.trainers.record import (
     Trainable,
     Trainer,
     VersionGuess,
+    VersionSource,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Trainable",
     "Trainer",
     "VersionGuess",
+    "VersionSource",
     "all_trainers",
     "get_trainer",
     "load_trainer_file",

@@ -21,6 +21,9 @@ class Counter:
     key: str
     parse: str | None = None
     meaning: str | None = None
+    # value + finished_offset = the epochs (steps) finished when the file was saved: lets diff see that
+    # Lightning's 0-based epoch 3 and an export's 'GPT-e4' name the same save
+    finished_offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,22 @@ class VersionGuess:
 
 
 @dataclass(frozen=True)
+class VersionSource:
+    """One place a file's version can be read from, tried in a file kind's ``version_from`` order.
+
+    ``where``: ``path`` (the file's path, with / separators), ``shapes`` (the version the architecture spec of
+    the trainer's ``spec_family`` detects from the tensor shapes) or a dotted key path whose string value is
+    read. ``parse``: a regex searched in that text; its group 1 is the version, or ``value`` when given (a
+    folder without a version suffix). ``source``: the upstream file and line behind the rule.
+    """
+
+    where: str
+    parse: str | None = None
+    value: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class FileKind:
     """One kind of file a trainer writes (a training checkpoint, an export) and where its pieces are.
 
@@ -92,6 +111,10 @@ class FileKind:
     config: str | None = None
     version: tuple[str, ...] = ()  # candidate paths; the first that exists holds the version
     version_from_header: bool = False  # a GPT-SoVITS header tag, when present, names the version
+    # where else the version can be read (the folder, config strings, the shapes), when no ``version`` key holds
+    # it; ``version_shapes``: per version the shapes tell, the versions that share those shapes (v2: v2..v4)
+    version_from: tuple[VersionSource, ...] = ()
+    version_shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     description_if: dict[str, str] = field(default_factory=dict)  # key -> text added when it exists
     scaler: tuple[str, ...] = ()
     network_keys: str | None = None
@@ -160,8 +183,15 @@ class Resume:
     scheduler_rule: str | None = None  # a rebuild rule of ckpttool.resume.schedulers.RULES
     gamma_config: str | None = None
     gamma_default: float | None = None
-    fp16_config: str | None = None
+    fp16_config: str | None = None  # the run-config key that turns fp16 (a GradScaler) on
+    fp16_values: tuple[
+        str, ...
+    ] = ()  # values of fp16_config that mean fp16 (Lightning's '16-mixed'); else truthy
     fp16_default: bool | None = None
+    max_epochs_config: str | None = None  # the run-config key the trainer stops at (Trainer(max_epochs=...))
+    epochs_done: str | None = (
+        None  # the checkpoint key counting epochs the stop rule compares with max_epochs
+    )
     config_files: tuple[str, ...] = ()  # where the run config lives, relative to the checkpoint's folder
     fallback: Fallback | None = None  # what it does when no file can be resumed from
     source: str = ""
