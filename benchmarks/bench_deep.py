@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inspect import drop_page_cache_hint, measure  # noqa: E402
+from bench_inspect import drop_page_cache_hint, measure
 
 BUILD = (
     "import sys, pathlib; sys.path.insert(0, {here!r}); import bench_inspect as b, torch\n"
