@@ -6,7 +6,7 @@ import click
 
 from ckpttool.cli.common import allow_global_option, emit, json_option
 from ckpttool.configs import ConfigOptions
-from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
+from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
 from ckpttool.ops.check import CheckOptions, check_targets
 from ckpttool.ops.inspect import parse_require
 from ckpttool.ops.pack import pack_run, unpack_package
@@ -61,6 +61,12 @@ def latest_cmd(run_dir: str, table: bool, allow_globals: tuple[str, ...], as_jso
 @click.option("--verify", is_flag=True, help="Also run the shadow run of verify-resume.")
 @click.option("--steps", type=int, default=4, show_default=True, help="Shadow-run steps with --verify.")
 @click.option("--device", default="cpu", show_default=True, help="Device for --verify: auto, cpu or cuda.")
+@click.option(
+    "--trainer-root",
+    type=click.Path(path_type=str),
+    help="With --verify: your GPT-SoVITS checkout, for a model run through its real model (default: the "
+    "checkout the working directory is in, if any).",
+)
 @allow_global_option
 @json_option
 def check_cmd(
@@ -71,6 +77,7 @@ def check_cmd(
     verify: bool,
     steps: int,
     device: str,
+    trainer_root: str | None,
     allow_globals: tuple[str, ...],
     as_json: bool,
 ) -> int:
@@ -78,9 +85,11 @@ def check_cmd(
 
     TARGETS: a run directory (its latest valid checkpoint is used) or checkpoint files. Exit 0 ready, 1 not.
     """
+    if trainer_root and not verify:
+        raise UsageError("--trainer-root is for the model run of --verify; add --verify")
     options = CheckOptions(
         parse_require(require), ConfigOptions.from_cli(config_path, sets), verify, steps, device,
-        frozenset(allow_globals),
+        frozenset(allow_globals), trainer_root,
     )  # fmt: skip
     r = check_targets(targets, options)
     emit(to_json(r.to_json()) if as_json else render_check(r))

@@ -31,6 +31,7 @@ class CheckReport:
     checks: list[Check]
     latest: list[LatestResult] = field(default_factory=list)
     inspections: list[InspectReport] = field(default_factory=list)
+    level: str | None = None  # with --verify: what proved the resume (model-run, shadow-run or static)
 
     @property
     def ok(self) -> bool:
@@ -47,6 +48,7 @@ class CheckReport:
             "checks": [c.to_json() for c in self.checks],
             "latest": [r.to_json() for r in self.latest],
             "inspections": [_inspection(r) for r in self.inspections],
+            "level": self.level,
         }
 
 
@@ -64,7 +66,8 @@ def _inspection(r: InspectReport) -> dict[str, Any]:
 @dataclass(frozen=True)
 class CheckOptions:
     """What ``check`` requires: pieces that must be present, the run config (file and --set overrides), and
-    whether to run the shadow run (``verify``, ``steps``, ``device``)."""
+    whether to run the shadow run (``verify``, ``steps``, ``device``) and a model run (``trainer_root``, else the
+    GPT-SoVITS checkout the working directory is in)."""
 
     require: tuple[str, ...] = ()
     config: ConfigOptions = field(default_factory=ConfigOptions)
@@ -72,6 +75,7 @@ class CheckOptions:
     steps: int = 4
     device: str = "cpu"
     allow_globals: frozenset[str] = frozenset()
+    trainer_root: str | None = None
 
 
 def check_resume(
@@ -127,10 +131,12 @@ def check_targets(
     if sources:
         verify_options = VerifyOptions(
             options.config.file, options.steps, options.device, shadow=options.verify,
-            allow_globals=options.allow_globals,
+            allow_globals=options.allow_globals, trainer_root=options.trainer_root,
+            detect_trainer_root=options.verify,
         )  # fmt: skip
         vr = verify_sources(sources, verify_options)
         report.checks += [c for c in vr.checks if c.name not in ("pieces",) or c.status != "pass"]
+        report.level = vr.level if options.verify else None
     return report
 
 

@@ -191,7 +191,7 @@ def _live_optimizer(
     if report.kind.startswith("ScaledAdam"):
         raise NotRebuildable(
             f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "
-            "verify this run through a --recipe"
+            "verify this run through its real model (--trainer-root with a GPT-SoVITS checkout, or --recipe)"
         )
     if not report.aligned:
         raise ValueError(f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}")
