@@ -178,11 +178,13 @@ def _check_options(options: VerifyOptions) -> None:
 
 def verify_sources(sources: list[Source], options: VerifyOptions | None = None) -> VerifyReport:
     """The static resume checks on ``sources`` (one bundle, or a G file and its D file), then, unless
-    ``options.shadow`` is False, the shadow run (and the recipe run when one is given).
+    ``options.shadow`` is False, the shadow run, then the model run :func:`plan_model_run` finds (a recipe, or
+    the built-in one for the trainer checkout).
 
-    Raises UsageError for no sources, the same file twice, an odd or too small ``steps`` or a bad device name,
-    and DeviceError for a CUDA device that is not there. Failures of the checkpoint itself are checks with
-    status ``fail`` in the report, not exceptions.
+    Raises UsageError for no sources, the same file twice, an odd or too small ``steps``, a bad device name,
+    a trainer root that is not a checkout or fits no recipe, or an import the model run needs and cannot make;
+    DeviceError for a CUDA device that is not there. Failures of the checkpoint itself (and of the model run)
+    are checks with status ``fail`` in the report, not exceptions.
     """
     options = options or VerifyOptions()
     _check_options(options)
