@@ -3,6 +3,7 @@ hands recipes the state it read), one-line errors for what is missing, and the s
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +12,8 @@ import pytest
 from conftest import fixture, run_cli
 
 from ckpttool.interpret.source import load
-from ckpttool.recipes import tiny_gan
+from ckpttool.recipes import gpt_sovits, tiny_gan
+from ckpttool.recipes.requirements import PIP_NAMES
 from ckpttool.recipes.select import LORA, S1, S2, choose_recipe
 from ckpttool.recipes.trainer_root import check_trainer_root, find_trainer_root, on_path
 from ckpttool.resume.recipe import LoadedFile, RecipeContext, read_files
@@ -79,10 +81,12 @@ def test_missing_third_party_package_is_one_line_exit_2(
     models = "import x_transformers\n"
     root = fake_checkout(tmp_path, {"module/__init__.py": "", "module/models.py": models})
     monkeypatch.setitem(sys.modules, "x_transformers", None)  # import raises ModuleNotFoundError
+    # the recipe's REQUIRES are checked before anything runs: the first one missing here is named
+    missing = next(n for n in gpt_sovits.REQUIRES if n != "module" and importlib.util.find_spec(n) is None)
     r = run_cli("verify-resume", str(fixture(G)), str(fixture(D)), "--trainer-root", str(root), "--json")
-    assert r.code == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "needs the Python module 'x_transformers'" in r.stderr
-    assert "pip install 'x-transformers'" in r.stderr and "ckpttool[gpt-sovits]" in r.stderr
+    assert r.code == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"needs the Python module '{missing}', which is not installed" in r.stderr
+    assert f"pip install '{PIP_NAMES[missing]}'" in r.stderr and "ckpttool[gpt-sovits]" in r.stderr
     assert r.json()["kind"] == "usage"
 
 

@@ -373,6 +373,8 @@ def recipe_checks(title: str, rr: RecipeResult, strict: bool) -> list[Check]:
     half = rr.steps // 2
     where = f"{title}: {rr.steps} steps straight vs {half} + save/reload + {rr.steps - half} on {rr.device}"
     out = [Check("recipe-run", "warn", note) for note in rr.notes if "keeps its initial value" in note]
+    told = [note for note in rr.notes if "keeps its initial value" not in note]
+    about = f" [{'; '.join(told)}]" if told else ""
     if rr.identical:
         kind = "bit-identical" if rr.device == "cpu" else "identical within rtol 1e-6"
         how = "resumed exactly" if rr.trainer_identical is not None else "resumed as the trainer does"
@@ -380,7 +382,7 @@ def recipe_checks(title: str, rr: RecipeResult, strict: bool) -> list[Check]:
             Check(
                 "recipe-run",
                 "pass",
-                f"{where} ({how}): {kind} weights, optimizer state, LR and counters ({rr.seconds:.1f} s)",
+                f"{where} ({how}): {kind} weights, optimizer state, LR and counters ({rr.seconds:.1f} s){about}",
                 {"notes": rr.notes},
             )
         )

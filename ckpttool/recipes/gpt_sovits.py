@@ -50,6 +50,8 @@ from ckpttool.recipes.gsv_common import (
 )
 from ckpttool.resume.recipe import LoadedFile, RecipeContext
 
+# what a run imports (checked before it starts; ckpttool.recipes.requirements says why each)
+REQUIRES = ("module", "einops", "x_transformers", "librosa", "tqdm")
 NAME = "gpt-sovits-s2"
 PRO = {"v2Pro", "v2ProPlus"}  # module/models.py v2pro_set
 SV_DIM = 20480  # SynthesizerTrn.sv_emb = nn.Linear(20480, gin_channels) (module/models.py:930)

@@ -42,6 +42,8 @@ from ckpttool.recipes.gsv_common import (
 )
 from ckpttool.resume.recipe import LoadedFile, RecipeContext
 
+# what a run imports (checked before it starts; ckpttool.recipes.requirements says why each)
+REQUIRES = ("module", "einops", "x_transformers", "peft", "transformers", "tqdm")
 NAME = "gpt-sovits-v3v4-lora"
 TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # s2_train_v3_lora.py:146
 SSL_DIM, MEL_BINS = 768, 100

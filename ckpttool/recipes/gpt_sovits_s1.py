@@ -43,6 +43,8 @@ from ckpttool.errors import UsageError
 from ckpttool.recipes.gsv_common import module_state, optimizer_state, seed_step
 from ckpttool.resume.recipe import LoadedFile, RecipeContext
 
+# what a run imports (checked before it starts; ckpttool.recipes.requirements says why each)
+REQUIRES = ("AR", "pytorch_lightning", "torchmetrics", "matplotlib", "tqdm")
 NAME = "gpt-sovits-s1"
 BATCHES_PER_EPOCH = 5  # optimizer step at batch_idx 4 (t2s:54)
 BATCH, PHONES, TOKENS, BERT_DIM = 2, 9, 12, 1024  # BERT features: Linear(1024, E) (t2s_model.py:276)

@@ -18,7 +18,8 @@ object with four methods:
 - ``state() -> dict[str, torch.Tensor]`` — everything that must match after a resume (weights, optimizer
   moments, the LR, counters as tensors).
 
-A trainer may also have ``notes: list[str]`` (what its run simplifies); they are reported.
+A trainer may also have ``notes: list[str]`` (what its run simplifies); they are reported. A recipe module may
+declare ``REQUIRES`` (import names): ckpttool checks them before the run starts.
 
 ckpttool runs it N steps straight, and N/2 + save + load in a fresh trainer + N/2, and compares the states. The
 recipe is code the user chose to run; the checkpoint itself is never unpickled by anyone but ckpttool's reader.
@@ -27,6 +28,7 @@ recipe is code the user chose to run; the checkpoint itself is never unpickled b
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import time
 from collections.abc import Callable, Iterator
@@ -129,6 +131,21 @@ def load_recipe(spec: str) -> Callable[[RecipeContext], Trainer]:
     return factory
 
 
+def check_requirements(factory: Callable[..., Any]) -> None:
+    """Fail before anything runs when a module the recipe declares in ``REQUIRES`` (import names, in the
+    factory's module) cannot be found: raises ModuleNotFoundError naming it."""
+    import sys
+
+    module = sys.modules.get(getattr(factory, "__module__", "") or "")
+    for name in getattr(module, "REQUIRES", ()):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def read_files(sources: list[Source]) -> list[LoadedFile]:
     """ckpttool's own reading of ``sources``: each whole tree materialised on the CPU (tensors, dtypes, devices,
     numpy arrays; stubs stay stubs). Reads every tensor; imports torch."""
@@ -167,6 +184,7 @@ def run_recipe(
     import torch
 
     factory = factory or load_recipe(spec)
+    check_requirements(factory)
     start = time.perf_counter()
     steps = max(2, steps - steps % 2)
     half = steps // 2
