@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fixtures bench clean
+.PHONY: demo test lint fixtures bench clean gpt-sovits-deps test-gpt-sovits
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,16 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The optional packages of the GPT-SoVITS model runs, installed beside the pinned torch (a constraint keeps pip
+# from replacing it). Then: make test-gpt-sovits GPT_SOVITS_ROOT=/path/to/GPT-SoVITS
+gpt-sovits-deps: $(STAMP)
+	printf 'torch==%s\n' "$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')" > $(VENV)/torch-pin.txt
+	$(BIN)/pip install -q -c $(VENV)/torch-pin.txt -e ".[dev,gpt-sovits]"
+
+test-gpt-sovits: $(STAMP)
+	@test -n "$(GPT_SOVITS_ROOT)" || (echo "set GPT_SOVITS_ROOT to a GPT-SoVITS checkout" >&2; exit 2)
+	GPT_SOVITS_ROOT="$(GPT_SOVITS_ROOT)" $(BIN)/python -m pytest -rs tests/test_gsv_real.py tests/test_model_run.py
 
 fixtures: $(STAMP)
 	$(BIN)/python fixtures/make_fixtures.py

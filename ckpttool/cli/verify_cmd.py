@@ -6,7 +6,7 @@ import click
 
 from ckpttool.cli.common import allow_global_option, emit, json_option
 from ckpttool.configs import ConfigOptions
-from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
+from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
 from ckpttool.ops.verify import DEFAULT_STEPS, VerifyOptions, verify_paths
 from ckpttool.render import to_json
 from ckpttool.render.verify_table import render_verify
@@ -28,6 +28,13 @@ from ckpttool.render.verify_table import render_verify
     "--recipe", metavar="MODULE:FUNCTION", help="Also run your own model through a recipe (see docs)."
 )
 @click.option(
+    "--trainer-root",
+    type=click.Path(path_type=str),
+    help="Your GPT-SoVITS checkout: run the model run through its real model with the built-in recipe for "
+    "the files (default: the checkout the working directory is in, if any).",
+)
+@click.option("--no-model-run", is_flag=True, help="No model run, even inside a GPT-SoVITS checkout.")
+@click.option(
     "--strict", is_flag=True, help="Known trainer drifts (LR rebuild, re-run epoch) fail instead of warn."
 )
 @click.option("--no-shadow", is_flag=True, help="Static checks only.")
@@ -45,6 +52,8 @@ def verify_cmd(
     steps: int,
     device: str,
     recipe: str | None,
+    trainer_root: str | None,
+    no_model_run: bool,
     strict: bool,
     no_shadow: bool,
     optimizer_class: str | None,
@@ -56,13 +65,16 @@ def verify_cmd(
 
     PATHS: a bundle, a Lightning checkpoint, or a G file and its D file. Static checks first (pieces, optimizer
     alignment, Adam steps, G/D stage, scheduler state, the LR after resume), then a shadow run without model code:
-    N steps straight against N/2, save, reload, N/2, which must end bit-identical on the CPU. Exit 0 verified,
-    1 with every failed check listed.
+    N steps straight against N/2, save, reload, N/2, which must end bit-identical on the CPU; then, with a
+    GPT-SoVITS checkout (--trainer-root) or --recipe, the same through the real model. Exit 0 when no check
+    failed, 1 with every failed check listed.
     """
+    if no_model_run and (recipe or trainer_root):
+        raise UsageError("--no-model-run cannot be combined with --recipe or --trainer-root")
     config = ConfigOptions.from_cli(config_path).file
     options = VerifyOptions(
         config, steps, device, recipe, strict, not no_shadow, optimizer_class, scheduler_class,
-        frozenset(allow_globals),
+        frozenset(allow_globals), trainer_root=trainer_root, detect_trainer_root=not no_model_run,
     )  # fmt: skip
     report = verify_paths(paths, options)
     emit(to_json(report.to_json()) if as_json else render_verify(report))

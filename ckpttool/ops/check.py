@@ -33,6 +33,7 @@ class CheckReport:
     latest: list[LatestResult] = field(default_factory=list)
     inspections: list[InspectReport] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
+    level: str | None = None  # with --verify: what proved the resume (model-run, shadow-run or static)
 
     @property
     def ok(self) -> bool:
@@ -55,6 +56,7 @@ class CheckReport:
             "predictions": [p.to_json() for p in self.predictions],
             "latest": [r.to_json() for r in self.latest],
             "inspections": [_inspection(r) for r in self.inspections],
+            "level": self.level,
         }
 
 
@@ -72,7 +74,8 @@ def _inspection(r: InspectReport) -> dict[str, Any]:
 @dataclass(frozen=True)
 class CheckOptions:
     """What ``check`` requires: pieces that must be present, the run config (file and --set overrides), and
-    whether to run the shadow run (``verify``, ``steps``, ``device``)."""
+    whether to run the shadow run (``verify``, ``steps``, ``device``) and a model run (``trainer_root``, else the
+    GPT-SoVITS checkout the working directory is in)."""
 
     require: tuple[str, ...] = ()
     config: ConfigOptions = field(default_factory=ConfigOptions)
@@ -145,10 +148,12 @@ def check_targets(
     if sources:
         verify_options = VerifyOptions(
             options.config.file, options.steps, options.device, shadow=options.verify,
-            allow_globals=options.allow_globals,
+            allow_globals=options.allow_globals, trainer_root=options.trainer_root if options.verify else None,
+            detect_trainer_root=options.verify,
         )  # fmt: skip
         vr = verify_sources(sources, verify_options)
         report.checks += [c for c in vr.checks if c.name not in ("pieces",) or c.status != "pass"]
+        report.level = vr.level if options.verify else None
     return report
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpttool.configs import embedded_config, load_config_file, run_config_beside
-from ckpttool.errors import DeviceError, UsageError
+from ckpttool.errors import CkptError, DeviceError, UsageError
 from ckpttool.interpret.source import Source, load
+from ckpttool.resume.recipe import RecipeContext, RecipeResult
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, rule_of
 from ckpttool.resume.static import (
     Check,
@@ -23,7 +24,6 @@ from ckpttool.resume.static import (
     stage_check,
 )
 from ckpttool.resume.stop_rule import max_epochs_check
-from ckpttool.vocab import CheckStatus
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +43,7 @@ class VerifyReport:
     shadow: list[dict[str, Any]] = field(default_factory=list)
     recipe: dict[str, Any] | None = None
     strict: bool = False
+    shadow_verified: set[str] = field(default_factory=set)  # files whose shadow run ended identical
 
     @property
     def ok(self) -> bool:
@@ -50,16 +51,14 @@ class VerifyReport:
         return not any(c.status == "fail" for c in self.checks)
 
     @property
-    def run_verified(self) -> bool:
-        """A run proved the resume: the recipe run was identical, or every file had a shadow run and none of
-        its checks failed. False when every run was skipped or impossible (ScaledAdam, no optimizer state,
-        ``--no-shadow``): then only the static checks speak."""
-        if not self.ok:
-            return False
+    def level(self) -> str:
+        """What proved the resume: ``model-run`` (the recipe run ended identical), ``shadow-run`` (every file's
+        shadow run did), else ``static`` (nothing ran, or a run was skipped: static checks only)."""
         if self.recipe is not None and self.recipe.get("identical"):
-            return True
-        ran = {s.get("path") for s in self.shadow}
-        return bool(self.paths) and all(p in ran for p in self.paths)
+            return "model-run"
+        if self.paths and all(p in self.shadow_verified for p in self.paths):
+            return "shadow-run"
+        return "static"
 
     def to_json(self) -> dict[str, Any]:
         """The ``ckpttool.verify-resume/1`` JSON document."""
@@ -69,7 +68,8 @@ class VerifyReport:
             "device": self.device,
             "strict": self.strict,
             "verified": self.ok,
-            "verified_by_run": self.run_verified,
+            "verified_by_run": self.ok and self.level != "static",
+            "level": self.level,
             "checks": [c.to_json() for c in self.checks],
             "shadow_runs": self.shadow,
             "recipe_run": self.recipe,
@@ -108,7 +108,9 @@ def _run_config(
 class VerifyOptions:
     """How to verify: ``config`` a run config already read as (where, config) (default: config.json beside the
     files); ``steps`` even, >= 2; ``device`` auto, cpu or cuda[:N]; ``recipe`` MODULE:FUNCTION; ``strict``
-    makes known trainer drifts fail; ``shadow`` False runs the static checks only."""
+    makes known trainer drifts fail; ``shadow`` False runs the static checks only (and no model run unless a
+    recipe or trainer root is named); ``trainer_root`` a GPT-SoVITS checkout for the model run (with
+    ``detect_trainer_root``, the checkout the working directory is in is used when none is named)."""
 
     config: tuple[str, dict[str, Any]] | None = None
     steps: int = DEFAULT_STEPS
@@ -119,6 +121,8 @@ class VerifyOptions:
     optimizer_class: str | None = None
     scheduler_class: str | None = None
     allow_globals: frozenset[str] = frozenset()
+    trainer_root: str | None = None
+    detect_trainer_root: bool = True
 
 
 def verify_resume(
@@ -132,6 +136,7 @@ def verify_resume(
     shadow: bool = True,
     optimizer_class: str | None = None,
     scheduler_class: str | None = None,
+    trainer_root: str | None = None,
 ) -> VerifyReport:
     """Check that training resumed from ``paths`` continues exactly as if it had never stopped."""
     files = [str(p) for p in paths]
@@ -144,6 +149,7 @@ def verify_resume(
         shadow,
         optimizer_class,
         scheduler_class,
+        trainer_root=trainer_root,
     )
     return verify_paths(files, options)
 
@@ -173,18 +179,21 @@ def _check_options(options: VerifyOptions) -> None:
 
 def verify_sources(sources: list[Source], options: VerifyOptions | None = None) -> VerifyReport:
     """The static resume checks on ``sources`` (one bundle, or a G file and its D file), then, unless
-    ``options.shadow`` is False, the shadow run (and the recipe run when one is given).
+    ``options.shadow`` is False, the shadow run, then the model run :func:`plan_model_run` finds (a recipe, or
+    the built-in one for the trainer checkout).
 
-    Raises UsageError for no sources, the same file twice, an odd or too small ``steps`` or a bad device name,
-    and DeviceError for a CUDA device that is not there. Failures of the checkpoint itself are checks with
-    status ``fail`` in the report, not exceptions.
+    Raises UsageError for no sources, the same file twice, an odd or too small ``steps``, a bad device name,
+    a trainer root that is not a checkout or fits no recipe, or an import the model run needs and cannot make;
+    DeviceError for a CUDA device that is not there. Failures of the checkpoint itself (and of the model run)
+    are checks with status ``fail`` in the report, not exceptions.
     """
     options = options or VerifyOptions()
     _check_options(options)
     files = [s.name for s in sources]
     _check_files(files)
+    model_run = plan_model_run(sources, options)
     # the static checks alone need no device
-    dev = resolve_device(options.device) if options.shadow or options.recipe else None
+    dev = resolve_device(options.device) if options.shadow or model_run is not None else None
     if dev is not None and dev.type == "cuda":
         import torch
 
@@ -209,8 +218,12 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
     report.checks += stage_check(sources)
     if options.shadow and dev is not None:
         _shadow_runs(report, sources, runnable, dev, gamma, options)
-    if options.recipe and dev is not None:
-        _recipe_run(report, options.recipe, files, dev, options.steps)
+    if model_run is not None and dev is not None:
+        if model_run.spec is None:
+            report.checks.append(Check("recipe-run", "skip", f"no model run: {model_run.reason}"))
+        else:
+            context = RecipeContext(dev, run_config, config_from, model_run.root)
+            _recipe_run(report, model_run, sources, context, options.steps)
     return report
 
 
@@ -306,21 +319,114 @@ def _shadow_runs(
                 )
                 continue
             report.shadow.append({"path": s.name, **res.to_json()})
+            if res.exact.identical:
+                report.shadow_verified.add(s.name)
             report.checks += _shadow_checks(s, res, options.strict)
 
 
-def _recipe_run(report: VerifyReport, recipe: str, files: list[str], dev: torch.device, steps: int) -> None:
-    """Run the user's recipe straight and split over ``files``; add its result and check to ``report``."""
+@dataclass(frozen=True)
+class ModelRun:
+    """The model run to do: the recipe (``spec``; None with the ``reason`` when no recipe fits), its title and
+    the trainer checkout to put on ``sys.path`` (``root``)."""
+
+    spec: str | None
+    title: str
+    root: Path | None
+    reason: str = ""
+
+
+def plan_model_run(sources: list[Source], options: VerifyOptions) -> ModelRun | None:
+    """Which model run ``options`` ask for: ``--recipe`` as given; else with a trainer root (``--trainer-root``,
+    or the GPT-SoVITS checkout the working directory is in when the shadow run is on) the built-in recipe chosen
+    from the files; None for no model run. Raises UsageError for a ``--trainer-root`` that is not a checkout, or
+    that no built-in recipe fits the files for."""
+    from ckpttool.recipes.select import choose_recipe
+    from ckpttool.recipes.trainer_root import check_trainer_root, find_trainer_root
+
+    root: Path | None = None
+    if options.trainer_root:
+        root = check_trainer_root(options.trainer_root)
+    elif options.detect_trainer_root and (options.shadow or options.recipe):
+        root = find_trainer_root(Path.cwd())
+    if options.recipe:
+        return ModelRun(options.recipe, options.recipe, root)
+    if root is None:
+        return None
+    choice = choose_recipe(sources)
+    if choice.spec is None and options.trainer_root:
+        raise UsageError(f"--trainer-root {options.trainer_root}: {choice.reason}")
+    return ModelRun(choice.spec, choice.title, root, choice.reason)
+
+
+def _recipe_run(
+    report: VerifyReport, run: ModelRun, sources: list[Source], context: RecipeContext, steps: int
+) -> None:
+    """Run the recipe straight and split over ``sources`` (with the trainer checkout on ``sys.path``); add its
+    result and checks to ``report``. A missing import is a UsageError (one line: what to install or which flag
+    to set); any other failure of the recipe's code is a failed check."""
+    from ckpttool.recipes.requirements import missing_dependency
+    from ckpttool.recipes.trainer_root import on_path
     from ckpttool.resume.recipe import run_recipe
 
-    with tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
-        rr = run_recipe(recipe, [Path(f) for f in files], dev, steps, Path(tmp))
-    report.recipe = rr.to_json()
-    status: CheckStatus = "pass" if rr.identical else "fail"
-    detail = "identical end states" if rr.identical else "; ".join(rr.differences[:6])
-    report.checks.append(
-        Check("recipe-run", status, f"{recipe}: {rr.steps} steps straight vs split: {detail}")
-    )
+    assert run.spec is not None
+    try:
+        with on_path(run.root), tempfile.TemporaryDirectory(prefix="ckpttool-recipe-") as tmp:
+            rr = run_recipe(run.spec, sources, context, steps, Path(tmp))
+    except ImportError as exc:
+        raise missing_dependency(exc, run.spec, run.root) from None
+    except CkptError:
+        raise
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        report.checks.append(
+            Check("recipe-run", "fail", f"{run.title}: the model run failed: {type(exc).__name__}: {first}")
+        )
+        return
+    report.recipe = {"title": run.title, "trainer_root": str(run.root) if run.root else None, **rr.to_json()}
+    report.checks += recipe_checks(run.title, rr, report.strict)
+
+
+def recipe_checks(title: str, rr: RecipeResult, strict: bool) -> list[Check]:
+    """The ``recipe-run`` check (straight vs split, resumed exactly) and, for a trainer whose own resume is
+    known to drift, the ``recipe-resume`` check (resumed the trainer's way: a warning, a failure with
+    ``strict``); the recipe's notes as warnings first."""
+    half = rr.steps // 2
+    where = f"{title}: {rr.steps} steps straight vs {half} + save/reload + {rr.steps - half} on {rr.device}"
+    out = [Check("recipe-run", "warn", note) for note in rr.notes if "keeps its initial value" in note]
+    told = [note for note in rr.notes if "keeps its initial value" not in note]
+    about = f" [{'; '.join(told)}]" if told else ""
+    if rr.identical:
+        kind = "bit-identical" if rr.device == "cpu" else "identical within rtol 1e-6"
+        how = "resumed exactly" if rr.trainer_identical is not None else "resumed as the trainer does"
+        out.append(
+            Check(
+                "recipe-run",
+                "pass",
+                f"{where} ({how}): {kind} weights, optimizer state, LR and counters ({rr.seconds:.1f} s){about}",
+                {"notes": rr.notes},
+            )
+        )
+    else:
+        out.append(
+            Check(
+                "recipe-run",
+                "fail",
+                f"{where}: the resumed run differs: " + "; ".join(rr.differences[:6]),
+                {"notes": rr.notes},
+            )
+        )
+    if rr.trainer_identical is True:
+        out.append(Check("recipe-resume", "pass", f"{title}: resuming the way the trainer does is exact too"))
+    elif rr.trainer_identical is False:
+        out.append(
+            Check(
+                "recipe-resume",
+                "fail" if strict else "warn",
+                f"{title}: resuming the way the trainer does drifts from the uninterrupted run: "
+                + "; ".join(rr.trainer_differences[:4]),
+            )
+        )
+    return out
 
 
 def _shadow_checks(s: Source, res: Any, strict: bool) -> list[Check]:

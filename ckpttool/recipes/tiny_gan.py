@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils import weight_norm as _legacy_weight_norm
 
+from ckpttool.resume.recipe import LoadedFile, RecipeContext
+
 
 def weight_norm(module: nn.Module) -> nn.Module:
     """The legacy weight norm VITS and GPT-SoVITS use (weight_g/weight_v keys), without its deprecation noise."""
@@ -130,13 +132,15 @@ class TinyGAN:
             torch.save(obj, path)
         return paths
 
-    def load(self, paths: list[Path]) -> None:
-        """Restore models, optimizers and the epoch from the files (G or D by file name), schedulers from
-        their saved states; a file without one gets the scheduler VITS's train.py rebuilds
-        (``ExponentialLR(last_epoch=epoch-2)``), and the VITS-style trainer re-runs the saved epoch."""
-        for path in paths:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-            is_d = Path(path).name.startswith("D_")
+    def load(self, files: list[LoadedFile]) -> None:
+        """Restore models, optimizers and the epoch from ckpttool's reading of the files (G or D by the network
+        ckpttool found in each, else by the file name), schedulers from their saved states; a file without one
+        gets the scheduler VITS's train.py rebuilds (``ExponentialLR(last_epoch=epoch-2)``), and the VITS-style
+        trainer re-runs the saved epoch."""
+        for f in files:
+            ckpt = f.root
+            named = {"G", "D"} & set(f.roles)  # else a generic layout: its own file names tell
+            is_d = "D" in named if named else f.path.name.startswith("D_")
             net, opt = (self.net_d, self.optim_d) if is_d else (self.net_g, self.optim_g)
             net.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -172,14 +176,14 @@ class VitsStyleGAN(TinyGAN):
     save_scheduler = False
 
 
-def recipe(device: torch.device) -> TinyGAN:
+def recipe(context: RecipeContext) -> TinyGAN:
     """The ``--recipe ckpttool.recipes.tiny_gan:recipe`` factory: exact resume."""
-    return TinyGAN(device)
+    return TinyGAN(context.device)
 
 
-def vits_style(device: torch.device) -> TinyGAN:
+def vits_style(context: RecipeContext) -> TinyGAN:
     """The ``--recipe ckpttool.recipes.tiny_gan:vits_style`` factory: VITS's resume, with its drift."""
-    return VitsStyleGAN(device)
+    return VitsStyleGAN(context.device)
 
 
 def make_checkpoint(folder: Path, steps: int = 4) -> list[Path]:

@@ -107,7 +107,14 @@ def render_check(r: CheckReport) -> str:
     for c in r.checks:
         lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")
     lines.append("")
-    lines.append("ready to resume" if r.ok else "NOT ready to resume")
+    if not r.ok:
+        lines.append("NOT ready to resume")
+    elif r.level == "static":
+        lines.append("ready to resume (static checks passed; not verified by a run)")
+    elif r.level is not None:
+        lines.append(f"ready to resume (verified by the {r.level.replace('-', ' ')})")
+    else:
+        lines.append("ready to resume")
     return "\n".join(lines) + "\n"
 
 

@@ -194,8 +194,8 @@ def _live_optimizer(
     report = analyse(opt_path, label, tree, dict(params), layout.group_layout if g_only else None, extra)
     if report.kind.startswith("ScaledAdam"):
         raise NotRebuildable(
-            f"{opt_path}: {report.kind} keeps batched state that only its own code steps (the shadow run "
-            "drives torch.optim optimizers); verify this run through its real model with --recipe"
+            f"{opt_path}: {report.kind} keeps batched state that only its own code understands; "
+            "verify this run through its real model (--trainer-root with a GPT-SoVITS checkout, or --recipe)"
         )
     if not report.aligned:
         raise ValueError(f"{opt_path}: cannot rebuild the optimizer: {report.problem or 'state not aligned'}")
