@@ -70,8 +70,8 @@ def trainer_options(f: F) -> F:
     f = click.option(
         "--trainer-root",
         type=click.Path(exists=True, file_okay=False, path_type=str),
-        help="The trainer's checkout (GPT-SoVITS): its environment (runtime/, .venv) gives the torch version; with "
-        "--verify the model run goes through its real model.",
+        help="The trainer's checkout (GPT-SoVITS): its environment (runtime/, .venv) gives the torch version "
+        "(and check --verify runs the model through its real code).",
     )(f)
     return click.option(
         "--trainer",

@@ -307,7 +307,11 @@ def undo_fix(run_dir: str | os.PathLike[str], *, dry_run: bool = False) -> FixRe
         for entry in reversed(data["entries"]):
             stored = q / entry["stored_as"]
             target = (q / entry["folder"] / entry["original"]).resolve()
-            action = Action("restore", str(stored), str(target), f"undo: {entry['kind']}")
+            what = "the original of ckpttool's rewrite" if entry["kind"] == "rewritten" else "moved"
+            why = f"{what} by ckpttool fix at {entry.get('time', '?')}: {entry.get('reason', '')}".rstrip(
+                ": "
+            )
+            action = Action("restore", str(stored), str(target), why)
             problem = _undo_problem(entry, stored, target)
             if problem:
                 report.problems.append(problem)

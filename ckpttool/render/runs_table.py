@@ -90,7 +90,11 @@ def render_fix(r: FixReport) -> str:
     for problem in r.problems:
         lines.append(f"  problem {problem}")
     if not r.actions and not r.problems:
-        lines.append("  nothing to do: the trainer already resumes from the newest complete state")
+        lines.append(
+            "  nothing to undo: no file of this run is in a ckpttool-quarantine folder"
+            if r.undo
+            else "  nothing to do: the trainer already resumes from the newest complete state"
+        )
     for p in r.after:
         lines.append(f"  after   {p.trainer}: {p.outcome} — {p.summary}")
     if r.dry_run:
