@@ -322,3 +322,30 @@ def test_accelerate_sorted_safetensors_keys_align(tmp_path: Path) -> None:
     assert pred["trainer"] == "accelerate" and pred["outcome"] == "resumes"
     assert Path(pred["loads"][0]["path"]).name == "checkpoint_1"
     assert any("project_configuration.iteration" in n for n in pred["notes"])
+
+
+def test_undo_with_nothing_in_quarantine_says_so(tmp_path: Path) -> None:
+    run = _gsv_run(tmp_path, {"144": 8})
+    r = run_cli("fix", run, "--undo")
+    assert r.code == 0 and "nothing to undo" in r.stdout and "resumes from" not in r.stdout
+
+
+def test_accelerate_without_a_prepared_scheduler_is_ready(tmp_path: Path) -> None:
+    """save_state writes scheduler.bin only for prepared schedulers: none is no missing piece."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    torch.manual_seed(0)
+    project = tmp_path / "proj"
+    acc = Accelerator(cpu=True, project_config=ProjectConfiguration(project_dir=str(project),
+                                                                    automatic_checkpoint_naming=True))  # fmt: skip
+    net = torch.nn.Linear(4, 3)
+    model, opt = acc.prepare(net, torch.optim.AdamW(net.parameters(), lr=1e-3))
+    acc.backward(model(torch.ones(2, 4)).pow(2).mean())
+    opt.step()
+    acc.save_state()
+    doc = run_cli("inspect", project / "checkpoints" / "checkpoint_0", "--json").json()
+    assert doc["pieces"]["scheduler"]["status"] == "absent" and not doc["pieces"]["scheduler"]["required"]
+    assert "scheduler.bin" in doc["pieces"]["scheduler"]["detail"]
+    assert run_cli("check", project).code == 0
