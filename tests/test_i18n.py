@@ -115,7 +115,7 @@ def test_fix_speaks_chinese(stale_run: Path, monkeypatch: pytest.MonkeyPatch) ->
     again = run_cli("fix", stale_run)
     assert "无需处理：训练程序已经会从最新的完整检查点继续训练" in again.stdout
     undo = run_cli("fix", stale_run, "--undo")
-    assert undo.code == 0 and undo.stdout.count("  已恢复 ") == 2 and "原因：撤销：moved" in undo.stdout
+    assert undo.code == 0 and undo.stdout.count("  已恢复 ") == 2 and "原因：撤销之前的移走" in undo.stdout
 
 
 @pytest.mark.parametrize(

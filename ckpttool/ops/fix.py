@@ -313,7 +313,7 @@ def undo_fix(run_dir: str | os.PathLike[str], *, dry_run: bool = False) -> FixRe
         for entry in reversed(data["entries"]):
             stored = q / entry["stored_as"]
             target = (q / entry["folder"] / entry["original"]).resolve()
-            action = Action("restore", str(stored), str(target), say("undo: {kind}", kind=entry["kind"]))
+            action = Action("restore", str(stored), str(target), _undo_reason(entry["kind"]))
             problem = _undo_problem(entry, stored, target)
             if problem:
                 report.problems.append(problem)
@@ -331,6 +331,14 @@ def undo_fix(run_dir: str | os.PathLike[str], *, dry_run: bool = False) -> FixRe
                 if not any(q.iterdir()):
                     q.rmdir()  # ckpttool created it and it is empty
     return report
+
+
+def _undo_reason(kind: str) -> str:
+    if kind == "moved":
+        return say("undo: moved")
+    if kind == "rewritten":
+        return say("undo: rewritten")
+    return say("undo: {kind}", kind=kind)
 
 
 def _undo_problem(entry: dict[str, Any], stored: Path, target: Path) -> str | None:
