@@ -25,6 +25,7 @@ from typing import Any
 from ckpttool.errors import CkptError, InputNotFound, MigrationError, UsageError
 from ckpttool.formats import open_checkpoint
 from ckpttool.formats.values import StorageReader
+from ckpttool.i18n import say
 from ckpttool.model import SKIP, Stub, dotted, map_tree
 from ckpttool.ops.check import CheckOptions, check_targets
 from ckpttool.predict.fixplan import quarantine_folder
@@ -148,15 +149,20 @@ def fix_run(
         assert record is not None and record.loads is not None
         qfolder = quarantine_folder(record.loads, Path(pred.folder))
         for f in pred.quarantine:
-            reason = "the trainer's pick rule ranks it above the newest complete state" + (
-                f" ({pred.newest_counters})" if pred.newest_counters else ""
-            )
+            reason = (
+                say("the trainer's pick rule ranks it above the newest complete state ({counters})",
+                    counters=pred.newest_counters)
+                if pred.newest_counters
+                else say("the trainer's pick rule ranks it above the newest complete state")
+            )  # fmt: skip
             report.actions.append(Action("move", f, str(qfolder / Path(f).name), reason))
         for f in pred.rewrite:
-            report.actions.append(Action("rewrite", f, str(qfolder / Path(f).name), "the trainer's loader "
-                                         f"refuses it ({next(s.error for s in pred.loads if s.path == f)})"))  # fmt: skip
+            error = next(s.error for s in pred.loads if s.path == f)
+            report.actions.append(Action("rewrite", f, str(qfolder / Path(f).name),
+                                         say("the trainer's loader refuses it ({error})", error=error)))  # fmt: skip
         if not pred.quarantine and not pred.rewrite:
-            report.problems.append(f"{pred.folder}: {pred.summary}; fix cannot change that by moving files")
+            report.problems.append(say("{folder}: {summary}; fix cannot change that by moving files",
+                                       folder=pred.folder, summary=pred.summary))  # fmt: skip
     if dry_run:
         for a in report.actions:
             if a.action == "rewrite":
@@ -307,11 +313,7 @@ def undo_fix(run_dir: str | os.PathLike[str], *, dry_run: bool = False) -> FixRe
         for entry in reversed(data["entries"]):
             stored = q / entry["stored_as"]
             target = (q / entry["folder"] / entry["original"]).resolve()
-            what = "the original of ckpttool's rewrite" if entry["kind"] == "rewritten" else "moved"
-            why = f"{what} by ckpttool fix at {entry.get('time', '?')}: {entry.get('reason', '')}".rstrip(
-                ": "
-            )
-            action = Action("restore", str(stored), str(target), why)
+            action = Action("restore", str(stored), str(target), _undo_reason(entry))
             problem = _undo_problem(entry, stored, target)
             if problem:
                 report.problems.append(problem)
@@ -331,11 +333,19 @@ def undo_fix(run_dir: str | os.PathLike[str], *, dry_run: bool = False) -> FixRe
     return report
 
 
+def _undo_reason(entry: dict[str, Any]) -> str:
+    """Why a file comes back: what fix did to it, when, and the reason it gave then."""
+    when, why = entry.get("time", "?"), entry.get("reason", "")
+    if entry["kind"] == "rewritten":
+        return say("the original of ckpttool's rewrite at {when}: {why}", when=when, why=why)
+    return say("moved by ckpttool fix at {when}: {why}", when=when, why=why)
+
+
 def _undo_problem(entry: dict[str, Any], stored: Path, target: Path) -> str | None:
     if not stored.is_file():
-        return f"{stored}: listed in the manifest but missing; left alone"
+        return say("{path}: listed in the manifest but missing; left alone", path=str(stored))
     if _sha256(stored) != entry.get("sha256"):
-        return f"{stored}: changed since fix moved it; left alone"
+        return say("{path}: changed since fix moved it; left alone", path=str(stored))
     if target.exists():
         if (
             entry["kind"] == "rewritten"
@@ -343,7 +353,9 @@ def _undo_problem(entry: dict[str, Any], stored: Path, target: Path) -> str | No
             and _sha256(target) == entry.get("rewritten_sha256")
         ):
             return None  # ckpttool's own rewrite: the original replaces it
-        return f"{target}: a file is there now; move it away to restore {stored.name}"
+        return say(
+            "{path}: a file is there now; move it away to restore {name}", path=str(target), name=stored.name
+        )
     return None
 
 

@@ -19,6 +19,7 @@ from ckpttool import runs
 from ckpttool.configs import embedded_config
 from ckpttool.errors import CkptError
 from ckpttool.formats import open_checkpoint
+from ckpttool.i18n import cat, join, say, say_n
 from ckpttool.model import Checkpoint, get_path
 from ckpttool.predict.environment import Environment, effective_weights_only
 from ckpttool.predict.loader import LoadResult, predict_load
@@ -142,14 +143,18 @@ def _progress(c: Candidate | None) -> tuple[float, float, float]:
 
 
 def _lost(picked: Candidate, newest: Candidate) -> str:
-    parts = []
-    for name, a, b in (("epoch", picked.epoch, newest.epoch), ("step", picked.step, newest.step)):
-        if isinstance(a, int) and isinstance(b, int) and b > a:
-            parts.append(f"{b - a} {name}{'s' if b - a != 1 else ''} ({name} {b} -> {a})")
+    parts: list[str] = []
+    a, b = picked.epoch, newest.epoch
+    if isinstance(a, int) and isinstance(b, int) and b > a:
+        parts.append(say_n("{n} epoch (epoch {new} -> {old})", "{n} epochs (epoch {new} -> {old})", b - a,
+                           new=b, old=a))  # fmt: skip
+    a, b = picked.step, newest.step
+    if isinstance(a, int) and isinstance(b, int) and b > a:
+        parts.append(say_n("{n} step (step {new} -> {old})", "{n} steps (step {new} -> {old})", b - a,
+                           new=b, old=a))  # fmt: skip
     if not parts and picked.adam_step is not None and newest.adam_step is not None:
-        d = newest.adam_step - picked.adam_step
-        parts.append(f"{d:g} optimizer steps")
-    return ", ".join(parts) or "the newer state"
+        parts.append(say("{d:g} optimizer steps", d=newest.adam_step - picked.adam_step))
+    return join(", ", parts) if parts else say("the newer state")
 
 
 # --- the stop condition -------------------------------------------------------------------------------------
@@ -183,21 +188,22 @@ def _finished(record: Trainer, loads: Loads, head: Candidate, ckpt: Checkpoint |
         if not isinstance(processed, int):
             processed = head.epoch + 1 if isinstance(head.epoch, int) else None
         if isinstance(processed, int) and processed >= epochs:
-            return (
-                f"the saved loop has processed {processed} epoch(s) and max_epochs is {epochs} "
-                f"({stop.epochs_config}): Lightning logs '`Trainer.fit` stopped: `max_epochs={epochs}` reached.' "
-                "and trains nothing"
-            )
+            return say(
+                "the saved loop has processed {processed} epoch(s) and max_epochs is {epochs} ({key}): Lightning "
+                "logs '`Trainer.fit` stopped: `max_epochs={epochs}` reached.' and trains nothing",
+                processed=processed, epochs=epochs, key=stop.epochs_config,
+            )  # fmt: skip
         return None
     if not isinstance(head.epoch, int):
         return None
     start = head.epoch + (1 if record.resume.next_epoch == "next" else 0)
     last = epochs if stop.loop == "inclusive" else epochs - 1
     if start > last:
-        return (
-            f"the run would continue at epoch {start} and the config's {stop.epochs_config} is {epochs}: the epoch "
-            "loop is empty and nothing trains"
-        )
+        return say(
+            "the run would continue at epoch {start} and the config's {key} is {epochs}: the epoch loop is empty "
+            "and nothing trains",
+            start=start, key=stop.epochs_config, epochs=epochs,
+        )  # fmt: skip
     return None
 
 
@@ -207,14 +213,16 @@ def _pretrained(
 ) -> tuple[str, str]:
     """(outcome, sentence) of the fallback: pretrained weights when the config names an existing file."""
     if loads.on_error == "scratch" or not (loads.pretrained or loads.pretrained_note):
-        return "scratch", "counters reset to epoch 1 and training starts from the model's random init"
+        return "scratch", say("counters reset to epoch 1 and training starts from the model's random init")
     if not loads.pretrained:
-        return "pretrained", f"counters reset to epoch 1 and {loads.pretrained_note}"
-    found, named, missing = [], [], []
+        return "pretrained", say("counters reset to epoch 1 and {note}", note=loads.pretrained_note)
+    found: list[str] = []
+    named: list[str] = []
+    missing: list[str] = []
     for role, key in loads.pretrained.items():
         value = _config_value(config, key)
         if not value:
-            missing.append(f"{key} is empty")
+            missing.append(say("{key} is empty", key=key))
             continue
         named.append(f"{key} = {value}")
         bases = [root] if root else []
@@ -222,21 +230,25 @@ def _pretrained(
         if any((b / str(value)).is_file() for b in bases) or Path(str(value)).is_file():
             found.append(role or "model")
     if found:
-        return (
-            "pretrained",
-            f"counters reset to epoch 1 and the pretrained weights are loaded ({'; '.join(named)})",
+        return "pretrained", say(
+            "counters reset to epoch 1 and the pretrained weights are loaded ({named})",
+            named="; ".join(named),
         )
     if named:
-        return "pretrained", (
-            f"counters reset to epoch 1 and the pretrained weights are loaded if {'; '.join(named)} exist(s) "
-            "(relative to the trainer's folder), else training starts from scratch"
+        return "pretrained", say(
+            "counters reset to epoch 1 and the pretrained weights are loaded if {named} exist(s) (relative to "
+            "the trainer's folder), else training starts from scratch",
+            named="; ".join(named),
         )
     if config is None:
-        return "pretrained", (
+        return "pretrained", say(
             "counters reset to epoch 1 and the pretrained weights named in the run config are loaded (from "
             "scratch when that path is empty or missing; the run config was not found)"
         )
-    return "scratch", f"counters reset to epoch 1 and, as {', '.join(missing)}, training starts from scratch"
+    return "scratch", say(
+        "counters reset to epoch 1 and, as {missing}, training starts from scratch",
+        missing=join(", ", missing),
+    )
 
 
 def predict(
@@ -330,57 +342,59 @@ def _conclude(
     name = record.title.split(" (")[0]
     if failure is not None:
         behaviour = (loads.not_found or loads.on_error) if not_found else loads.on_error
+        loaded_roles = ", ".join(s.role or "model" for s in loaded)
+        loaded_files = ", ".join(Path(s.path or "").name for s in loaded)
+        parts: list[str] = []
         if behaviour == "crash":
             pred.outcome = "crash"
-            pred.summary = f"{name} will crash: {failure}"
+            parts.append(say("{name} will crash: {failure}", name=name, failure=failure))
         elif behaviour == "scratch":
             pred.outcome = "scratch"
-            pred.summary = f"{name} will fail to load ({failure}), catch it and reset its counters to epoch 1"
+            parts.append(say("{name} will fail to load ({failure}), catch it and reset its counters to epoch 1",
+                             name=name, failure=failure))  # fmt: skip
             if loaded and not not_found:
-                roles = ", ".join(s.role or "model" for s in loaded)
                 pred.outcome = "half-resume"
-                pred.summary += (
-                    f", while {roles} keep(s) the weights and optimizer moments already loaded from "
-                    f"{', '.join(Path(s.path or '').name for s in loaded)} (a half-resume)"
-                )
+                parts.append(say(", while {roles} keep(s) the weights and optimizer moments already loaded from "
+                                 "{files} (a half-resume)", roles=loaded_roles, files=loaded_files))  # fmt: skip
             else:
-                pred.summary += " and train from the model's initial weights"
+                parts.append(say(" and train from the model's initial weights"))
         else:
             outcome, how = _pretrained(loads, config, folder, root)
             pred.outcome = outcome  # type: ignore[assignment]
-            pred.summary = f"{name} will fail to load ({failure}), catch it silently: {how}"
+            parts.append(say("{name} will fail to load ({failure}), catch it silently: {how}", name=name,
+                             failure=failure, how=how))  # fmt: skip
             if loaded and not loads.pretrained_resets_optimizer:
-                roles = ", ".join(s.role or "model" for s in loaded)
                 pred.outcome = "half-resume"
-                pred.summary += (
-                    f"; {roles} already loaded its weights and optimizer moments from "
-                    f"{', '.join(Path(s.path or '').name for s in loaded)}: the pretrained weights (where loaded) "
-                    "then run with those moments (a half-resume)"
-                )
+                parts.append(say("; {roles} already loaded its weights and optimizer moments from {files}: the "
+                                 "pretrained weights (where loaded) then run with those moments (a half-resume)",
+                                 roles=loaded_roles, files=loaded_files))  # fmt: skip
         if newest is not None:
-            pred.summary += f". The newest complete state is {', '.join(Path(p).name for p in pred.newest)} " \
-                            f"({pred.newest_counters})"  # fmt: skip
+            parts.append(say(". The newest complete state is {files} ({counters})",
+                             files=", ".join(Path(p).name for p in pred.newest),
+                             counters=pred.newest_counters))  # fmt: skip
+        pred.summary = cat(*parts)
         _plan_fix(pred, loads, folder, newest, cands)
         return
     head = next((c for c in picked if c.role in (None, "G")), picked[0] if picked else None)
     names = ", ".join(Path(s.path or "").name for s in pred.loads)
     if head is None:
-        pred.outcome, pred.summary = (
-            "unknown",
-            f"{name} will load {names}; ckpttool could not read its counters",
-        )
+        pred.outcome = "unknown"
+        pred.summary = say("{name} will load {names}; ckpttool could not read its counters", name=name,
+                           names=names)  # fmt: skip
         return
     if len({(c.epoch, c.step) for c in picked}) > 1:
-        pred.notes.append("the files it loads come from different saves: " +
-                          "; ".join(f"{c.path.name}: {c.describe()}" for c in picked))  # fmt: skip
+        pred.notes.append(say("the files it loads come from different saves: {files}",
+                              files="; ".join(f"{c.path.name}: {c.describe()}" for c in picked)))  # fmt: skip
     newest_head = newest.head if newest else None
     if newest_head is not None and _progress(newest_head) > _progress(head):
         pred.outcome = "stale"
         pred.lost = _lost(head, newest_head)
-        pred.summary = (
-            f"{name} will resume from {names} ({head.describe()}), not from the newest complete state "
-            f"{', '.join(Path(p).name for p in pred.newest)} ({pred.newest_counters}): {pred.lost} lost"
-        )
+        pred.summary = say(
+            "{name} will resume from {names} ({counters}), not from the newest complete state {newest} "
+            "({newest_counters}): {lost} lost",
+            name=name, names=names, counters=head.describe(), newest=", ".join(Path(p).name for p in pred.newest),
+            newest_counters=pred.newest_counters, lost=pred.lost,
+        )  # fmt: skip
         _plan_fix(pred, loads, folder, newest, cands)
         return
     ckpt = ckpts.get(head.role or "", ckpts.get("G"))
@@ -390,11 +404,13 @@ def _conclude(
     done = _finished(record, loads, head, ckpt, config)
     if done:
         pred.outcome = "finished"
-        pred.summary = f"{name} will load {names} ({head.describe()}), but {done}"
-        pred.fix = "raise the epoch count in the run config to train further"
+        pred.summary = say("{name} will load {names} ({counters}), but {done}", name=name, names=names,
+                           counters=head.describe(), done=done)  # fmt: skip
+        pred.fix = say("raise the epoch count in the run config to train further")
         return
     pred.outcome = "resumes"
-    pred.summary = f"{name} will resume from {names} ({head.describe()})"
+    pred.summary = say("{name} will resume from {names} ({counters})", name=name, names=names,
+                       counters=head.describe())  # fmt: skip
     if loads.after_resume:
         pred.notes.append(loads.after_resume)
 
@@ -407,7 +423,7 @@ def _plan_fix(
     from ckpttool.predict.fixplan import plan_quarantine
 
     if newest is None:
-        pred.notes.append("there is no complete state to resume from in this folder")
+        pred.notes.append(say("there is no complete state to resume from in this folder"))
         pred.notes += _survivors(pred, loads, folder)
         if pred.rewrite:
             pred.fix = f"ckpttool fix {folder}"
@@ -419,11 +435,11 @@ def _plan_fix(
 
 def _survivors(pred: Prediction, loads: Loads, folder: Path) -> list[str]:
     """What is left when no complete state is: intact files the trainer loaded, and its inference exports."""
-    out = []
+    out: list[str] = []
     intact = [s for s in pred.loads if s.path and not s.error]
     if intact:
-        out.append("intact: " + "; ".join(f"{Path(s.path or '').name} ({s.counters})" for s in intact) +
-                   " (a trainer run with only this role restored is not a resume)")  # fmt: skip
+        out.append(say("intact: {files} (a trainer run with only this role restored is not a resume)",
+                       files="; ".join(f"{Path(s.path or '').name} ({s.counters})" for s in intact)))  # fmt: skip
     parts = folder.resolve().parts
     start = loads.pick.path_from
     if loads.exports and start and start in parts:
@@ -431,8 +447,8 @@ def _survivors(pred: Prediction, loads: Loads, folder: Path) -> list[str]:
         root, exp = Path(*parts[:i]), parts[i + 1] if i + 1 < len(parts) else folder.name
         found = sorted({p for g in loads.exports for p in root.glob(g.format(exp=exp)) if p.is_file()})
         if found:
-            out.append(
-                "inference exports survive (fine-tune from one; training state cannot resume from it): "
-                + ", ".join(str(p) for p in found[-3:])
-            )
+            out.append(say(
+                "inference exports survive (fine-tune from one; training state cannot resume from it): {files}",
+                files=", ".join(str(p) for p in found[-3:]),
+            ))  # fmt: skip
     return out

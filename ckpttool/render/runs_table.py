@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from ckpttool.i18n import _, ljust, tr
 from ckpttool.ops.check import CheckReport
 from ckpttool.ops.fix import FixReport
 from ckpttool.ops.pack import PackReport
@@ -58,47 +59,48 @@ def render_latest_table(r: LatestResult) -> str:
 def render_prediction(p: Prediction) -> list[str]:
     """What the trainer will do: the files its rule picks, the outcome, the newest complete state, the fix."""
     head = "ok  " if p.ok else "FAIL"
-    lines = [f"  {head}  trainer          {p.trainer} ({p.assumed}); torch.load weights_only={p.weights_only}: "
-             f"{p.weights_only_why}"]  # fmt: skip
+    lines = [f"  {head}  {ljust(_('trainer'), 16)} {p.trainer} ({p.assumed}); torch.load "
+             f"weights_only={p.weights_only}: {p.weights_only_why}"]  # fmt: skip
     for s in p.loads:
-        what = s.path if s.path else "(nothing found)"
+        what = s.path if s.path else _("(nothing found)")
         extra = f" — {s.error}" if s.error else (f" ({s.counters})" if s.counters else "")
-        lines.append(f"        loads {s.role or 'file':<4}     {what}{extra}")
+        lines.append(f"        {ljust(_('loads'), 5)} {s.role or 'file':<4}     {what}{extra}")
         if s.note:
-            lines.append(f"                         note: {s.note}")
-    lines.append(f"        outcome {p.outcome:<8} {p.summary}")
+            lines.append("                         " + _("note: {note}").format(note=s.note))
+    lines.append(f"        {ljust(_('outcome'), 7)} {p.outcome:<8} {tr(p.summary)}")
     for n in p.notes:
-        lines.append(f"        note             {n}")
+        lines.append(f"        {ljust(_('note'), 16)} {tr(n)}")
     if p.fix:
-        lines.append(f"        fix              {p.fix}")
+        lines.append(f"        {ljust(_('fix'), 16)} {tr(p.fix)}")
     return lines
 
 
 def render_fix(r: FixReport) -> str:
     """The moves, rewrites or restores (planned with ``--dry-run``), the problems, and the outcome after."""
-    verb = {"move": "move   ", "rewrite": "rewrite", "restore": "restore"}
+    verb = {"move": _("move"), "rewrite": _("rewrite"), "restore": _("restore")}
     lines = []
     for a in r.actions:
-        past = {"move": "moved  ", "rewrite": "rewrote", "restore": "restored"}[a.action]
-        lines.append(f"  {verb[a.action] if r.dry_run else past} {a.path}" + (f" -> {a.to}" if a.to else ""))
+        past = {"move": _("moved"), "rewrite": _("rewrote"), "restore": _("restored")}[a.action]
+        word = ljust(verb[a.action] if r.dry_run else past, 7)
+        lines.append(f"  {word} {a.path}" + (f" -> {a.to}" if a.to else ""))
         if a.reason:
-            lines.append(f"          why: {a.reason}")
+            lines.append("          " + _("why: {reason}").format(reason=tr(a.reason)))
         for c in a.converted:
             lines.append(f"          converted {c}")
         if a.proof:
             lines.append(f"          proof: {a.proof}")
     for problem in r.problems:
-        lines.append(f"  problem {problem}")
+        lines.append(f"  {ljust(_('problem'), 7)} {tr(problem)}")
     if not r.actions and not r.problems:
         lines.append(
-            "  nothing to undo: no file of this run is in a ckpttool-quarantine folder"
+            "  " + _("nothing to undo: no file of this run is in a ckpttool-quarantine folder")
             if r.undo
-            else "  nothing to do: the trainer already resumes from the newest complete state"
+            else "  " + _("nothing to do: the trainer already resumes from the newest complete state")
         )
     for p in r.after:
-        lines.append(f"  after   {p.trainer}: {p.outcome} — {p.summary}")
+        lines.append(f"  {ljust(_('after'), 7)} {p.trainer}: {p.outcome} — {tr(p.summary)}")
     if r.dry_run:
-        lines.append("dry run: nothing was changed")
+        lines.append(_("dry run: nothing was changed"))
     return "\n".join(lines) + "\n"
 
 
@@ -112,13 +114,16 @@ def render_check(r: CheckReport) -> str:
         lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")
     lines.append("")
     if not r.ok:
-        lines.append("NOT ready to resume")
+        lines.append(_("NOT ready to resume"))
     elif r.level == "static":
-        lines.append("ready to resume (static checks passed; not verified by a run)")
+        lines.append(_("ready to resume (static checks passed; not verified by a run)"))
     elif r.level is not None:
-        lines.append(f"ready to resume (verified by the {r.level.replace('-', ' ')})")
+        level = {"model-run": _("model run"), "shadow-run": _("shadow run")}.get(
+            r.level, r.level.replace("-", " ")
+        )
+        lines.append(_("ready to resume (verified by the {level})").format(level=level))
     else:
-        lines.append("ready to resume")
+        lines.append(_("ready to resume"))
     return "\n".join(lines) + "\n"
 
 
