@@ -1,13 +1,13 @@
 """A Hugging Face ``Trainer`` checkpoint folder (``<output_dir>/checkpoint-N``), member by member.
 
 What ``Trainer._save_checkpoint`` writes (transformers 5.24.0, src/transformers/trainer.py:3363-3425, names at
-:245-250): the model (``save_model``: ``model.safetensors``, or ``pytorch_model.bin``, or a sharded
+:245-250): the model (``save_model``, :3377: ``model.safetensors``, or ``pytorch_model.bin``, or a sharded
 ``*.index.json``; ``adapter_model.*`` for PEFT) and ``config.json``; unless ``save_only_model``,
-``optimizer.pt`` and ``scheduler.pt`` (:3390-3395), ``scaler.pt`` with fp16, ``rng_state[_<rank>].pth``;
-and ``trainer_state.json``. On resume, ``_load_optimizer_and_scheduler`` loads the optimizer and scheduler only
-when *both* files exist (:3926-3931) and ``_load_rng_state`` only logs when ``rng_state.pth`` is missing
-(:3864-3869), so a folder that lost ``optimizer.pt`` resumes silently with a fresh optimizer; a missing
-``trainer_state.json`` restarts the step count at 0 (``_init_training_state``: :1695-1697).
+``optimizer.pt`` and ``scheduler.pt`` (:3400), ``scaler.pt`` with fp16 (:3401), ``rng_state[_<rank>].pth``
+(:3403); and ``trainer_state.json`` (:3417). On resume, ``_load_optimizer_and_scheduler`` loads the optimizer
+and scheduler only when *both* files exist (:3931) and ``_load_rng_state`` only logs when ``rng_state.pth`` is
+missing (:3865-3870), so a folder that lost ``optimizer.pt`` resumes silently with a fresh optimizer; a missing
+``trainer_state.json`` restarts the step count at 0 (``_init_training_state`` reads it only if present: :1694).
 
 Every member is read with ckpttool's readers (structure only: no torch, no tensor bytes), so a truncated or
 unsafe file is found before ``torch.load`` sees it.

@@ -128,7 +128,11 @@ class CkptToolCallback(_Callback):
 
     def check_resume(self, path: Any, *, fitting: bool = True) -> None:
         """The gate (also callable directly): when ``fitting``, :func:`resume_gate`; otherwise the file only
-        has to read back (validate/test/predict load the weights, not the training state)."""
+        has to read back (validate/test/predict load the weights, not the training state). A remote path
+        (``s3://...``) is not checked: it warns."""
+        if "://" in os.fspath(path):
+            warnings.warn(f"ckpttool: {path} is remote; not checked", RuntimeWarning, stacklevel=2)
+            return
         if not fitting:
             readable_gate(path, allow_globals=self.allow_globals)
             return
@@ -138,7 +142,10 @@ class CkptToolCallback(_Callback):
         )  # fmt: skip
 
     def check_saved(self, path: Any) -> None:
-        """Read back a file just written; raise or warn (``raise_on_bad_save``) when it does not."""
+        """Read back a file just written; raise or warn (``raise_on_bad_save``) when it does not. Remote paths
+        are not read back."""
+        if "://" in os.fspath(path):
+            return
         try:
             verify_saved(path, deep=self.deep)
         except Exception as exc:

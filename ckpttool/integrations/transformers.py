@@ -6,9 +6,9 @@
     trainer.train(resume_from_checkpoint=checked_resume("out/checkpoint-500"))   # refused before loading
 
 When a callback runs (transformers 5.24.0, src/transformers/trainer.py): ``Trainer.train`` loads the model from
-``resume_from_checkpoint`` (:1564) and, in ``_inner_training_loop``, the trainer state (:1697), the optimizer
-and scheduler (:1817) before ``on_train_begin`` fires (:1653 is reached after them); no callback event
-receives the ``train()`` argument. So:
+``resume_from_checkpoint`` (:1564); ``_inner_training_loop`` then calls ``_init_training_state`` (:1612; the
+trainer state at :1697) and ``_prepare_for_training`` (:1615; the optimizer and scheduler at :1817), and only
+then fires ``on_train_begin`` (:1653). No callback event receives the ``train()`` argument. So:
 
 - :func:`checked_resume` is the gate that runs *before* anything is loaded: pass its result to
   ``trainer.train(resume_from_checkpoint=...)`` (it also resolves ``True`` like ``get_last_checkpoint``, but
