@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 
 def refuse(path: str, problems: list[str], report: object = None) -> ResumeRefused:
-    """The ResumeRefused a callback raises: one line naming the file and every problem."""
+    """The ResumeRefused a callback raises: one line naming the file and every problem (each said without the
+    file's path again when it starts with it)."""
+    shown = [p.removeprefix(f"{path}: ") for p in problems]
     return ResumeRefused(
-        f"ckpttool refuses to resume from {path}: {'; '.join(problems)}",
+        f"ckpttool refuses to resume from {path}: {'; '.join(shown)}",
         problems=problems,
         report=report,
         path=path,

@@ -70,7 +70,7 @@ def _read(path: Path) -> tuple[Any, str | None]:
     try:
         return open_checkpoint(path).root, None
     except CkptError as exc:
-        return None, f"{exc.kind}: {exc.message}"
+        return None, f"{exc.kind}: {exc.message.removeprefix(f'{path}: ')}"
 
 
 def _weights(folder: Path) -> Check:
@@ -92,7 +92,7 @@ def _optimizer(folder: Path) -> Check:
         return Check(
             "optimizer", "fail",
             f"{folder}: no optimizer.pt: transformers would resume with a fresh optimizer and scheduler, "
-            "without a word (trainer.py:3926-3931)",
+            "without a word (trainer.py:3931)",
         )  # fmt: skip
     root, why = _read(folder / name)
     if why:
