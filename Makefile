@@ -1,6 +1,7 @@
 # The two entry points the README promises: `make demo` and `make test`.
-# Both build the virtualenv they need. torch is pinned to the CPU build that CI has on disk;
-# the package itself only asks for torch>=2.4 so users keep their CUDA build.
+# Both build the virtualenv they need. torch is pinned to the CPU build that CI has on disk (a constraint file
+# keeps the dev extras, lightning and transformers among them, from replacing it); the package itself only asks
+# for torch>=2.4 so users keep their CUDA build.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	printf 'torch==2.13.0\n' > $(VENV)/torch-pin.txt
+	$(BIN)/pip install -q -c $(VENV)/torch-pin.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

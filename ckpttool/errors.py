@@ -115,3 +115,24 @@ class NoCheckpoint(CkptError):
 class MigrationError(CkptError):
     kind = "migration"
     exit_code = EXIT_PROBLEMS
+
+
+class ResumeRefused(CkptError):
+    """A training script was about to resume from a checkpoint ckpttool judges broken, stale or unsafe: what the
+    trainer callbacks in ``ckpttool.integrations`` raise before the trainer loads it. ``problems`` lists each
+    failed check's message; ``report`` is the report behind them (a CheckReport, or a TrainerFolderReport)."""
+
+    kind = "resume-refused"
+    exit_code = EXIT_PROBLEMS
+
+    def __init__(
+        self, message: str, *, problems: list[str], report: object = None, path: str | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.problems = problems
+        self.report = report
+
+    def to_json(self) -> dict[str, object]:
+        doc = super().to_json()
+        doc["problems"] = list(self.problems)
+        return doc

@@ -223,6 +223,13 @@ def _from_record(ckpt: Checkpoint, record: Trainer, kind: FileKind) -> Layout:
                 layout.optimizers[p] = label.format(role=role)
     for path in kind.schedulers:
         layout.schedulers += [p for p in _expand(root, path) if isinstance(get_path(root, p), dict)]
+        listed = root.get(path[: -len(".*")]) if path.endswith(".*") and isinstance(root, dict) else None
+        if isinstance(listed, list) and not listed and not layout.schedulers:
+            # Lightning saves one entry per configured scheduler and restores them by zip (pytorch-lightning@7f0c343
+            # trainer/connectors/checkpoint_connector.py:470-473, :402-403): empty means the run had none
+            layout.not_needed.setdefault(
+                "scheduler", f"{path[:-2]} is empty: the run configured no LR scheduler"
+            )
     _pattern_keys(root, kind, layout)
     for piece, counter in kind.counters.items():
         if _expand(root, counter.key):

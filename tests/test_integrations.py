@@ -1,0 +1,295 @@
+"""The trainer callbacks in the real libraries: a Lightning ``Trainer.fit(ckpt_path=...)`` and a transformers
+``Trainer.train(resume_from_checkpoint=...)`` on the CPU with tiny models, refusing broken and stale
+checkpoints before the trainer uses them, letting a good one through, and reading back every save."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ckpttool.errors import CorruptCheckpoint, ResumeRefused
+
+# ---------------------------------------------------------------------------------------------- Lightning
+
+
+def _pl() -> Any:
+    return pytest.importorskip("lightning.pytorch")
+
+
+def _tiny_module(pl: Any) -> Any:
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=0.01)
+
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def _loader() -> DataLoader[Any]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+
+
+def _fit(pl: Any, root: Path, callback: Any, max_steps: int, ckpt_path: Path | None = None, **kw: Any) -> Any:
+    saver = pl.callbacks.ModelCheckpoint(
+        dirpath=root / "ckpts", save_top_k=-1, every_n_train_steps=1, save_last=True
+    )
+    trainer = pl.Trainer(
+        default_root_dir=root, max_steps=max_steps, callbacks=[callback, saver], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1, **kw,
+    )  # fmt: skip
+    model = _tiny_module(pl)
+    before = model.layer.weight.detach().clone()
+    try:
+        trainer.fit(model, _loader(), ckpt_path=None if ckpt_path is None else str(ckpt_path))
+    finally:
+        trainer.model_after = model.layer.weight.detach().clone()
+        trainer.model_before = before
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def lightning_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A fit of 2 steps with the callback: ckpts/epoch=0-step=1.ckpt, ...step=2.ckpt, last.ckpt."""
+    from ckpttool.integrations.lightning import CkptToolCallback
+
+    pl = _pl()
+    root = tmp_path_factory.mktemp("pl")
+    callback = CkptToolCallback()
+    trainer = _fit(pl, root, callback, max_steps=2)
+    assert trainer.global_step == 2
+    return root, callback.saved
+
+
+def test_lightning_reads_back_every_save(lightning_run: tuple[Path, list[str]]) -> None:
+    root, saved = lightning_run
+    names = [Path(p).name for p in saved]
+    assert set(names) == {p.name for p in (root / "ckpts").iterdir()}  # every file written was read back
+    assert sorted(names) == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "last.ckpt", "last.ckpt"]
+
+
+def test_lightning_refuses_a_truncated_ckpt_path(
+    lightning_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    from ckpttool.integrations.lightning import CkptToolCallback
+
+    pl = _pl()
+    good = lightning_run[0] / "ckpts" / "epoch=0-step=2.ckpt"
+    (tmp_path / "elsewhere").mkdir()
+    cut = tmp_path / "elsewhere" / "resume.ckpt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ResumeRefused, match=r"refuses to resume from .*resume\.ckpt: .*cut short") as info:
+        _fit(pl, tmp_path / "run2", CkptToolCallback(), max_steps=4, ckpt_path=cut)
+    assert info.value.kind == "resume-refused" and info.value.exit_code == 1
+
+
+def test_lightning_refuses_a_stale_ckpt_path(lightning_run: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from ckpttool.integrations.lightning import CkptToolCallback
+
+    pl = _pl()
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(lightning_run[0] / "ckpts", ckpts)
+    stale = ckpts / "epoch=0-step=1.ckpt"
+    with pytest.raises(ResumeRefused, match=r"it is stale: .*(step=2|last)\.ckpt beside it is newer") as info:
+        _fit(pl, tmp_path, CkptToolCallback(), max_steps=4, ckpt_path=stale)
+    assert len(info.value.problems) == 1
+    trainer = _fit(pl, tmp_path / "again", CkptToolCallback(allow_stale=True), max_steps=4, ckpt_path=stale)
+    assert trainer.global_step == 4  # resumed at step 1 when told to
+
+
+def test_lightning_lets_a_good_resume_through(lightning_run: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from ckpttool.integrations.lightning import CkptToolCallback
+
+    pl = _pl()
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(lightning_run[0] / "ckpts", ckpts)
+    callback = CkptToolCallback()
+    trainer = _fit(pl, tmp_path, callback, max_steps=4, ckpt_path=ckpts / "last.ckpt")
+    assert trainer.global_step == 4
+    assert callback.last_report is not None and callback.last_report.ok
+    assert callback.last_report.files == [str(ckpts / "last.ckpt")]
+    assert not torch.equal(trainer.model_after, trainer.model_before)
+    assert "epoch=0-step=4.ckpt" in {Path(p).name for p in callback.saved}
+
+
+def test_lightning_raises_when_a_save_does_not_read_back(tmp_path: Path) -> None:
+    from ckpttool.integrations.lightning import CkptToolCallback
+    from ckpttool.integrations.lightning import pl as used
+
+    class CuttingIO(used.plugins.io.TorchCheckpointIO):
+        """Writes the file, then loses its second half (a full disk)."""
+
+        def save_checkpoint(self, checkpoint: Any, path: Any, storage_options: Any = None) -> None:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: len(data) // 2])
+
+    pl = _pl()
+    with pytest.raises(CorruptCheckpoint, match=r"the checkpoint just saved does not read back \(truncated"):
+        _fit(pl, tmp_path, CkptToolCallback(), max_steps=2, plugins=[CuttingIO()])
+    with pytest.warns(RuntimeWarning, match="does not read back"):
+        _fit(
+            pl,
+            tmp_path / "warn",
+            CkptToolCallback(raise_on_bad_save=False),
+            max_steps=1,
+            plugins=[CuttingIO()],
+        )
+
+
+def test_lightning_under_the_pytorch_lightning_name(
+    lightning_run: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the module loaded as if only pytorch-lightning were installed, in a real pytorch_lightning fit."""
+    ptl = pytest.importorskip("pytorch_lightning")
+    import ckpttool.integrations.lightning as ours
+
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)  # import lightning.pytorch -> ImportError
+    spec = importlib.util.spec_from_file_location("ckpttool_lightning_as_ptl", ours.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.pl is ptl and issubclass(module.CkptToolCallback, ptl.Callback)
+    monkeypatch.undo()
+
+    good = lightning_run[0] / "ckpts" / "last.ckpt"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(good.read_bytes()[:4000])
+    with pytest.raises(ResumeRefused, match="cut short"):
+        _fit(ptl, tmp_path, module.CkptToolCallback(), max_steps=2, ckpt_path=cut)
+
+
+# ---------------------------------------------------------------------------------------------- transformers
+
+
+def _tf() -> Any:
+    return pytest.importorskip("transformers")
+
+
+def _hf_trainer(tf: Any, out: Path, callback: Any, max_steps: int, **args: Any) -> Any:
+    config = tf.BertConfig(
+        vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        max_position_embeddings=16, num_labels=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = tf.BertForSequenceClassification(config)
+    g = torch.Generator().manual_seed(2)
+    data = [{"input_ids": torch.randint(0, 32, (6,), generator=g), "labels": int(i % 2)} for i in range(8)]
+    targs = tf.TrainingArguments(
+        output_dir=str(out), max_steps=max_steps, save_strategy="steps", save_steps=1, per_device_train_batch_size=2,
+        report_to=[], use_cpu=True, logging_strategy="no", disable_tqdm=True, seed=0, **args,
+    )  # fmt: skip
+    return tf.Trainer(model=model, args=targs, train_dataset=data, callbacks=[callback])
+
+
+@pytest.fixture(scope="module")
+def hf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """output_dir with checkpoint-1 and checkpoint-2, saved by a Trainer with the callback."""
+    from ckpttool.integrations.transformers import CkptToolCallback
+
+    tf = _tf()
+    out = tmp_path_factory.mktemp("hf")
+    callback = CkptToolCallback()
+    trainer = _hf_trainer(tf, out, callback, max_steps=2)
+    trainer.train()
+    assert [Path(r.path).name for r in callback.reports] == ["checkpoint-1", "checkpoint-2"]
+    assert all(r.ok for r in callback.reports), [r.problems for r in callback.reports]
+    checks = {c.name: c.status for c in callback.reports[-1].checks}
+    assert checks == {
+        "weights": "pass", "optimizer": "pass", "scheduler": "pass", "rng": "pass", "trainer-state": "pass"
+    }  # fmt: skip
+    return out
+
+
+def _copy(hf_run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(hf_run, out)
+    return out
+
+
+def test_transformers_refuses_a_folder_without_optimizer(hf_run: Path, tmp_path: Path) -> None:
+    from ckpttool.integrations.transformers import CkptToolCallback, checked_resume
+
+    tf = _tf()
+    out = _copy(hf_run, tmp_path)
+    (out / "checkpoint-2" / "optimizer.pt").unlink()  # transformers itself would resume with a fresh Adam
+    with pytest.raises(ResumeRefused, match=r"checkpoint-2: .*no optimizer\.pt"):
+        checked_resume(out / "checkpoint-2")
+    trainer = _hf_trainer(tf, out, CkptToolCallback(), max_steps=4)
+    with pytest.raises(
+        ResumeRefused, match=r"no optimizer\.pt: transformers would resume with a fresh optimizer"
+    ):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    assert trainer.state.global_step == 2  # refused before the first step after the resume
+    assert not (out / "checkpoint-3").exists()
+
+
+def test_transformers_refuses_a_truncated_model_before_loading(hf_run: Path, tmp_path: Path) -> None:
+    from ckpttool.integrations.transformers import CkptToolCallback, checked_resume
+
+    tf = _tf()
+    out = _copy(hf_run, tmp_path)
+    weights = out / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ResumeRefused, match=r"model\.safetensors: truncated"):
+        checked_resume(True, output_dir=out)  # the folder transformers' get_last_checkpoint picks
+    with pytest.raises(ResumeRefused, match=r"model\.safetensors: truncated"):  # in Trainer.__init__
+        _hf_trainer(
+            tf, out, CkptToolCallback(), max_steps=4, resume_from_checkpoint=str(out / "checkpoint-2")
+        )
+
+
+def test_transformers_refuses_a_stale_folder(hf_run: Path, tmp_path: Path) -> None:
+    from ckpttool.integrations.transformers import CkptToolCallback, checked_resume
+
+    tf = _tf()
+    out = _copy(hf_run, tmp_path)
+    with pytest.raises(ResumeRefused, match=r"it is stale: .*checkpoint-2 beside it is newer"):
+        _hf_trainer(tf, out, CkptToolCallback(), max_steps=4).train(
+            resume_from_checkpoint=str(out / "checkpoint-1")
+        )
+    assert checked_resume(out / "checkpoint-1", allow_stale=True) == str(out / "checkpoint-1")
+
+
+def test_transformers_lets_a_good_resume_through(hf_run: Path, tmp_path: Path) -> None:
+    from ckpttool.integrations.transformers import CkptToolCallback, checked_resume
+
+    tf = _tf()
+    out = _copy(hf_run, tmp_path)
+    callback = CkptToolCallback()
+    trainer = _hf_trainer(tf, out, callback, max_steps=4)
+    trainer.train(resume_from_checkpoint=checked_resume(out / "checkpoint-2"))
+    assert trainer.state.global_step == 4
+    assert [Path(r.path).name for r in callback.reports] == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
+    assert all(r.ok for r in callback.reports)
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_importing_ckpttool_imports_no_framework() -> None:
+    code = (
+        "import sys, ckpttool, ckpttool.integrations, ckpttool.integrations.gate, "
+        "ckpttool.integrations.hf_trainer_folder\n"
+        "print([m for m in ('lightning', 'pytorch_lightning', 'transformers', 'torch') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
