@@ -261,7 +261,7 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
     import yaml  # only when a spec is parsed: the built-in ones come from the cache (ckpttool.datacache)
 
     try:
-        # libyaml's loader when present: the specs are parsed on every inspect, and the pure-Python one is 10x slower
+        # libyaml's loader when present (a cache miss parses every spec; the pure-Python loader is 10x slower)
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
