@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ckpttool.errors import ConfigError
 from ckpttool.interpret.structure import to_plain
 from ckpttool.model import Checkpoint, TensorInfo
@@ -44,6 +42,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as json_exc:
+        import yaml  # only for a YAML config: inspect of a file alone does not pay for it
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -135,6 +135,8 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example model.inter_channels=256")
+    import yaml
+
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

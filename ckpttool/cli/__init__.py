@@ -14,41 +14,11 @@ from collections.abc import Sequence
 import click
 
 from ckpttool.cli.common import json_mode
+from ckpttool.cli.lazy_group import COMMANDS, LazyGroup
 from ckpttool.errors import EXIT_UNREADABLE, EXIT_USAGE, CkptError
 from ckpttool.render import to_json
 
 EXIT_INTERNAL = 4
-
-
-# Commands are imported when used: `ckpttool inspect` should not pay for importing migrate, verify or convert.
-COMMANDS = {
-    "inspect": "ckpttool.cli.inspect_cmd:inspect_cmd",
-    "diff": "ckpttool.cli.diff_cmd:diff_cmd",
-    "migrate": "ckpttool.cli.migrate_cmd:migrate_cmd",
-    "verify-resume": "ckpttool.cli.verify_cmd:verify_cmd",
-    "latest": "ckpttool.cli.run_cmds:latest_cmd",
-    "check": "ckpttool.cli.run_cmds:check_cmd",
-    "fix": "ckpttool.cli.run_cmds:fix_cmd",
-    "prune": "ckpttool.cli.run_cmds:prune_cmd",
-    "pack": "ckpttool.cli.run_cmds:pack_cmd",
-    "unpack": "ckpttool.cli.run_cmds:unpack_cmd",
-    "convert": "ckpttool.cli.convert_cmd:convert_cmd",
-}
-
-
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        import importlib
-
-        module, attr = target.split(":")
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
 
 
 @click.group(
@@ -97,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-__all__ = ["EXIT_UNREADABLE", "cli", "main"]
+__all__ = ["COMMANDS", "EXIT_UNREADABLE", "cli", "main"]

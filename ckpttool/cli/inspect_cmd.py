@@ -8,8 +8,6 @@ from ckpttool.cli.common import emit, json_option
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.inspect import InspectOptions, inspect_path, parse_require
-from ckpttool.render import to_json
-from ckpttool.render.inspect_table import render_inspect
 
 
 @click.command("inspect")
@@ -50,5 +48,12 @@ def inspect_cmd(
     """
     options = InspectOptions(parse_require(require), tensors, ConfigOptions.from_cli(config_path, sets), deep)
     report = inspect_path(path, options)
-    emit(to_json(report.to_json()) if as_json else render_inspect(report))
+    if as_json:
+        from ckpttool.render import to_json
+
+        emit(to_json(report.to_json()))
+    else:
+        from ckpttool.render.inspect_table import render_inspect  # tabulate: only for the table
+
+        emit(render_inspect(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -77,7 +77,12 @@ def latest_cmd(
 @click.option("--require", metavar="PIECES", help="Pieces that must be present, e.g. optimizer,scheduler.")
 @click.option("--verify", is_flag=True, help="Also run the shadow run of verify-resume.")
 @click.option("--steps", type=int, default=4, show_default=True, help="Shadow-run steps with --verify.")
-@click.option("--device", default="cpu", show_default=True, help="Device for --verify: auto, cpu or cuda.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Device for --verify: auto (CUDA when present), cpu or cuda[:N].",
+)
 @trainer_options
 @allow_global_option
 @json_option

@@ -11,8 +11,7 @@ pickle machine for the verdict and shows the object's structure; tensor values a
 from __future__ import annotations
 
 import struct
-import tarfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpttool.errors import CorruptCheckpoint
 from ckpttool.formats.base import Format, Probe, Sniffed, open_regular
@@ -21,6 +20,9 @@ from ckpttool.formats.pickled import MAX_PICKLE_BYTES, build_checkpoint, read_pi
 from ckpttool.model import DTYPE_SIZES, Checkpoint, Safety, stub_class
 from ckpttool.vocab import Format as FormatName
 
+if TYPE_CHECKING:
+    import tarfile
+
 MAX_ENTRIES = 1_000_000
 
 
@@ -28,6 +30,8 @@ def is_tar_header(block: bytes) -> bool:
     """Whether ``block`` is a tar header ``tarfile.open`` accepts (its checksum holds)."""
     if len(block) < 512:
         return False
+    import tarfile  # here, not at the top: most files are zips, sniffed before this
+
     try:
         tarfile.TarInfo.frombuf(block[:512], "utf-8", "surrogateescape")
     except (tarfile.HeaderError, ValueError):
@@ -44,6 +48,8 @@ class TorchTar(Format):
         return Sniffed(self.name, probe.size) if is_tar_header(probe.head) else None
 
     def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
+        import tarfile
+
         safety = Safety()
         with open_regular(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             members = {m.name: m for m in tar.getmembers()}

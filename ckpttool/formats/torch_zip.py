@@ -8,10 +8,10 @@ into it: the cheap integrity check that catches half-written files without readi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import os
-import pickle
 import struct
 import types
 import zipfile
@@ -379,45 +379,53 @@ class _Global:
         raise TypeError(f"{self.module}.{self.name} is only a name here; ckpttool never calls it")
 
 
-# The pure-Python pickler: its save() can be extended to write a GLOBAL for a name nothing here imports.
-_PurePickler: Any = pickle._Pickler
-
-
-class _ReemitPickler(_PurePickler):
-    """The pure-Python pickler, taught to write stand-ins back as what they stood for.
+@functools.cache
+def _pickle_module() -> types.SimpleNamespace:
+    """The ``pickle_module`` handed to torch.save: the pure-Python pickler, taught to write stand-ins back as
+    what they stood for. Built on first use, so reading a checkpoint does not import :mod:`pickle`.
 
     A checkpoint read by ckpttool holds ``Stub`` objects for classes it refused to import (``utils.HParams``,
     ``pathlib.WindowsPath``); they are written back as the same opcodes the trainer wrote (a GLOBAL naming the
     original class, then its arguments and state), so the trainer loads the output as it loaded the input.
     """
+    import pickle
 
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, Stub):
-            verdict, why = classify(type(obj).module, type(obj).name)
-            if verdict == UNSAFE:  # never, whatever the caller allowed
-                raise UnsafeCheckpoint(
-                    f"refusing to write {type(obj).qualname} ({why}) into a checkpoint",
-                    globals_=[type(obj).qualname],
+    # The pure-Python pickler: its save() can be extended to write a GLOBAL for a name nothing here imports.
+    pure_pickler: Any = pickle._Pickler
+
+    class _ReemitPickler(pure_pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, Stub):
+                verdict, why = classify(type(obj).module, type(obj).name)
+                if verdict == UNSAFE:  # never, whatever the caller allowed
+                    raise UnsafeCheckpoint(
+                        f"refusing to write {type(obj).qualname} ({why}) into a checkpoint",
+                        globals_=[type(obj).qualname],
+                    )
+                state = obj.state
+                listitems = iter(obj.list_items) if obj.list_items else None
+                dictitems = iter(obj.items.items()) if obj.items else None
+                return (
+                    _Global(type(obj).module, type(obj).name),
+                    tuple(obj.args),
+                    state,
+                    listitems,
+                    dictitems,
                 )
-            state = obj.state
-            listitems = iter(obj.list_items) if obj.list_items else None
-            dictitems = iter(obj.items.items()) if obj.items else None
-            return (_Global(type(obj).module, type(obj).name), tuple(obj.args), state, listitems, dictitems)
-        return NotImplemented
+            return NotImplemented
 
-    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
-        if isinstance(obj, _Global):
-            if self.proto >= 4:
-                self.save(obj.module)
-                self.save(obj.name)
-                self.write(pickle.STACK_GLOBAL)
-            else:
-                self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
-            return
-        super().save(obj, save_persistent_id)
+        def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+            if isinstance(obj, _Global):
+                if self.proto >= 4:
+                    self.save(obj.module)
+                    self.save(obj.name)
+                    self.write(pickle.STACK_GLOBAL)
+                else:
+                    self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+                return
+            super().save(obj, save_persistent_id)
 
-
-PICKLE_MODULE = types.SimpleNamespace(Pickler=_ReemitPickler, __name__="ckpttool_reemit_pickle")
+    return types.SimpleNamespace(Pickler=_ReemitPickler, __name__="ckpttool_reemit_pickle")
 
 
 def torch_save_to(fh: BinaryIO, obj: Any, tag: bytes | None = None) -> None:
@@ -425,7 +433,7 @@ def torch_save_to(fh: BinaryIO, obj: Any, tag: bytes | None = None) -> None:
     import torch
 
     start = fh.tell()
-    torch.save(obj, fh, pickle_module=PICKLE_MODULE, pickle_protocol=2)
+    torch.save(obj, fh, pickle_module=_pickle_module(), pickle_protocol=2)
     if tag:
         end = fh.tell()
         fh.seek(start)

@@ -9,7 +9,6 @@ record (``FileKind.version_guess``); this module applies it and says what it mea
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from ckpttool.model import Checkpoint
@@ -30,6 +29,8 @@ def guessed_version(ckpt: Checkpoint, guess: VersionGuess) -> tuple[str, str] | 
                 head = f.read(HEAD)
         except OSError:
             head = b""
+        import hashlib
+
         version = guess.md5_8k.get(hashlib.md5(head, usedforsecurity=False).hexdigest()) if head else None
         if version is not None:
             return version, "the MD5 of its first 8 KiB, an official pretrained file"

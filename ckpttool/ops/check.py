@@ -81,7 +81,9 @@ class CheckOptions:
     config: ConfigOptions = field(default_factory=ConfigOptions)
     verify: bool = False
     steps: int = 4
-    device: str = "cpu"
+    device: str = (
+        "auto"  # as verify-resume: CUDA when available, else the CPU (ckpttool.ops.verify.resolve_device)
+    )
     allow_globals: frozenset[str] = frozenset()
     trainer: str | None = None  # the trainer record to assume (--trainer); detected when None
     trainer_root: str | None = None  # the trainer's checkout, whose environment's torch/Lightning resume
@@ -97,7 +99,7 @@ def check_resume(
     require: str | None = None,
     verify: bool = False,
     steps: int = 4,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> CheckReport:
     """The convenience form of :func:`check_targets` (a config path and ``KEY=VALUE`` strings)."""
     options = CheckOptions(

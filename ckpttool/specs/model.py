@@ -14,12 +14,10 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ckpttool.datacache import yaml_files
 from ckpttool.errors import ConfigError
 from ckpttool.specs import expr as ex
 
@@ -260,8 +258,10 @@ class _Expander:
 
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    import yaml  # only when a spec is parsed: the built-in ones come from the cache (ckpttool.datacache)
+
     try:
-        # libyaml's loader when present: the specs are parsed on every inspect, and the pure-Python one is 10x slower
+        # libyaml's loader when present (a cache miss parses every spec; the pure-Python loader is 10x slower)
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
@@ -302,12 +302,12 @@ def parse_spec(data: dict[str, Any], common_blocks: Mapping[str, Any], where: st
 def builtin_specs() -> dict[str, Spec]:
     """Every spec shipped with ckpttool, plus the ``*.yaml`` files in the folders ``$CKPTTOOL_SPECS`` lists
     (``os.pathsep``-separated), by family name; a user's family with a built-in name replaces it."""
-    folder = resources.files(DATA)
-    common = _read_yaml(folder.joinpath(COMMON).read_text(), COMMON).get("blocks", {})
+    files = yaml_files(DATA, _read_yaml)
+    common = files[COMMON].get("blocks", {})
     out: dict[str, Spec] = {}
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml") and entry.name != COMMON:
-            spec = parse_spec(_read_yaml(entry.read_text(), entry.name), common, entry.name)
+    for name, data in files.items():
+        if name != COMMON:
+            spec = parse_spec(data, common, name)
             out[spec.family] = spec
     for extra in filter(None, os.environ.get("CKPTTOOL_SPECS", "").split(os.pathsep)):
         for path in sorted(Path(extra).glob("*.yaml")):
@@ -323,7 +323,7 @@ def load_spec_file(path: str | Path) -> Spec:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read spec ({exc.strerror})") from None
-    common = _read_yaml(resources.files(DATA).joinpath(COMMON).read_text(), COMMON).get("blocks", {})
+    common = yaml_files(DATA, _read_yaml)[COMMON].get("blocks", {})
     return parse_spec(_read_yaml(text, str(p)), common, str(p))
 
 

@@ -12,12 +12,10 @@ import os
 import types
 import typing
 from functools import cache, lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ckpttool.datacache import yaml_files
 from ckpttool.errors import ConfigError
 from ckpttool.trainers.record import (
     Counter,
@@ -113,12 +111,17 @@ def parse_trainer(data: Any, where: str) -> Trainer:
     return record
 
 
-def _read(text: str, where: str) -> Trainer:
+def _parse_yaml(text: str, where: str) -> Any:
+    import yaml  # only when a record is parsed: the built-in ones come from the cache (ckpttool.datacache)
+
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_trainer(data, where)
+
+
+def _read(text: str, where: str) -> Trainer:
+    return parse_trainer(_parse_yaml(text, where), where)
 
 
 def load_trainer_file(path: str | Path) -> Trainer:
@@ -134,11 +137,9 @@ def load_trainer_file(path: str | Path) -> Trainer:
 @lru_cache(maxsize=1)
 def _records() -> tuple[Trainer, ...]:
     found: dict[str, Trainer] = {}
-    folder = resources.files(DATA)
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml"):
-            record = _read(entry.read_text(encoding="utf-8"), entry.name)
-            found[record.name] = record
+    for name, data in yaml_files(DATA, _parse_yaml).items():
+        record = parse_trainer(data, name)
+        found[record.name] = record
     for extra in filter(None, os.environ.get("CKPTTOOL_TRAINERS", "").split(os.pathsep)):
         for path in sorted(Path(extra).glob("*.yaml")):
             record = load_trainer_file(path)
