@@ -56,7 +56,10 @@ def test_a_bare_key_of_several_known_keys_is_ambiguous(tmp_path: Path) -> None:
     cfg.write_text(json.dumps({"model": {"inter_channels": 4}, "train": {"inter_channels": 1}}))
     r = run_cli("inspect", fixture(G_TRAIN), "--config", cfg, "--set", "inter_channels=8")
     assert r.code == 2
-    assert "inter_channels is ambiguous; say which: model.inter_channels, train.inter_channels" in _stderr_line(r)
+    assert (
+        "inter_channels is ambiguous; say which: model.inter_channels, train.inter_channels"
+        in _stderr_line(r)
+    )
 
 
 @pytest.mark.parametrize(
