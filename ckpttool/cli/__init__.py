@@ -73,6 +73,18 @@ def _interrupted() -> NoReturn:
     sys.exit(EXIT_INTERRUPTED)
 
 
+def _after_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions ``exc`` was raised while handling."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; the only place exceptions become exit codes."""
     try:
@@ -86,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C (KeyboardInterrupt) into Abort; it is an interrupt, not a usage error
-        if isinstance(exc.__context__, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
+        if _after_interrupt(exc):
             _interrupted()
         click.echo("ckpttool: aborted", err=True)
         sys.exit(EXIT_USAGE)
@@ -99,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         _interrupted()
     except Exception as exc:
+        if _after_interrupt(exc):  # e.g. an import that Ctrl-C cut short, failing again when retried
+            _interrupted()
         if os.environ.get("CKPTTOOL_DEBUG"):
             raise
         click.echo(
