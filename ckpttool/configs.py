@@ -31,14 +31,25 @@ RVC_EXPORT_TAGS = (("version", "version", "v1"), ("f0", "if_f0", 1))  # (export 
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """JSON or YAML by content (the seed accepts either); never executes anything (yaml.safe_load)."""
+    """JSON or YAML by content (the seed accepts either); never executes anything (yaml.safe_load). Read as
+    UTF-8, UTF-8 with BOM or GBK (:func:`read_config_file` also says which)."""
+    return read_config_file(path)[0]
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], str]:
+    """(config, encoding name) of a JSON or YAML config file: UTF-8 first, then UTF-8 with BOM and GBK (what
+    editors on a Chinese-locale Windows save). Raises ConfigError (exit 2) with one line: not found, not
+    decodable, not JSON/YAML, not a mapping."""
+    from ckpttool.config_keys import decode_config
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+    text, encoding = decode_config(raw, str(p))
     try:
         data = json.loads(text)
     except json.JSONDecodeError as json_exc:
@@ -54,7 +65,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{p}: not a valid JSON or YAML config ({hint})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config must be a mapping of keys to values, found {type(data).__name__}")
-    return data
+    return data, encoding
+
+
+def config_where(path: str | Path, encoding: str) -> str:
+    """How a config file is named in reports: its path, with the encoding when it was not plain UTF-8."""
+    return str(path) if encoding == "UTF-8" else f"{path} (read as {encoding})"
 
 
 def apply_overrides(config: dict[str, Any] | None, assignments: Iterable[str]) -> dict[str, Any] | None:
@@ -122,12 +138,38 @@ class ConfigOptions:
 
     file: tuple[str, dict[str, Any]] | None = None
     overrides: tuple[tuple[str, Any], ...] = ()
+    notes: tuple[
+        str, ...
+    ] = ()  # what the reader should know: a bare --set key read as a full one, an encoding
 
     @classmethod
     def from_cli(cls, path: str | None, sets: Iterable[str] = ()) -> ConfigOptions:
-        """Parse ``--config PATH`` and ``--set KEY=VALUE`` (raises ConfigError, exit 2, on a bad one)."""
-        loaded = (str(path), load_config_file(path)) if path else None
-        return cls(loaded, tuple(parse_assignment(item) for item in sets))
+        """Parse ``--config PATH`` and ``--set KEY=VALUE``; each key is checked against the keys the
+        architecture specs and the config file know (:func:`ckpttool.config_keys.check_assignments`). Raises
+        ConfigError (exit 2) on an unreadable config, a bad assignment, an unknown key or a value of the wrong
+        type."""
+        notes: list[str] = []
+        loaded = None
+        if path:
+            data, encoding = read_config_file(path)
+            loaded = (config_where(path, encoding), data)
+            if encoding != "UTF-8":
+                notes.append(f"config {path} read as {encoding}")
+        items = [parse_assignment_raw(item) for item in sets]
+        overrides: tuple[tuple[str, Any], ...] = ()
+        if items:
+            from ckpttool.config_keys import check_assignments
+
+            checked = check_assignments(items, loaded[1] if loaded else None)
+            overrides, notes = tuple(checked.items), notes + checked.notes
+        return cls(loaded, overrides, tuple(notes))
+
+
+def parse_assignment_raw(item: str) -> tuple[str, Any, str]:
+    """``model.inter_channels=256`` -> ("model.inter_channels", 256, "256"): :func:`parse_assignment` plus the
+    value's text as typed."""
+    key, value = parse_assignment(item)
+    return key, value, item.partition("=")[2].strip()
 
 
 def parse_assignment(item: str) -> tuple[str, Any]:
@@ -169,7 +211,8 @@ def resolve_config(ckpt: Checkpoint | None, options: ConfigOptions) -> tuple[str
     elif ckpt is not None and (found := embedded_config(ckpt)) is not None:
         where, config = found
     elif ckpt is not None and (beside := run_config_beside(ckpt.path)) is not None:
-        where, config = str(beside), load_config_file(beside)
+        config, encoding = read_config_file(beside)
+        where = config_where(beside, encoding)
     elif sets:
         where, config = "--set", {}
     else:

@@ -36,10 +36,40 @@ class InputNotFound(CkptError):
     kind = "not-found"
 
 
+RECENT_WRITE_S = 60  # a file modified this recently may be a save still in progress
+
+
 class TruncatedCheckpoint(CkptError):
-    """The file ends early: a crash or a full disk during the save."""
+    """The file ends early: a crash or a full disk during the save, or a save still being written (the
+    message says so when ``path`` was modified less than RECENT_WRITE_S seconds ago)."""
 
     kind = "truncated"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        age = _seconds_since_modified(path)
+        if age is not None and age < RECENT_WRITE_S:
+            message += (
+                f" — but it was modified {age:.0f} s ago, so it may still be being written: wait for the save "
+                "to finish and look again"
+            )
+        super().__init__(message, path=path)
+
+
+def _seconds_since_modified(path: str | None) -> float | None:
+    """Seconds since ``path`` (a file, or a checkpoint folder: its newest entry) was last modified; None when it
+    cannot be read."""
+    import os
+    import time
+
+    if not path:
+        return None
+    try:
+        mtime = os.stat(path).st_mtime
+        if os.path.isdir(path):
+            mtime = max([mtime, *(e.stat().st_mtime for e in os.scandir(path))])
+    except OSError:
+        return None
+    return max(0.0, time.time() - mtime)
 
 
 class CorruptCheckpoint(CkptError):

@@ -312,6 +312,9 @@ class PrunePlan:
     keep: list[Unit]
     delete: list[Unit]
     reasons: dict[str, str]  # path -> why kept
+    unit: str = "step"  # what --every counts: "name" (the number in the file names), "step" or "epoch"
+    unit_note: str = ""  # the unit in words, for the dry run
+    every: int | None = None
 
     def _kept(self, u: Unit) -> dict[str, Any]:
         return {"paths": [str(p) for p in u.paths], "why": self.reasons.get(str(u.head.path), "")}
@@ -320,6 +323,7 @@ class PrunePlan:
         return {
             "schema": "ckpttool.prune/1",
             "run_dir": self.run_dir,
+            "unit": self.unit,
             "delete": [str(p) for u in self.delete for p in u.paths],
             "keep": [self._kept(u) for u in self.keep],
             "bytes_freed": sum(c.size for u in self.delete for c in u.files),
@@ -341,10 +345,11 @@ def plan_prune(
     res = latest(run_dir, allow)
     pins = {Path(p).resolve() for p in pinned}
     valid = sorted((u for u in res.units if u.ok), key=lambda u: u.key, reverse=True)
+    unit, unit_note = counting_unit(valid)
     reasons: dict[str, str] = {}
     keep_units, delete_units = [], []
     for i, u in enumerate(valid):
-        counter = u.head.step if u.head.step is not None else u.head.epoch
+        counter = unit_value(u, unit)
         why = None
         if i < keep:
             why = "newest valid" if i == 0 else f"among the newest {keep}"
@@ -353,7 +358,7 @@ def plan_prune(
         elif any(c.path.resolve() in pins for c in u.files):
             why = "pinned"
         elif every and isinstance(counter, int) and counter % every == 0:
-            why = f"a multiple of {every}"
+            why = f"{'number in the name' if unit == 'name' else unit} {counter}, a multiple of {every}"
         elif not all(deletable(p) for p in u.paths):
             why = "a folder that holds other files (remove it yourself)"
         if why:
@@ -361,7 +366,39 @@ def plan_prune(
             keep_units.append(u)
         else:
             delete_units.append(u)
-    return PrunePlan(str(run_dir), keep_units, delete_units, reasons)
+    return PrunePlan(str(run_dir), keep_units, delete_units, reasons, unit, unit_note, every)
+
+
+def name_number(c: Candidate) -> int | None:
+    """The number a file name carries (``G_4000.pth`` -> 4000); None for a latest-style or non-numeric name."""
+    return int(c.tag) if c.tag.isdigit() and not c.latest_style else None
+
+
+def unit_value(u: Unit, unit: str) -> int | None:
+    """The counter of ``u`` in ``unit`` (:func:`counting_unit`)."""
+    if unit == "name":
+        value = name_number(u.head)
+    else:  # a file without a step falls back on its epoch
+        value = u.head.step if unit == "step" and u.head.step is not None else u.head.epoch
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def counting_unit(units: list[Unit]) -> tuple[str, str]:
+    """What ``--every`` counts, decided from the names against the counters stored in the files: the number in
+    the file names when it is neither the stored step nor the stored epoch (GPT-SoVITS s2 names ``G_4000.pth``
+    by global step but stores the epoch, s2_train.py:523), else the stored step, else the stored epoch. Returns
+    (unit, the unit in words)."""
+    named = [(n, u.head) for u in units if (n := name_number(u.head)) is not None]
+    if named and not all(n == c.step for n, c in named) and not all(n == c.epoch for n, c in named):
+        n, c = named[0]
+        stored = c.describe() if c.epoch is not None or c.step is not None else "no counter"
+        return "name", (
+            f"the number in the file names ({c.path.name} -> {n}; the file stores {stored}), as the trainer "
+            "names its saves"
+        )
+    if any(u.head.step is not None for u in units):
+        return "step", "the step stored in each file" + (" (the file names use it too)" if named else "")
+    return "epoch", "the epoch stored in each file" + (" (the file names use it too)" if named else "")
 
 
 def apply_prune(plan: PrunePlan) -> list[str]:

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ckpttool.state_json", "ckpttool.outputs"),
     ("ckpttool.formats",),
     ("ckpttool.specs", "ckpttool.trainers"),
-    ("ckpttool.configs", "ckpttool.interpret"),
+    ("ckpttool.configs", "ckpttool.config_keys", "ckpttool.interpret"),
     (
         "ckpttool.resume",
         "ckpttool.runs",

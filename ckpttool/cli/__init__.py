@@ -1,8 +1,9 @@
 """The ``ckpttool`` command line: thin commands over library functions, errors mapped to exit codes here.
 
 Exit codes (docs/exit-codes.md): 0 ok; 1 the check found problems; 2 usage error; 3 an input cannot be read
-(missing, truncated, corrupt, unsupported, unsafe). A CkptError becomes one line on stderr, never a traceback;
-with ``--json`` the same error is also printed on stdout as a ``ckpttool.error/1`` document.
+(missing, truncated, corrupt, unsupported, unsafe); 130 interrupted (Ctrl-C). A CkptError becomes one line on
+stderr, never a traceback; with ``--json`` the same error is also printed on stdout as a ``ckpttool.error/1``
+document.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -28,8 +30,29 @@ EXIT_INTERNAL = 4
 def cli() -> None:
     """Inspect, diff, migrate and verify PyTorch training checkpoints without executing them.
 
-    Exit codes: 0 ok, 1 problems found, 2 usage error, 3 unreadable input.
+    Exit codes: 0 ok, 1 problems found, 2 usage error, 3 unreadable input, 130 interrupted (Ctrl-C).
     """
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped with Ctrl-C
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C: one line on stderr, exit 130 (docs/exit-codes.md)."""
+    click.echo("ckpttool: interrupted (Ctrl-C)", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _after_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions ``exc`` was raised while handling."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -43,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.stdout.write(to_json(exc.to_json()))
         click.echo(f"ckpttool: {exc.message}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C (KeyboardInterrupt) into Abort; it is an interrupt, not a usage error
+        if _after_interrupt(exc):
+            _interrupted()
         click.echo("ckpttool: aborted", err=True)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
@@ -53,9 +79,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except KeyboardInterrupt:
-        click.echo("ckpttool: interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:
+        if _after_interrupt(exc):  # e.g. an import that Ctrl-C cut short, failing again when retried
+            _interrupted()
         if os.environ.get("CKPTTOOL_DEBUG"):
             raise
         click.echo(

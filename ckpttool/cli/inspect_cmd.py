@@ -27,7 +27,12 @@ from ckpttool.ops.inspect import InspectOptions, inspect_path, parse_require
     "Without it, a config embedded in the checkpoint is used.",
 )
 @click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value (repeatable); the key must be one a spec or the config knows "
+    "(a typo is refused with a did-you-mean).",
 )
 @click.option(
     "--deep", is_flag=True, help="Also read every tensor byte: zip CRC-32s checked (torch does not)."

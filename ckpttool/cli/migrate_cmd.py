@@ -26,7 +26,8 @@ from ckpttool.render.migrate_table import render_migrate
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Change one config value, e.g. model.inter_channels=256 (repeatable).",
+    help="Change one config value, e.g. model.inter_channels=256 (repeatable); unknown keys and values of "
+    "the wrong type are refused.",
 )
 @click.option(
     "--template",

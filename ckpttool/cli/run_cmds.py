@@ -72,7 +72,12 @@ def latest_cmd(
     help="The run config the resume will use (checked against the tensor shapes).",
 )
 @click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value (repeatable); the key must be one a spec or the config knows "
+    "(a typo is refused with a did-you-mean).",
 )
 @click.option("--require", metavar="PIECES", help="Pieces that must be present, e.g. optimizer,scheduler.")
 @click.option("--verify", is_flag=True, help="Also run the shadow run of verify-resume.")
@@ -119,7 +124,12 @@ def check_cmd(
 @click.command("prune")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.option("--keep", type=int, default=5, show_default=True, help="Newest valid checkpoints to keep.")
-@click.option("--every", type=int, help="Also keep checkpoints whose step (or epoch) is a multiple of this.")
+@click.option(
+    "--every",
+    type=int,
+    help="Also keep checkpoints whose number is a multiple of this, in the unit the file names use (G_4000.pth: "
+    "the number in the name; else the stored step, else the epoch).",
+)
 @click.option("--pin", "pins", multiple=True, type=click.Path(path_type=str), help="A file never to delete.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @allow_global_option

@@ -104,8 +104,13 @@ class Interpretation:
 
 
 def network_params(ckpt: Checkpoint, path: str) -> dict[str, TensorInfo]:
-    """The state dict at ``path`` (name -> tensor), or ``{}`` when what is there is not a state dict."""
+    """The state dict at ``path`` (name -> tensor), or ``{}`` when what is there is not a state dict. A
+    TorchScript module is read as its parameters and buffers (the tensors under ``path``, by attribute path, as
+    ``torch.jit.load(...).state_dict()`` names them), never by running its code."""
     obj = get_path(ckpt.root, path)
+    if isinstance(obj, Stub) and ckpt.format == "torchscript":
+        prefix = f"{path}." if path else ""
+        return {t.path[len(prefix) :]: t for t in ckpt.tensors if t.path.startswith(prefix)}
     return dict(obj) if st.is_state_dict(obj) else {}
 
 

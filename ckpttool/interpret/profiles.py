@@ -369,6 +369,13 @@ def generic(ckpt: Checkpoint) -> Layout:
         )
         layout.scaler = ""
         return layout
+    if ckpt.format == "torchscript" and ckpt.tensors:
+        # torch.jit.save writes the module's parameters and buffers as its attributes; convert reads the same
+        return Layout(
+            "torchscript",
+            "TorchScript module (torch.jit.save): its parameters and buffers are the network weights",
+            networks={"model": ""},
+        )
     layout = Layout("generic", "unrecognised layout, classified by structure")
     _structural_extras(root, layout, skip=set())
     return layout

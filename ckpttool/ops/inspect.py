@@ -56,6 +56,22 @@ class InspectReport:
             and all(a.check is None or a.check.ok for a in self.architectures)
         )
 
+    def contradictions(self) -> list[str]:
+        """What makes ``ok`` False although the verdict may be ``full``: each network a config contradicts
+        (the keys, config vs checkpoint), the ``--require``d pieces absent, the error findings."""
+        out = []
+        for a in self.architectures:
+            if a.check is not None and not a.check.ok:
+                keys = "; ".join(
+                    f"{k} config {e['config']}, checkpoint {e['checkpoint']}"
+                    for k, e in a.check.key_summary.items()
+                )
+                out.append(f"{a.network} does not fit {a.config_source} ({keys or 'the tensors differ'})")
+        if self.required_missing:
+            out.append(f"required piece(s) absent: {', '.join(self.required_missing)}")
+        out += [f.message for f in self.findings if f.severity == "error"]
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """The ``ckpttool.inspect/1`` JSON document; ``tensors`` only when they were listed."""
         doc: dict[str, Any] = {
@@ -144,7 +160,7 @@ def inspect_source(src: Source, options: InspectOptions | None = None) -> Inspec
         verdict=result.verdict,
         verdict_reason=result.verdict_reason,
         findings=result.findings,
-        notes=[*ckpt.notes, *layout.notes],
+        notes=[*ckpt.notes, *layout.notes, *options.config.notes],
         required_missing=missing,
         tensors=list(ckpt.tensors) if options.with_tensors else None,
         meta=ckpt.meta,

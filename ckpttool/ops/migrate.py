@@ -138,6 +138,7 @@ def migrate_path(
         raise MigrationError(f"{ckpt.path}: no network weights found to migrate")
     plan = MigratePlan(ckpt.path, str(out) if out else None, [], optimizer, init, to)
     plan.notes += [f"{line} (--flatten-unverified)" for line in flattened]
+    plan.notes += list(options.config.notes)
     for label, path in layout.networks.items():
         net, warnings = plan_network(ckpt, layout, label, path, target)
         plan.networks.append(net)
@@ -528,7 +529,7 @@ def _apply(
     skip_ids = _replaced_tensor_ids(ckpt, layout, plan)
     labels = {n.label for n in plan.networks}
     for p, label in layout.optimizers.items():
-        if label not in labels:
+        if label not in labels and plan.to != "safetensors":
             plan.warnings.append(f"{p}: not tied to a migrated network; copied unchanged")
     with StorageReader() as reader, StorageReader() as tmpl_reader:
         # Tensors about to be replaced are not read; a placeholder remembers each, in case the same tensor is
@@ -541,7 +542,8 @@ def _apply(
             networks[net.label] = _migrate_network(
                 net, ckpt, reader, gen, plan.init, _template_tensors(tmpl, net), tmpl_reader
             )
-        root = _replace_optimizers(root, ckpt, layout, plan, report, reader)
+        if plan.to != "safetensors":  # safetensors holds the weights only: no optimizer is written
+            root = _replace_optimizers(root, ckpt, layout, plan, report, reader)
         for net in plan.networks:
             root = set_path(root, net.path, networks[net.label])
         root = _resolve_pending(root, reader)

@@ -464,6 +464,9 @@ def describe_init(plan: TensorPlan) -> str:
     outputs and wholly new weights."""
     t = plan.target
     leaf = plan.name.rsplit(".", 1)[-1]
+    grown = _grown_dims(plan)
+    if plan.action == "partial" and not grown:
+        return "none (only cut: every kept entry comes from the source)"
     if t is not None and t.zero_init:
         return "zeros (the model zero-initialises it)"
     if t is not None and t.fill is not None:
@@ -481,4 +484,22 @@ def describe_init(plan: TensorPlan) -> str:
     axes = axes_of(plan)
     if axes is None:
         return "zeros"
-    return "0 on new inputs, N(0, 0.01) on new outputs"
+    roles = {axes[d] if d < len(axes) else "in" for d in grown}
+    parts = (["0 on new inputs"] if roles - {"out"} else []) + (
+        ["N(0, 0.01) on new outputs"] if "out" in roles else []
+    )
+    return ", ".join(parts)
+
+
+def _grown_dims(plan: TensorPlan) -> list[int]:
+    """The dims of a partial copy that have entries no source value fills (the target is larger there, or
+    the copied ranges leave gaps); all dims when the segments are unknown."""
+    if plan.dst_shape is None:
+        return []
+    if plan.segments is None:
+        return list(range(len(plan.dst_shape)))
+    return [
+        d
+        for d, size in enumerate(plan.dst_shape)
+        if d < len(plan.segments) and sum(d1 - d0 for _, _, d0, d1 in plan.segments[d]) < size
+    ]

@@ -68,6 +68,17 @@ class PackReport:
         }
 
 
+def _require_valid_pairs(files: list[Path], allow: frozenset[str]) -> None:
+    """Files given with ``--file`` must be what a resume loads together: a G file with the D file of the same
+    save (pairs as ``latest`` forms them). Raises NoCheckpoint (exit 1, a finding) naming the first that is
+    not."""
+    from ckpttool.runs import _units, read_candidate
+
+    for unit in _units([read_candidate(p, allow) for p in files]):
+        if not unit.ok:
+            raise NoCheckpoint(f"nothing valid to pack: {unit.reason}", path=str(unit.head.path))
+
+
 def pack_run(
     run_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -86,6 +97,8 @@ def pack_run(
         if res.chosen is None:
             raise NoCheckpoint(f"{root}: no complete, readable checkpoint to pack", path=str(root))
         chosen = list(res.chosen.paths)
+    else:
+        _require_valid_pairs(chosen, allow)
     for p in chosen:
         require_verified(open_checkpoint(p), allow)
     cfg = Path(config) if config else run_config_beside(str(chosen[0]))

@@ -377,7 +377,9 @@ def _recipe_run(
     except CkptError:
         raise
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        # "Error(s) in loading state_dict for X:" says nothing until its next line
+        first = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
         report.checks.append(
             Check("recipe-run", "fail", f"{run.title}: the model run failed: {type(exc).__name__}: {first}")
         )

@@ -142,6 +142,7 @@ class TinyGAN:
             named = {"G", "D"} & set(f.roles)  # else a generic layout: its own file names tell
             is_d = "D" in named if named else f.path.name.startswith("D_")
             net, opt = (self.net_d, self.optim_d) if is_d else (self.net_g, self.optim_g)
+            _require_fit(f, net, "TinyD" if is_d else "TinyG")
             net.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             self.epoch = int(ckpt["epoch"] if "epoch" in ckpt else ckpt["iteration"])
@@ -168,6 +169,38 @@ class TinyGAN:
             out[f"{prefix}.lr"] = torch.tensor([g["lr"] for g in opt.param_groups], dtype=torch.float64)
         out["epoch"] = torch.tensor(self.epoch)
         return out
+
+
+def _require_fit(f: LoadedFile, net: nn.Module, name: str) -> None:
+    """Refuse, in one line (UsageError, exit 2), a file this recipe's tiny networks cannot load: no ``model``
+    state dict, no ``optimizer``, no epoch, or tensors of another network."""
+    from ckpttool.errors import UsageError
+
+    ckpt = f.root
+    why = None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        why = "it has no 'model' state dict"
+    elif not isinstance(ckpt.get("optimizer"), dict):
+        why = "it has no 'optimizer' state"
+    elif "epoch" not in ckpt and "iteration" not in ckpt:
+        why = "it records no epoch ('epoch' or 'iteration')"
+    else:
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in ckpt["model"].items() if isinstance(v, torch.Tensor)}
+        missing = sorted(set(want) - set(got))
+        shapes = sorted(k for k in want if k in got and want[k] != got[k])
+        if missing:
+            why = f"its 'model' is not {name}: it lacks {len(missing)} of its tensors, e.g. {missing[0]}"
+        elif shapes:
+            why = f"its 'model' is not {name}: {shapes[0]} is {list(got[shapes[0]])}, {name} has {list(want[shapes[0]])}"
+        elif len(got) != len(want):
+            extra = sorted(set(got) - set(want))
+            why = f"its 'model' is not {name}: {len(extra)} tensor(s) {name} does not have, e.g. {extra[0]}"
+    if why:
+        raise UsageError(
+            f"recipe ckpttool.recipes.tiny_gan does not fit {f.path.name}: {why}; it resumes only the tiny G/D "
+            "GAN it trains itself (ckpttool.recipes.tiny_gan.make_checkpoint); give your own trainer's --recipe"
+        )
 
 
 class VitsStyleGAN(TinyGAN):

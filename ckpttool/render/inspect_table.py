@@ -90,11 +90,23 @@ def render_inspect(r: InspectReport) -> str:
         lines.append(f"  deep    {r.deep.bytes_read:,} bytes read")
         lines += [f"          {line}" for line in r.deep.checked]
     lines.append("")
-    lines.append(f"verdict: {r.verdict} — {r.verdict_reason}")
+    lines.append(verdict_line(r))
     if r.tensors is not None:
         lines.append("")
         lines.append(render_tensors(r.tensors))
     return "\n".join(lines) + "\n"
+
+
+def verdict_line(r: InspectReport) -> str:
+    """The last line: the resume verdict, unless something the report found contradicts it (a config that does
+    not fit, a required piece absent): then that, so the last line never says all is well on exit 1."""
+    problems = r.contradictions()
+    if not problems:
+        return f"verdict: {r.verdict} — {r.verdict_reason}"
+    config = any(a.check is not None and not a.check.ok for a in r.architectures)
+    head = "config mismatch" if config else "problems"
+    tail = "a trainer with this config cannot load it" if config else "see above"
+    return f"verdict: {head} — {'; '.join(problems)}: {tail} (the file alone: {r.verdict})"
 
 
 def _fmt_values(values: dict[str, object]) -> str:

@@ -134,6 +134,8 @@ def render_prune(p: PrunePlan, applied: bool) -> str:
         lines.append(f"  keep    {', '.join(map(str, u.paths))}  ({p.reasons.get(str(u.head.path), '')})")
     for u in p.delete:
         lines.append(f"  {'deleted' if applied else 'delete '} {', '.join(map(str, u.paths))}")
+    if p.every:
+        lines.append(f"  --every {p.every} counts {p.unit_note}")
     freed = sum(c.size for u in p.delete for c in u.files)
     verb = "freed" if applied else "would free"
     lines.append(

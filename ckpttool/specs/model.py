@@ -238,7 +238,16 @@ class _Expander:
             if isinstance(val, float) and val.is_integer():
                 val = int(val)
             if not isinstance(val, int) or isinstance(val, bool):
-                raise ConfigError(f"spec {self.spec.family}: {full} dim {text} is {val!r}, not an integer")
+                # name the values that are not numbers (inter_channels='abc'), not the folded 'abcabc' twice
+                odd = [
+                    f"{var.config or name}={self.env.get(name)!r}"
+                    for name, var in self.spec.variables.items()
+                    if isinstance(var.default, int) and not isinstance(self.env.get(name), int | float)
+                ]
+                raise ConfigError(
+                    f"spec {self.spec.family}: {full}: dimension {dim} comes out as {val!r}, not an integer"
+                    + (f"; not a number: {', '.join(odd)}" if odd else "")
+                )
             exprs.append(text)
             shape.append(val)
         follows = item.get("follows")
