@@ -48,7 +48,8 @@ class ShapeChange:
 @dataclass
 class ValueDelta:
     """How far one tensor moved from A to B: max |a - b|, ‖a - b‖/‖a‖, cosine similarity of the flattened
-    tensors (NaN when undefined) and each side's NaN/Inf count."""
+    tensors (NaN when undefined) and each side's NaN/Inf count; ``numel``, ‖a‖ and ‖b - a‖ let modules be
+    aggregated (ops/diff_values.py)."""
 
     name: str
     max_abs: float
@@ -56,6 +57,9 @@ class ValueDelta:
     cosine: float
     nonfinite_a: int
     nonfinite_b: int
+    numel: int = 0
+    norm_a: float = 0.0
+    norm_diff: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """An entry of ``networks[].values`` in ``ckpttool.diff/1``; non-finite floats become null."""
@@ -102,8 +106,17 @@ class NetworkDiff:
             "shape_changes": [c.to_json() for c in self.shape_changes],
             "dtype_changes": self.dtype_changes,
             "values": None if self.values is None else [v.to_json() for v in self.values],
+            "modules": None if self.values is None else [m.to_json() for m in self.modules()],
+            "parts": None if self.values is None else [m.to_json() for m in self.modules(parts=True)],
             "peft": self.peft,
         }
+
+    def modules(self, parts: bool = False) -> list[Any]:
+        """Per-module value aggregates, ranked (``diff_values.ModuleDelta``); per top-level part (``enc_p``,
+        ``dec``) with ``parts``; empty without values."""
+        from ckpttool.ops.diff_values import group_modules, module_of, part_of
+
+        return group_modules(self.values or [], part_of if parts else module_of)
 
 
 @dataclass
