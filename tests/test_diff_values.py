@@ -134,7 +134,7 @@ def test_text_top_n_rows_and_what_was_left_out(pair: tuple, monkeypatch: pytest.
     assert rows == ORDER[:2]
     assert lines[head + 2].split()[3] == "from" and lines[head + 3].split()[3] == "0.5"
     assert "5 of 6 modules moved" in r.stdout
-    assert "  by part  gate from 0 · enc 0.362 · odd<&> 0.25 · dec 0.01\n" in r.stdout
+    assert "  by part  gate from 0 · enc 0.362 · odd<&> 0.25 · dec 0.01 · unchanged: emb\n" in r.stdout
     assert "… 3 more modules moved, each 0.25 or less; 1 module unchanged (--top 0 shows all)" in r.stdout
     everything = run_cli("diff", pa, pb, "--values", "--top", "0").stdout
     assert all(m in everything for m in ORDER) and "more modules moved" not in everything
@@ -158,6 +158,9 @@ def test_top_and_by_need_values(pair: tuple) -> None:
     pa, pb, *_ = pair
     r = run_cli("diff", pa, pb, "--top", "3")
     assert r.code == 2 and "--top applies to --values" in r.stderr and r.stderr.count("\n") == 1
+    assert run_cli("diff", pa, pb, "--by", "tensor").code == 2
+    r = run_cli("diff", pa, pb, "--values", "--force")
+    assert r.code == 2 and "--force applies to --plot" in r.stderr
 
 
 def test_html_plot_is_self_contained_and_escaped(pair: tuple, tmp_path: Path) -> None:

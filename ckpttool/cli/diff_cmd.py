@@ -89,8 +89,11 @@ def diff_cmd(
     modules that moved most come first: relative change ||B-A||/||A|| of each module's parameters concatenated.
     """
     ctx = click.get_current_context()
-    for name in ("top", "by", "force"):
-        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE and not (values or plot):
+    given = {n for n in ("top", "by", "force") if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
+    if "force" in given and not plot:
+        raise UsageError("--force applies to --plot FILE (diff writes nothing else)")
+    for name in sorted(given - {"force"}):
+        if not (values or plot):
             raise UsageError(f"--{name} applies to --values or --plot; add --values")
     if plot:
         values = True

@@ -21,6 +21,7 @@ from ckpttool.render.diff_values_table import fmt_rel
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HTML_MARK = '<meta name="generator" content="ckpttool diff --plot">'
+FROM_ZERO = "all zeros in A: relative change infinite, drawn at full length"
 PLOT_INSTALL = "pip install 'ckpttool[plot]'"
 
 
@@ -88,6 +89,11 @@ def html_chart(chart: Chart) -> str:
         "</head><body>",
         f"<h2>{html.escape(chart.title)}</h2>",
         f"<p>{html.escape(chart.caption)}</p>",
+        *(
+            [f'<p style="color:#c0392b">red: {FROM_ZERO}</p>']
+            if any(math.isinf(b.rel) for b in chart.bars)
+            else []
+        ),
         f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
     ]
     if not chart.bars:
@@ -135,7 +141,7 @@ def png_chart(chart: Chart) -> bytes:
     colours = ["#c0392b" if math.isinf(b.rel) else "#2e6da4" for b in chart.bars]
     bars = ax.barh(range(len(labels)), widths, color=colours)
     ax.set_yticks(range(len(labels)), labels=labels, fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.4, -0.6)  # largest on top, no empty band above or below
     ax.bar_label(bars, labels=[fmt_rel(b.rel) for b in chart.bars], padding=3, fontsize=8)
     ax.set_xlim(0, scale * 1.15)
     ax.set_xlabel("relative change ‖B−A‖/‖A‖ (module's parameters concatenated)")
@@ -144,6 +150,10 @@ def png_chart(chart: Chart) -> bytes:
     )
     if not chart.bars:
         ax.text(0.5, 0.5, "no module moved", ha="center", va="center", transform=ax.transAxes)
+    if any(math.isinf(b.rel) for b in chart.bars):
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="#c0392b", label=FROM_ZERO)], loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -68,11 +68,18 @@ def render_values(net: NetworkDiff, top: int = DEFAULT_TOP, by: By = "module") -
     lines = [f"  values   {len(moved)} of {len(values)} compared tensors differ"]
     if not moved:
         return lines
-    parts = [m for m in net.modules(parts=True) if m.moved]
+    all_parts = net.modules(parts=True)
+    parts = [m for m in all_parts if m.moved]
     if len(parts) > 1:
         shown_parts = [f"{m.module or '(top level)'} {fmt_rel(m.rel_change)}" for m in parts[:_PARTS]]
-        more_parts = f" · … {len(parts) - _PARTS} more" if len(parts) > _PARTS else ""
-        lines.append("  by part  " + " · ".join(shown_parts) + more_parts)
+        if len(parts) > _PARTS:
+            shown_parts.append(f"… {len(parts) - _PARTS} more")
+        still = [m.module or "(top level)" for m in all_parts if not m.moved]
+        if still:
+            shown_parts.append(
+                "unchanged: " + ", ".join(still[:_PARTS]) + (" …" if len(still) > _PARTS else "")
+            )
+        lines.append("  by part  " + " · ".join(shown_parts))
     limit = top or None
     if by == "module":
         all_mods = net.modules()
