@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import fixture, run_cli
 
-from ckpttool.ops.diff_values import module_of
+from ckpttool.ops.value_change import module_of, part_of
 
 # (key, shape) of the A side; values are (i - n/2) / 8 for element i (exact in float32)
 LAYOUT = [
@@ -74,7 +74,7 @@ def pair(tmp_path: Path) -> tuple[Path, Path, dict[str, torch.Tensor], dict[str,
 ORDER = ["gate", "enc.layers.1", "odd<&>", "enc.layers.0", "dec.proj"]
 
 
-def test_module_of_names_the_layer_or_the_parameter_owner() -> None:
+def test_module_and_part_of_a_key() -> None:
     assert module_of("enc_p.encoder.attn_layers.0.conv_q.weight") == "enc_p.encoder.attn_layers.0"
     assert module_of("dec.resblocks.3.convs1.0.weight_v") == "dec.resblocks.3"
     assert module_of("flow.flows.2.enc.in_layers.1.bias") == "flow.flows.2"
@@ -82,6 +82,9 @@ def test_module_of_names_the_layer_or_the_parameter_owner() -> None:
     assert module_of("ssl_proj.bias") == "ssl_proj"
     assert module_of("weight") == ""
     assert module_of("emb.0") == "emb"  # a numeric last component is the parameter, not a layer
+    assert (
+        part_of("enc_p.encoder_text.attn_layers.0.conv_q.weight") == "enc_p" and part_of("weight") == "weight"
+    )
 
 
 def test_json_modules_ranked_with_exact_relative_changes(pair: tuple) -> None:

@@ -3,10 +3,11 @@ the generic, spec-free attribution of shape changes to config changes. Shared by
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+from ckpttool.ops.value_change import ModuleDelta, ValueDelta, group_modules, module_of, part_of
 
 
 @dataclass
@@ -42,30 +43,6 @@ class ShapeChange:
             "shape_b": list(self.shape_b),
             "explained_by": self.explained_by,
             "explanation": self.explanation,
-        }
-
-
-@dataclass
-class ValueDelta:
-    """How far one tensor moved from A to B: max |a - b|, ‖a - b‖/‖a‖, cosine similarity of the flattened
-    tensors (NaN when undefined) and each side's NaN/Inf count; ``numel``, ‖a‖ and ‖b - a‖ let modules be
-    aggregated (ops/diff_values.py)."""
-
-    name: str
-    max_abs: float
-    rel_l2: float
-    cosine: float
-    nonfinite_a: int
-    nonfinite_b: int
-    numel: int = 0
-    norm_a: float = 0.0
-    norm_diff: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """An entry of ``networks[].values`` in ``ckpttool.diff/1``; non-finite floats become null."""
-        return {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in self.__dict__.items()
         }
 
 
@@ -111,11 +88,9 @@ class NetworkDiff:
             "peft": self.peft,
         }
 
-    def modules(self, parts: bool = False) -> list[Any]:
-        """Per-module value aggregates, ranked (``diff_values.ModuleDelta``); per top-level part (``enc_p``,
-        ``dec``) with ``parts``; empty without values."""
-        from ckpttool.ops.diff_values import group_modules, module_of, part_of
-
+    def modules(self, parts: bool = False) -> list[ModuleDelta]:
+        """Per-module value aggregates, ranked (ops/value_change.py); per top-level part (``enc_p``, ``dec``)
+        with ``parts``; empty without values."""
         return group_modules(self.values or [], part_of if parts else module_of)
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 from tabulate import tabulate
 
 from ckpttool.ops.diff_model import NetworkDiff
-from ckpttool.ops.diff_values import ModuleDelta, moved_tensors
+from ckpttool.ops.value_change import ModuleDelta, moved_tensors
 
 By = Literal["module", "tensor"]
 DEFAULT_TOP = 20
