@@ -7,13 +7,10 @@ a discriminator with extra periods. ``values=True`` streams one tensor pair at a
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.pieces import network_params
 from ckpttool.interpret.profiles import PIECES
 from ckpttool.interpret.source import Source, load
@@ -25,14 +22,13 @@ from ckpttool.ops.diff_model import (
     KeyGroup,
     NetworkDiff,
     ShapeChange,
-    ValueDelta,
 )
 from ckpttool.ops.diff_peft import adapter_groups, align
+from ckpttool.ops.diff_values import Progress, compare_values
 from ckpttool.ops.explain import explain, version_changes
 from ckpttool.ops.same_save import same_save_counter
 
 SCHEMA = "ckpttool.diff/1"
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -277,8 +273,6 @@ def diff_sources(sa: Source, sb: Source, options: DiffOptions | None = None) -> 
 
 
 def _values(networks: list[NetworkDiff], ca: Checkpoint, cb: Checkpoint, progress: Progress | None) -> None:
-    import torch
-
     for net in networks:
         ta, tb, *_ = align(network_params(ca, net.path_a), network_params(cb, net.path_b))
         strip_a = net.rename and "of A" in net.rename
@@ -287,24 +281,5 @@ def _values(networks: list[NetworkDiff], ca: Checkpoint, cb: Checkpoint, progres
             ta = {k.split(".", 1)[1]: v for k, v in ta.items()}
         if strip_b:
             tb = {k.split(".", 1)[1]: v for k, v in tb.items()}
-        names = [k for k in ta if k in tb and ta[k].shape == tb[k].shape]
-        net.values = []
-        with StorageReader() as reader:
-            for i, name in enumerate(names):
-                if progress:
-                    progress(i, len(names), name)
-                x = reader.tensor(ta[name]).double()
-                y = reader.tensor(tb[name]).double()
-                bad_a = int((~torch.isfinite(x)).sum())
-                bad_b = int((~torch.isfinite(y)).sum())
-                d = (x - y).nan_to_num(0.0, 0.0, 0.0)
-                max_abs = float(d.abs().max()) if d.numel() else 0.0
-                norm_x = float(x.nan_to_num(0.0, 0.0, 0.0).norm())
-                rel = float(d.norm()) / norm_x if norm_x else (0.0 if max_abs == 0 else math.inf)
-                xf, yf = x.flatten().nan_to_num(0.0, 0.0, 0.0), y.flatten().nan_to_num(0.0, 0.0, 0.0)
-                denom = float(xf.norm() * yf.norm())
-                cos = float(xf @ yf) / denom if denom else (1.0 if max_abs == 0 else 0.0)
-                net.values.append(ValueDelta(name, max_abs, rel, cos, bad_a, bad_b))
-                del x, y, d, xf, yf
-        if progress:
-            progress(len(names), len(names), "")
+        pairs = [(k, ta[k], tb[k]) for k in ta if k in tb and ta[k].shape == tb[k].shape]
+        net.values = compare_values(pairs, progress)

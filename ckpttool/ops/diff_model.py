@@ -3,10 +3,11 @@ the generic, spec-free attribution of shape changes to config changes. Shared by
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+from ckpttool.ops.value_change import ModuleDelta, ValueDelta, group_modules, module_of, part_of
 
 
 @dataclass
@@ -42,26 +43,6 @@ class ShapeChange:
             "shape_b": list(self.shape_b),
             "explained_by": self.explained_by,
             "explanation": self.explanation,
-        }
-
-
-@dataclass
-class ValueDelta:
-    """How far one tensor moved from A to B: max |a - b|, ‖a - b‖/‖a‖, cosine similarity of the flattened
-    tensors (NaN when undefined) and each side's NaN/Inf count."""
-
-    name: str
-    max_abs: float
-    rel_l2: float
-    cosine: float
-    nonfinite_a: int
-    nonfinite_b: int
-
-    def to_json(self) -> dict[str, Any]:
-        """An entry of ``networks[].values`` in ``ckpttool.diff/1``; non-finite floats become null."""
-        return {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in self.__dict__.items()
         }
 
 
@@ -102,8 +83,15 @@ class NetworkDiff:
             "shape_changes": [c.to_json() for c in self.shape_changes],
             "dtype_changes": self.dtype_changes,
             "values": None if self.values is None else [v.to_json() for v in self.values],
+            "modules": None if self.values is None else [m.to_json() for m in self.modules()],
+            "parts": None if self.values is None else [m.to_json() for m in self.modules(parts=True)],
             "peft": self.peft,
         }
+
+    def modules(self, parts: bool = False) -> list[ModuleDelta]:
+        """Per-module value aggregates, ranked (ops/value_change.py); per top-level part (``enc_p``, ``dec``)
+        with ``parts``; empty without values."""
+        return group_modules(self.values or [], part_of if parts else module_of)
 
 
 @dataclass

@@ -5,15 +5,17 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ckpttool.ops.diff import DiffReport, NetworkDiff
+from ckpttool.render.diff_values_table import DEFAULT_TOP, By, render_values
 
 
 def _shape(s: tuple[int, ...]) -> str:
     return "[" + ", ".join(map(str, s)) + "]"
 
 
-def render_diff(r: DiffReport) -> str:
+def render_diff(r: DiffReport, *, top: int = DEFAULT_TOP, by: By = "module") -> str:
     """The diff as text: explanations first, then per network the renames, one-sided keys, dtype and shape
-    changes and moved values, then training-state and config tables, then notes."""
+    changes and moved values (the ``top`` modules or tensors, ``by``, that moved most: render/diff_values_table.py),
+    then training-state and config tables, then notes."""
     lines = [f"A: {r.path_a}  ({r.profile_a})", f"B: {r.path_b}  ({r.profile_b})", ""]
     if not r.differs:
         lines.append("no differences")
@@ -28,7 +30,7 @@ def render_diff(r: DiffReport) -> str:
     if r.explanations or r.unexplained:
         lines.append("")
     for net in r.networks:
-        lines += _network(net)
+        lines += _network(net, top, by)
     if r.pieces or r.state:
         rows = [[c.what, c.a, c.b] for c in [*r.pieces, *r.state]]
         lines += [tabulate(rows, headers=["training state", "A", "B"]), ""]
@@ -40,7 +42,7 @@ def render_diff(r: DiffReport) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _network(net: NetworkDiff) -> list[str]:
+def _network(net: NetworkDiff, top: int, by: By) -> list[str]:
     lines = [f"network {net.name}: {net.common} common tensors"]
     if net.rename:
         lines.append(f"  rename   {net.rename}")
@@ -58,20 +60,7 @@ def _network(net: NetworkDiff) -> list[str]:
             for c in net.shape_changes
         ]
         lines.append(tabulate(rows, headers=["shape change", "A", "B", "why"]))
-    if net.values:
-        moved = [v for v in net.values if v.max_abs != 0 or v.nonfinite_a or v.nonfinite_b]
-        rows = [
-            [
-                v.name,
-                f"{v.max_abs:.3g}",
-                f"{v.rel_l2:.3g}",
-                f"{v.cosine:.6f}",
-                f"{v.nonfinite_a}->{v.nonfinite_b}" if v.nonfinite_a or v.nonfinite_b else "",
-            ]
-            for v in moved
-        ]
-        lines.append(f"  values   {len(moved)} of {len(net.values)} compared tensors differ")
-        if rows:
-            lines.append(tabulate(rows, headers=["tensor", "max |a-b|", "rel L2", "cosine", "nan/inf"]))
+    if net.values is not None:
+        lines += render_values(net, top, by)
     lines.append("")
     return lines
