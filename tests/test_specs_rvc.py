@@ -383,3 +383,20 @@ def test_rvc_generators_are_only_rvc(files: dict[str, Path]) -> None:
     for hint in (None, "vits", "gpt-sovits-s2"):
         fp = fingerprint(shapes, hint=hint)
         assert fp is not None and fp.family == "rvc-g" and not fp.also
+
+
+@pytest.mark.parametrize("key", ["D v1", "D v2"])
+def test_a_lone_rvc_discriminator_gets_the_rvc_record(files: dict[str, Path], key: str) -> None:
+    """A D_<step>.pth with no G beside it and no latest-mode name: its count of sub-discriminators (7 or 9)
+    names RVC's trainer, not the generic VITS-family record."""
+    assert not list(files[key].parent.glob("G_*"))
+    doc = run_cli("inspect", files[key], "--json").json()
+    assert doc["profile"] == "rvc-train" and doc["description"].startswith("RVC training checkpoint (D)")
+
+
+@pytest.mark.parametrize(("family", "version"), [("gpt-sovits-s2-d", "v2"), ("gpt-sovits-s2-d", "v2Pro")])
+def test_six_or_eight_sub_discriminators_are_not_rvc(tmp_path: Path, family: str, version: str) -> None:
+    """GPT-SoVITS's (and VITS's) 6 and GPT-SoVITS v2Pro's 8 sub-discriminators keep the files off RVC's record."""
+    path = rvc_files.write_train(tmp_path / "D_400.pth", family, version)
+    doc = run_cli("inspect", path, "--json").json()
+    assert doc["profile"] == "vits-family-train"

@@ -113,7 +113,15 @@ def _detected(record: Trainer, ckpt: Checkpoint, kind: FileKind) -> bool:
     if d.name and re.search(d.name, os.path.basename(posix)):
         return True
     keys = _model_keys(ckpt, kind)
-    return bool(d.model_keys) and any(k.startswith(tuple(d.model_keys)) for k in keys)
+    if d.model_keys and any(k.startswith(tuple(d.model_keys)) for k in keys):
+        return True
+    return any(_index_count(keys, prefix) in counts for prefix, counts in d.model_key_counts.items())
+
+
+def _index_count(keys: list[str], prefix: str) -> int:
+    """How many distinct ``i`` occur in ``<prefix><i>.`` among ``keys``."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return len({m.group(1) for k in keys if (m := pattern.match(k))})
 
 
 def _candidates(ckpt: Checkpoint) -> list[tuple[Trainer, FileKind]]:

@@ -146,6 +146,9 @@ class Detect:
     path: str | None = None  # regex searched in the file's path (with / separators)
     name: str | None = None  # regex searched in the file name
     model_keys: tuple[str, ...] = ()  # a network key starts with one of these (wrapper prefixes stripped)
+    # prefix -> counts: the network keys hold one of these numbers of distinct indices i in "<prefix><i>."
+    # (a discriminator is told by how many sub-discriminators it has: RVC's 7 or 9 against VITS's 6)
+    model_key_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     fallback: bool = False  # attributes any file of the shared layout (the generic record)
     source: str = ""
 
