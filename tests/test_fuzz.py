@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the CLI worker forks a child per run")
-EXAMPLES = int(os.environ.get("CKPTTOOL_FUZZ_EXAMPLES", "40"))  # per strategy; CI runs 3 x 40
+EXAMPLES = int(os.environ.get("CKPTTOOL_FUZZ_EXAMPLES", "30"))  # per strategy; CI runs 3 x 30
 settings.register_profile(
     "ckpttool-fuzz",
     max_examples=EXAMPLES,

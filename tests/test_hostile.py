@@ -567,6 +567,7 @@ def test_unpack_never_follows_a_planted_staging_link(tmp_path: Path, monkeypatch
     monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
     r = run_cli("unpack", pkg, "-o", out)
     assert r.code == 0, r.stderr
+    assert next(names) == "a5b6c7d8"  # mkdtemp met the planted name twice, then staged under x1y2z3w4
     assert digest(victim) == before
     assert planted.is_symlink() and os.readlink(planted) == str(victim)
     assert sha256(out / "G_2000.pth") == sha256(H.VITS_G)

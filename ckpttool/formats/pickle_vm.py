@@ -46,15 +46,23 @@ MAX_INT_BYTES = 256  # a LONG longer than this is kept as a HugeInt (Python refu
 
 
 class _Short(Exception):
-    """An inline opcode's argument runs past the end of the data (the stream was cut short)."""
+    """An inline opcode's argument runs past the end of the data (the stream was cut short): ``end`` is the offset
+    it needs the data to reach."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__(end)
+        self.end = end
 
 
 class PickleError(ValueError):
     """The stream is not a well-formed pickle (where torch.load would fail too), or breaks a limit."""
 
-    def __init__(self, message: str, pos: int, *, truncated: bool = False, limit: bool = False) -> None:
+    def __init__(
+        self, message: str, pos: int, *, truncated: bool = False, limit: bool = False, need: int | None = None
+    ) -> None:
         super().__init__(message)
         self.pos, self.truncated, self.limit = pos, truncated, limit
+        self.need = need  # for a truncated stream: the offset an opcode's declared length reaches, when known
 
 
 @dataclass
@@ -106,7 +114,7 @@ class Machine:
         start = self.pos
         end = start + n
         if n < 0 or end > len(self.data):
-            raise self._fail("the pickle ends in the middle of an opcode", truncated=True)
+            raise self._fail("the pickle ends in the middle of an opcode", truncated=True, need=end)
         self.pos = end
         return self.data[start:end]
 
@@ -295,7 +303,7 @@ class Machine:
                     n = unpack("<I", data, pos)[0]
                     end = pos + 4 + n
                     if end > size:
-                        raise _Short
+                        raise _Short(end)
                     stack.append(data[pos + 4 : end].decode("utf-8", "surrogatepass"))
                     pos = end
                 elif op == 0x86:  # TUPLE2
@@ -342,7 +350,7 @@ class Machine:
                     n = data[pos]
                     end = pos + 1 + n
                     if end > size:
-                        raise _Short
+                        raise _Short(end)
                     stack.append(data[pos + 1 : end].decode("utf-8", "surrogatepass"))
                     pos = end
                 elif op == 0x73:  # SETITEM
@@ -389,7 +397,7 @@ class Machine:
                 elif op == 0x95:  # FRAME
                     pos += 8
                     if pos > size:
-                        raise _Short
+                        raise _Short(pos)
                 elif op == 0x2E:  # STOP
                     value = stack.pop()
                     self.pos = pos
@@ -408,9 +416,11 @@ class Machine:
                     self._check_ops(ops)
         except PickleError:
             raise
-        except _Short:
+        except _Short as short:
             self.pos = pos
-            raise self._fail("the pickle ends in the middle of an opcode", truncated=True) from None
+            raise self._fail(
+                "the pickle ends in the middle of an opcode", truncated=True, need=short.end
+            ) from None
         except (IndexError, KeyError, struct.error) as exc:
             self.pos = pos
             if isinstance(exc, IndexError | struct.error) and pos + 8 >= size:

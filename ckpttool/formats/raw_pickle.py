@@ -32,7 +32,7 @@ class RawPickle(Format):
             return Sniffed(self.name, probe.size)
         if head[:1] and head[0] in _STARTS and head.rstrip().endswith(b".") and probe.size <= len(head):
             return Sniffed(self.name, probe.size)  # a short protocol-0 pickle: text ending in STOP
-        if head[:1] and head[0] in _STARTS and _pickle_prefix(head):
+        if head[:1] and head[0] in _STARTS and _pickle_prefix(head, probe.size):
             return Sniffed(self.name, probe.size)  # a longer protocol 0/1 pickle (no PROTO opcode)
         return None
 
@@ -57,15 +57,16 @@ class RawPickle(Format):
         return ckpt
 
 
-def _pickle_prefix(head: bytes) -> bool:
-    """Whether ``head`` (the first bytes of a file) runs on the pickle machine without error up to STOP or up
-    to its end: a protocol 0/1 pickle, which torch.load unpickles like any other stream. Text files starting
-    with an opcode letter fail within a few bytes (an APPEND with nothing to append to, a number that is not
-    one)."""
+def _pickle_prefix(head: bytes, size: int) -> bool:
+    """Whether ``head`` (the first bytes of a file of ``size`` bytes) runs on the pickle machine without error up
+    to STOP or up to its end, no opcode claiming more bytes than the file has: a protocol 0/1 pickle, which
+    torch.load unpickles like any other stream. Text files and other formats' magic numbers starting with an
+    opcode letter fail within a few bytes (an APPEND with nothing to append to, a number that is not one, a
+    string length past the end of the file)."""
     try:
         run_pickle(head, 0, lambda pid: pid)
     except PickleError as exc:
-        return exc.truncated
+        return exc.truncated and (exc.need is None or exc.need <= size)
     except (CkptError, ValueError):  # a tensor rebuild with odd metadata: a pickle all the same
         return True
     return True
