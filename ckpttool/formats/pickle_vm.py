@@ -25,9 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckpttool.errors import CkptError
 from ckpttool.formats.builders import (
     INERT_CLASSES,
     MAX_TUPLE_DEPTH,
+    BadTensor,
     Builder,
     Refused,
     StorageType,
@@ -43,12 +45,24 @@ MAX_COLLISIONS = 64
 MAX_INT_BYTES = 256  # a LONG longer than this is kept as a HugeInt (Python refuses to print > 4300 digits)
 
 
+class _Short(Exception):
+    """An inline opcode's argument runs past the end of the data (the stream was cut short): ``end`` is the offset
+    it needs the data to reach."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__(end)
+        self.end = end
+
+
 class PickleError(ValueError):
     """The stream is not a well-formed pickle (where torch.load would fail too), or breaks a limit."""
 
-    def __init__(self, message: str, pos: int, *, truncated: bool = False, limit: bool = False) -> None:
+    def __init__(
+        self, message: str, pos: int, *, truncated: bool = False, limit: bool = False, need: int | None = None
+    ) -> None:
         super().__init__(message)
         self.pos, self.truncated, self.limit = pos, truncated, limit
+        self.need = need  # for a truncated stream: the offset an opcode's declared length reaches, when known
 
 
 @dataclass
@@ -100,7 +114,7 @@ class Machine:
         start = self.pos
         end = start + n
         if n < 0 or end > len(self.data):
-            raise self._fail("the pickle ends in the middle of an opcode", truncated=True)
+            raise self._fail("the pickle ends in the middle of an opcode", truncated=True, need=end)
         self.pos = end
         return self.data[start:end]
 
@@ -289,7 +303,7 @@ class Machine:
                     n = unpack("<I", data, pos)[0]
                     end = pos + 4 + n
                     if end > size:
-                        raise IndexError
+                        raise _Short(end)
                     stack.append(data[pos + 4 : end].decode("utf-8", "surrogatepass"))
                     pos = end
                 elif op == 0x86:  # TUPLE2
@@ -336,7 +350,7 @@ class Machine:
                     n = data[pos]
                     end = pos + 1 + n
                     if end > size:
-                        raise IndexError
+                        raise _Short(end)
                     stack.append(data[pos + 1 : end].decode("utf-8", "surrogatepass"))
                     pos = end
                 elif op == 0x73:  # SETITEM
@@ -383,7 +397,7 @@ class Machine:
                 elif op == 0x95:  # FRAME
                     pos += 8
                     if pos > size:
-                        raise IndexError
+                        raise _Short(pos)
                 elif op == 0x2E:  # STOP
                     value = stack.pop()
                     self.pos = pos
@@ -402,6 +416,11 @@ class Machine:
                     self._check_ops(ops)
         except PickleError:
             raise
+        except _Short as short:
+            self.pos = pos
+            raise self._fail(
+                "the pickle ends in the middle of an opcode", truncated=True, need=short.end
+            ) from None
         except (IndexError, KeyError, struct.error) as exc:
             self.pos = pos
             if isinstance(exc, IndexError | struct.error) and pos + 8 >= size:
@@ -557,18 +576,24 @@ def data_byte(m: Machine) -> int:
 def run_pickle(
     data: bytes, start: int, persistent_load: Callable[[Any], Any], encoding: str = "utf-8"
 ) -> MachineResult:
-    """Run one pickle from ``data[start:]``. Raises :class:`PickleError` (with ``.safety`` attached: the globals
-    seen before the error and those a scan of the rest finds) when the stream is damaged or breaks a limit."""
+    """Run one pickle from ``data[start:]``. Raises :class:`PickleError` when the stream is damaged or breaks a
+    limit, :class:`~ckpttool.formats.builders.BadTensor` when a tensor rebuild call has impossible metadata, or
+    what ``persistent_load`` raises; each with ``.safety`` attached (the globals seen before the error and those
+    a scan of the rest finds)."""
     machine = Machine(data, start, persistent_load, encoding)
     try:
         return machine.run()
-    except PickleError as exc:
-        for module, name in scan_globals(data, exc.pos):
+    except (PickleError, BadTensor, CkptError) as exc:
+        # A builder refusing a tensor's metadata (BadTensor) or the caller's persistent_load refusing a storage
+        # (CkptError) stops the machine as damage does: whatever ran before (a REDUCE inside the arguments of
+        # _rebuild_tensor_v2) and whatever follows still count for the verdict, as for a damaged stream.
+        pos = exc.pos if isinstance(exc, PickleError) else machine.pos
+        for module, name in scan_globals(data, pos):
             module, name = python_name(module, name, machine.proto)
             if f"{module}.{name}" not in {u.name for u in machine.safety.uses}:
                 verdict, why = classify(module, name)
                 machine.safety.add(GlobalUse(f"{module}.{name}", False, verdict, why))
-        exc.safety = machine.safety  # type: ignore[attr-defined]
+        exc.safety = machine.safety  # type: ignore[union-attr]
         raise
 
 

@@ -50,9 +50,13 @@ def read_pickle(
     """Run one pickle from ``data[start:]``; refuse it when unsafe, map damage to Corrupt/Truncated errors."""
     try:
         result = run_pickle(data, start, persistent_load)
-    except CkptError:
-        raise
-    except BadTensor as exc:
+    except (CkptError, BadTensor) as exc:
+        # damage found after a payload ran (torch.load would have run it before failing) is refused as unsafe
+        seen: Safety | None = getattr(exc, "safety", None)
+        if seen is not None and seen.verdict == UNSAFE and not isinstance(exc, UnsafeCheckpoint):
+            raise refuse_unsafe(path, seen) from None
+        if isinstance(exc, CkptError):
+            raise
         raise CorruptCheckpoint(f"{path}: {what} is damaged ({exc}); use another copy", path=path) from None
     except PickleError as exc:
         safety: Safety = getattr(exc, "safety", Safety())

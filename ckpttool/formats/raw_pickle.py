@@ -9,9 +9,10 @@ pickle machine for its verdict and shows what it holds.
 
 from __future__ import annotations
 
-from ckpttool.errors import CorruptCheckpoint
+from ckpttool.errors import CkptError, CorruptCheckpoint
 from ckpttool.formats.base import Format, Probe, Sniffed
 from ckpttool.formats.legacy import PickleWindow
+from ckpttool.formats.pickle_vm import PickleError, run_pickle
 from ckpttool.formats.pickled import build_checkpoint
 from ckpttool.model import Checkpoint
 from ckpttool.vocab import Format as FormatName
@@ -31,6 +32,8 @@ class RawPickle(Format):
             return Sniffed(self.name, probe.size)
         if head[:1] and head[0] in _STARTS and head.rstrip().endswith(b".") and probe.size <= len(head):
             return Sniffed(self.name, probe.size)  # a short protocol-0 pickle: text ending in STOP
+        if head[:1] and head[0] in _STARTS and _pickle_prefix(head, probe.size):
+            return Sniffed(self.name, probe.size)  # a longer protocol 0/1 pickle (no PROTO opcode)
         return None
 
     def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
@@ -52,3 +55,18 @@ class RawPickle(Format):
         if result.end < sniffed.size:
             ckpt.notes.append(f"{sniffed.size - result.end:,} bytes follow the pickle")
         return ckpt
+
+
+def _pickle_prefix(head: bytes, size: int) -> bool:
+    """Whether ``head`` (the first bytes of a file of ``size`` bytes) runs on the pickle machine without error up
+    to STOP or up to its end, no opcode claiming more bytes than the file has: a protocol 0/1 pickle, which
+    torch.load unpickles like any other stream. Text files and other formats' magic numbers starting with an
+    opcode letter fail within a few bytes (an APPEND with nothing to append to, a number that is not one, a
+    string length past the end of the file)."""
+    try:
+        run_pickle(head, 0, lambda pid: pid)
+    except PickleError as exc:
+        return exc.truncated and (exc.need is None or exc.need <= size)
+    except (CkptError, ValueError):  # a tensor rebuild with odd metadata: a pickle all the same
+        return True
+    return True

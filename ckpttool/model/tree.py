@@ -316,30 +316,57 @@ def iter_leaves(root: Any) -> Iterator[tuple[Path, Any]]:
             yield path, obj
 
 
+# zip_trees' chain of enclosing container pairs: a linked list of ((x, y), parent) cells holding the objects
+# themselves, so that a temporary list's id is never reused while it is on a chain
+_Chain = tuple[tuple[Any, Any], Any] | None
+
+
 def zip_trees(a: Any, b: Any) -> Iterator[tuple[str, Any, Any]]:
     """Walk two trees together, yielding (dotted path, a, b) for every pair of leaves and every place their
     structure differs (:data:`MISSING` stands for an absent key; two stubs of different classes yield their
-    qualified names, then are compared slot by slot under ``.args``, ``.state``, ``.items``, ``.list_items``)."""
-    stack: list[tuple[str, Any, Any]] = [("", a, b)]
+    qualified names, then are compared slot by slot under ``.args``, ``.state``, ``.items``, ``.list_items``).
+
+    Self-referencing containers (a list holding itself, which pickle and torch.save keep) end the walk where the
+    same pair of containers is met again below itself; a pair shared by two paths (not a cycle) is walked at
+    each path."""
+    stack: list[tuple[str, Any, Any, _Chain]] = [("", a, b, None)]
 
     def sub(path: str, key: Any) -> str:
         return f"{path}.{key}" if path else str(key)
 
+    def on_chain(pair: tuple[Any, Any], chain: _Chain) -> bool:
+        while chain is not None:
+            if chain[0][0] is pair[0] and chain[0][1] is pair[1]:
+                return True
+            chain = chain[1]
+        return False
+
     while stack:
-        path, x, y = stack.pop()
+        path, x, y, chain = stack.pop()
+        pair = (x, y)
         if isinstance(x, dict) and isinstance(y, dict):
+            if on_chain(pair, chain):
+                continue
+            inner = (pair, chain)
             keys = list(x) + [k for k in y if k not in x]
-            stack.extend((sub(path, k), x.get(k, MISSING), y.get(k, MISSING)) for k in reversed(keys))
+            stack.extend((sub(path, k), x.get(k, MISSING), y.get(k, MISSING), inner) for k in reversed(keys))
         elif isinstance(x, list | tuple) and type(x) is type(y) and len(x) == len(y):
+            if on_chain(pair, chain):
+                continue
+            inner = (pair, chain)
             stack.extend(
-                (sub(path, i), xi, yi) for i, (xi, yi) in reversed(list(enumerate(zip(x, y, strict=True))))
+                (sub(path, i), xi, yi, inner)
+                for i, (xi, yi) in reversed(list(enumerate(zip(x, y, strict=True))))
             )
         elif isinstance(x, Stub) and isinstance(y, Stub):
+            if on_chain(pair, chain):
+                continue
+            inner = (pair, chain)
             pending = [
-                (path + ".list_items", list(x.list_items), list(y.list_items)),
-                (path + ".items", x.items, y.items),
-                (path + ".state", x.state, y.state),
-                (path + ".args", list(x.args), list(y.args)),
+                (path + ".list_items", list(x.list_items), list(y.list_items), inner),
+                (path + ".items", x.items, y.items, inner),
+                (path + ".state", x.state, y.state, inner),
+                (path + ".args", list(x.args), list(y.args), inner),
             ]
             stack.extend(pending)
             if type(x).qualname != type(y).qualname:
