@@ -12,7 +12,7 @@ PACKAGE = ROOT / "ckpttool"
 
 # Layers, lowest first. A module may import from its own layer or below, never from above.
 LAYERS: list[tuple[str, ...]] = [
-    ("ckpttool.errors", "ckpttool.vocab", "ckpttool.keys"),
+    ("ckpttool.errors", "ckpttool.vocab", "ckpttool.keys", "ckpttool.progress"),
     ("ckpttool.model",),
     ("ckpttool.state_json", "ckpttool.outputs"),
     ("ckpttool.formats",),
