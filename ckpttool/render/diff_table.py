@@ -57,7 +57,8 @@ def diff_summary(r: DiffReport) -> str:
         for v in n.values or []
         if v.max_abs != 0 or bool(v.nonfinite_a or v.nonfinite_b)
     )
-    parts = [f"{shapes} shape change(s) ({len(r.unexplained)} unexplained)"] if shapes else []
+    why = f"{len(r.unexplained)} not explained" if r.unexplained else "all explained"
+    parts = [f"{shapes} shape change(s) ({why})"] if shapes else []
     parts += [f"{sides} one-sided key group(s)"] if sides else []
     parts += [f"{moved} tensor(s) with changed values"] if moved else []
     return "differs: " + (", ".join(parts) or "training state or config")
