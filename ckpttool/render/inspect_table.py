@@ -39,10 +39,9 @@ def render_inspect(r: InspectReport) -> str:
     options = term.current()
     safety = render_safety(r.safety) if r.safety.verdict != "safe" else []
     lines = [term.relpath(r.path), *term.rewrap_all(safety)]
-    lines += [
-        f"  format   {r.format}, {human_bytes(r.size)}",
-        f"  profile  {r.profile}: {r.description}",
-    ]
+    lines += term.rewrap_all(
+        [f"  format   {r.format}, {human_bytes(r.size)}", f"  profile  {r.profile}: {r.description}"]
+    )
     if r.version:
         lines.append(f"  version  {r.version}")
     lines.append("")
@@ -62,7 +61,8 @@ def render_inspect(r: InspectReport) -> str:
         headers = ["network", "key", "tensors", "values", "bytes", "dtypes", "device"]
         lines.append(term.fit_table(rows, headers, wrap_column=5))
         lines.append("")
-    arch = render_architectures(r) if r.architectures else []
+    shorten = term.PathShortener()
+    arch = [shorten(line) for line in render_architectures(r)] if r.architectures else []
     lines += term.rewrap_all(arch)
     rows = []
     for p in r.pieces:
