@@ -12,7 +12,14 @@ PACKAGE = ROOT / "ckpttool"
 
 # Layers, lowest first. A module may import from its own layer or below, never from above.
 LAYERS: list[tuple[str, ...]] = [
-    ("ckpttool.errors", "ckpttool.vocab", "ckpttool.keys", "ckpttool.i18n", "ckpttool.datacache"),
+    (
+        "ckpttool.errors",
+        "ckpttool.vocab",
+        "ckpttool.keys",
+        "ckpttool.i18n",
+        "ckpttool.datacache",
+        "ckpttool.progress",
+    ),
     ("ckpttool.model",),
     ("ckpttool.state_json", "ckpttool.outputs"),
     ("ckpttool.formats",),

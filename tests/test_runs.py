@@ -104,8 +104,9 @@ def test_check_gate(run_dir: Path, tmp_path: Path) -> None:
     # GPT-SoVITS sorts by the digits in the path: the stale 233333333333 pair (epoch 3) wins over G_2000 (11)
     r = run_cli("check", run_dir)
     assert r.code == 1, r.stdout
-    assert "outcome stale" in r.stdout and "8 epochs (epoch 11 -> 3) lost" in r.stdout
-    assert "newest complete state" in r.stdout and "G_2000.pth" in r.stdout and "NOT ready" in r.stdout
+    text = " ".join(r.stdout.split())  # long lines wrap to fit the terminal
+    assert "outcome stale" in text and "8 epochs (epoch 11 -> 3) lost" in text
+    assert "newest complete state" in text and "G_2000.pth" in text and "NOT ready" in text
     config = run_dir / "config.json"
     config.write_text(config.read_text().replace('"epochs": 8', '"epochs": 100'))
     for role in "GD":  # with the stale pair and the broken D_3000 moved away, the trainer resumes G/D_2000

@@ -194,8 +194,9 @@ def test_config_beside_the_run_is_found_automatically() -> None:
 
 @pytest.mark.parametrize(("key", "value", "count"), [("inter_channels", 6, 17), ("gin_channels", 16, 8)])
 def test_mismatching_config_exits_1_and_names_the_key(
-    tmp_path: Path, key: str, value: int, count: int
+    tmp_path: Path, key: str, value: int, count: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one mismatch a line: wide enough that none wraps
     r = run_cli("inspect", fixture(G_FILE), "--config", _config(tmp_path, **{key: value}))
     assert r.code == 1
     lines = [ln for ln in r.stdout.splitlines() if " dim " in ln and "but the config gives" in ln]

@@ -27,11 +27,28 @@ EXIT_INTERNAL = 4
     cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @click.version_option(package_name="ckpttool")
-def cli() -> None:
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Show only problems (warnings, failures), the verdict and summary."
+)
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour the ok/warn/FAIL marks (default: when stdout is a terminal and NO_COLOR is not set).",
+)
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, color: bool | None) -> None:
     """Inspect, diff, migrate and verify PyTorch training checkpoints without executing them.
 
-    Exit codes: 0 ok, 1 problems found, 2 usage error, 3 unreadable input, 130 interrupted (Ctrl-C).
+    Exit codes: 0 ok, 1 problems found, 2 usage error, 3 unreadable input, 130 interrupted (Ctrl-C). Human
+    output fits the terminal width (COLUMNS, at least 80); NO_COLOR turns colour off.
     """
+    from ckpttool.render import term
+
+    if color:
+        ctx.color = True  # click keeps the styles even when stdout is not a terminal
+    term.use(
+        term.RenderOptions(color=color if color is not None else not os.environ.get("NO_COLOR"), quiet=quiet)
+    )
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped with Ctrl-C

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from ckpttool.cli.progress import StderrBar
 
 # Set by commands that were given --json, so main() can print errors as JSON too.
 json_mode: contextvars.ContextVar[bool] = contextvars.ContextVar("json_mode", default=False)
@@ -46,6 +50,30 @@ def allow_global_option(f: F) -> F:
 def emit(text: str) -> None:
     """Write ``text`` to stdout as is (a rendered table or JSON document ends with its own newline)."""
     click.echo(text, nl=False)
+
+
+def emit_lines(lines: list[str], bar: StderrBar | None = None) -> None:
+    """Write rendered ``lines`` to stdout at once (streamed reports), erasing a progress bar on stderr first."""
+    if not lines:
+        return
+    if bar is not None:
+        bar.clear()
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
+
+
+class LineStream:
+    """Streams a report's lines to stdout: ``header`` goes out with the first lines (so a usage error found
+    before any check leaves stdout empty), each later call's lines as they come."""
+
+    def __init__(self, header: list[str], bar: StderrBar | None) -> None:
+        self._header: list[str] | None = header
+        self._bar = bar
+
+    def __call__(self, lines: list[str]) -> None:
+        if self._header is not None:
+            lines, self._header = [*self._header, *lines], None
+        emit_lines(lines, self._bar)
 
 
 def _list_trainers(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

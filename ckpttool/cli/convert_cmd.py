@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import allow_global_option, emit, json_option
+from ckpttool.cli.progress import stderr_progress
 from ckpttool.errors import EXIT_OK
 from ckpttool.ops.convert import convert_checkpoint, targets
 from ckpttool.render import to_json
+from ckpttool.render.term import relpath, rewrap_all
 
 
 @click.command("convert")
@@ -39,13 +41,12 @@ def convert_cmd(src: str, out: str, to: str, force: bool, no_verify: bool, flatt
     equal).
     """
     r = convert_checkpoint(src, out, to=to, force=force, verify=not no_verify, allow_globals=frozenset(allow_globals),
-                           flatten=flatten_unverified, expand_views=expand_views)  # fmt: skip
+                           flatten=flatten_unverified, expand_views=expand_views,
+                           progress=stderr_progress())  # fmt: skip
     if as_json:
         emit(to_json(r.to_json()))
     else:
         verdict = "verified: every tensor and value equal" if r.verified else "not verified (--no-verify)"
-        emit(
-            f"{r.src} -> {r.out} ({r.to}, {r.tensors} tensors); {verdict}\n"
-            + "".join(f"  note  {n}\n" for n in r.notes)
-        )
+        head = f"{relpath(r.src)} -> {relpath(r.out)} ({r.to}, {r.tensors} tensors); {verdict}"
+        emit("\n".join([*rewrap_all([head, *(f"  note  {n}" for n in r.notes)]), "no problems"]) + "\n")
     return EXIT_OK

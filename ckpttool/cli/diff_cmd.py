@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 from click.core import ParameterSource
 
 from ckpttool.cli.common import allow_global_option, emit, json_option
+from ckpttool.cli.progress import stderr_progress
 from ckpttool.configs import load_config_file
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
 from ckpttool.ops.diff import DiffOptions, Progress, diff_paths
@@ -18,16 +17,11 @@ from ckpttool.render.diff_values_table import DEFAULT_TOP, By
 
 
 def _progress() -> Progress | None:
-    if not sys.stderr.isatty():
+    """The value comparison's progress as a bar on stderr (when it is a terminal)."""
+    bar = stderr_progress()
+    if bar is None:
         return None
-
-    def show(done: int, total: int, name: str) -> None:
-        end = "\n" if done >= total else ""
-        click.echo(f"\r  values {done}/{total} {name[:60]:<60}", err=True, nl=False)
-        if end:
-            click.echo("", err=True)
-
-    return show
+    return lambda done, total, name: bar("values", done, total)
 
 
 @click.command("diff")

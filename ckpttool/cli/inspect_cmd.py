@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import emit, json_option
+from ckpttool.cli.progress import stderr_progress
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.inspect import InspectOptions, inspect_path, parse_require
@@ -51,7 +52,10 @@ def inspect_cmd(
     Reads only the pickle and archive directory: no code from the file runs, no tensor data is loaded (with
     --deep, every tensor byte is read and zip CRC-32s are checked).
     """
-    options = InspectOptions(parse_require(require), tensors, ConfigOptions.from_cli(config_path, sets), deep)
+    options = InspectOptions(
+        parse_require(require), tensors, ConfigOptions.from_cli(config_path, sets), deep,
+        progress=stderr_progress() if deep else None,
+    )  # fmt: skip
     report = inspect_path(path, options)
     if as_json:
         from ckpttool.render import to_json

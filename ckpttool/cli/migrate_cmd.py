@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ckpttool.cli.common import allow_global_option, emit, json_option
+from ckpttool.cli.progress import stderr_progress
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK
 from ckpttool.ops.migrate import FORMATS, INIT_MODES, OPTIMIZER_MODES, MigrateOptions, migrate_path
@@ -93,6 +94,6 @@ def migrate_cmd(
         ConfigOptions.from_cli(config_path, sets), template, dry_run, force, optimizer, init, to, seed,
         frozenset(allow_globals), flatten_unverified,
     )  # fmt: skip
-    report = migrate_path(src, out, options)
+    report = migrate_path(src, out, options, progress=stderr_progress())
     emit(to_json(report.to_json()) if as_json else render_migrate(report))
     return EXIT_OK

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ckpttool.cli.common import allow_global_option, emit, json_option, trainer_options
+from ckpttool.cli.common import LineStream, allow_global_option, emit, json_option, trainer_options
+from ckpttool.cli.progress import stderr_progress
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS
 from ckpttool.ops.check import CheckOptions, check_targets
@@ -14,8 +15,8 @@ from ckpttool.ops.latest import latest_run
 from ckpttool.ops.pack import pack_run, unpack_package
 from ckpttool.render import to_json
 from ckpttool.render.runs_table import (
+    CheckStream,
     latest_notes,
-    render_check,
     render_fix,
     render_latest_paths,
     render_latest_table,
@@ -116,8 +117,15 @@ def check_cmd(
         parse_require(require), ConfigOptions.from_cli(config_path, sets), verify, steps, device,
         frozenset(allow_globals), trainer, trainer_root, torch_version, lightning_version,
     )  # fmt: skip
-    r = check_targets(targets, options)
-    emit(to_json(r.to_json()) if as_json else render_check(r))
+    bar = stderr_progress()
+    if as_json:
+        r = check_targets(targets, options, progress=bar)
+        emit(to_json(r.to_json()))
+        return EXIT_OK if r.ok else EXIT_PROBLEMS
+    stream = CheckStream(list(targets))
+    out = LineStream(stream.header(list(targets)), bar)
+    r = check_targets(targets, options, on_update=lambda rep: out(stream.new_lines(rep)), progress=bar)
+    out(stream.footer(r))
     return EXIT_OK if r.ok else EXIT_PROBLEMS
 
 
@@ -183,7 +191,10 @@ def pack_cmd(
     as_json: bool,
 ) -> int:
     """Pack the latest valid checkpoint(s), the config and a manifest (sizes, sha256, inspect summary)."""
-    r = pack_run(run_dir, out, files=files, config=config_path, force=force, allow=frozenset(allow_globals))
+    r = pack_run(
+        run_dir, out, files=files, config=config_path, force=force, allow=frozenset(allow_globals),
+        progress=stderr_progress(),
+    )  # fmt: skip
     emit(to_json(r.to_json()) if as_json else render_pack(r))
     return EXIT_OK
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ckpttool.cli.common import allow_global_option, emit, json_option
+from ckpttool.cli.common import LineStream, allow_global_option, emit, json_option
+from ckpttool.cli.progress import stderr_progress
 from ckpttool.configs import ConfigOptions
 from ckpttool.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
 from ckpttool.ops.verify import DEFAULT_STEPS, VerifyOptions, verify_paths
 from ckpttool.render import to_json
-from ckpttool.render.verify_table import render_verify
+from ckpttool.render.term import PathShortener
+from ckpttool.render.verify_table import common_folder, render_checks, verify_footer, verify_header
 
 
 @click.command("verify-resume")
@@ -76,6 +78,15 @@ def verify_cmd(
         config, steps, device, recipe, strict, not no_shadow, optimizer_class, scheduler_class,
         frozenset(allow_globals), trainer_root=trainer_root, detect_trainer_root=not no_model_run,
     )  # fmt: skip
-    report = verify_paths(paths, options)
-    emit(to_json(report.to_json()) if as_json else render_verify(report))
+    bar = stderr_progress()
+    if as_json:
+        report = verify_paths(paths, options, progress=bar)
+        emit(to_json(report.to_json()))
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    shorten = PathShortener(common_folder(paths))
+    out = LineStream(verify_header(paths, device, strict), bar)
+    report = verify_paths(
+        paths, options, on_checks=lambda checks: out(render_checks(checks, shorten)), progress=bar
+    )
+    out(verify_footer(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

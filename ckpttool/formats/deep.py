@@ -9,12 +9,18 @@ benchmarks/bench_deep.py for seconds per GB.
 
 from __future__ import annotations
 
+import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckpttool.errors import CorruptCheckpoint
 from ckpttool.model import Checkpoint, ZipStorage
+from ckpttool.progress import Progress
+from ckpttool.progress import report as report_progress
+
+Tick = Callable[[int], None]
 
 
 @dataclass
@@ -23,7 +29,7 @@ class DeepReport:
     checked: list[str] = field(default_factory=list)  # one line per file
 
 
-def _crc_members(path: str) -> int:
+def _crc_members(path: str, tick: Tick) -> int:
     from ckpttool.formats.torch_zip import open_archive
 
     with open(path, "rb") as head:
@@ -39,6 +45,7 @@ def _crc_members(path: str) -> int:
                 while chunk := fh.read(1 << 24):
                     crc = zlib.crc32(chunk, crc)
                     total += len(chunk)
+                    tick(len(chunk))
             if crc != info.CRC:
                 raise CorruptCheckpoint(
                     f"{path}: {info.filename} fails its CRC-32 check (its bytes changed after the save; torch.load "
@@ -48,32 +55,49 @@ def _crc_members(path: str) -> int:
     return total
 
 
-def _read_all(path: Path) -> int:
+def _read_all(path: Path, tick: Tick) -> int:
     total = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 24):
             total += len(chunk)
+            tick(len(chunk))
     return total
 
 
-def deep_verify(ckpt: Checkpoint) -> DeepReport:
-    """Check every file behind ``ckpt``'s tensors; raises CorruptCheckpoint at the first damage found."""
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.glob("*.distcp"))
+    return os.path.getsize(path) if path.is_file() else 0
+
+
+def deep_verify(ckpt: Checkpoint, progress: Progress | None = None) -> DeepReport:
+    """Check every file behind ``ckpt``'s tensors; raises CorruptCheckpoint at the first damage found.
+    ``progress`` is told the bytes read (label ``deep read``; the total is the files' sizes, which a zip's
+    uncompressed members may pass a little)."""
     report = DeepReport()
     files: dict[str, bool] = {}  # file -> is a zip
     for t in ckpt.tensors:
         files.setdefault(t.storage.file, isinstance(t.storage, ZipStorage))
+    total = sum(_size(Path(name)) for name in files)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] = min(done[0] + n, max(total - 1, 0))  # the end is told once, below
+        report_progress(progress, "deep read", done[0], total)
+
     for name, is_zip in files.items():
         path = Path(name)
         if is_zip:
-            report.bytes_read += _crc_members(name)
+            report.bytes_read += _crc_members(name, tick)
             report.checked.append(f"{path.name}: every zip member's CRC-32 matches")
         elif path.is_dir():
             for data in sorted(path.glob("*.distcp")):
-                report.bytes_read += _read_all(data)
+                report.bytes_read += _read_all(data, tick)
             report.checked.append(f"{path.name}: DCP keeps no checksums; every .distcp byte read")
         else:
-            report.bytes_read += _read_all(path)
+            report.bytes_read += _read_all(path, tick)
             report.checked.append(
                 f"{path.name}: no checksums in this format; every byte read, lengths checked"
             )
+    report_progress(progress, "deep read", total, total)
     return report

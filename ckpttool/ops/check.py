@@ -4,8 +4,8 @@ the static resume checks and, on request, the shadow run. One report, exit 0 or 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,16 @@ from ckpttool.interpret.source import Source, interpret_checkpoint, load
 from ckpttool.ops.inspect import InspectOptions, InspectReport, inspect_source, parse_require
 from ckpttool.ops.verify import VerifyOptions, verify_sources
 from ckpttool.predict import Prediction, predict_run
+from ckpttool.progress import Progress
 from ckpttool.resume.static import Check
 from ckpttool.runs import LatestResult, latest
 
 SCHEMA = "ckpttool.check/2"
+
+OnUpdate = Callable[["CheckReport"], None]
+"""Called with the report each time checks or predictions were added to it (after each run folder's latest
+file and trainer prediction, after the inspections, after each batch of verify-resume checks), so a caller can
+show the new ones while the rest still runs."""
 
 
 @dataclass
@@ -109,11 +115,23 @@ def check_resume(
 
 
 def check_targets(
-    targets: Iterable[str | os.PathLike[str]], options: CheckOptions | None = None
+    targets: Iterable[str | os.PathLike[str]],
+    options: CheckOptions | None = None,
+    *,
+    on_update: OnUpdate | None = None,
+    progress: Progress | None = None,
 ) -> CheckReport:
     """The CI gate before a resume: for each run folder its latest valid checkpoint (each file is read once),
-    the verdict, the config check, the static resume checks and, on request, the shadow run."""
+    the verdict, the config check, the static resume checks and, on request, the shadow run.
+
+    ``on_update`` is called with the report as checks are added (:data:`OnUpdate`); ``progress`` receives the
+    shadow runs' steps (:mod:`ckpttool.progress`)."""
     options = options or CheckOptions()
+
+    def update() -> None:
+        if on_update is not None:
+            on_update(report)
+
     items = [str(t) for t in targets]
     if not items:
         raise UsageError("give a run directory or checkpoint files")
@@ -131,30 +149,38 @@ def check_targets(
                     c for c in report.checks if not (c.name == "latest" and "is older than" in c.message)
                 ]
             report.predictions += predicted
+        update()
     inspect_options = InspectOptions(options.require, config=options.config)
     for src in sources:
         f = src.name
         r = inspect_source(src, inspect_options)
         report.inspections.append(r)
+        found = []
         if r.verdict in ("weights-only", "none"):
-            report.checks.append(
+            found.append(
                 Check("verdict", "fail", f"{f}: cannot resume training ({r.verdict}): {r.verdict_reason}")
             )
         else:
-            report.checks.append(Check("verdict", "pass", f"{f}: {r.verdict} — {r.verdict_reason}"))
+            found.append(Check("verdict", "pass", f"{f}: {r.verdict} — {r.verdict_reason}"))
         if r.required_missing:
-            report.checks.append(
+            found.append(
                 Check("require", "fail", f"{f}: required piece(s) absent: {', '.join(r.required_missing)}")
             )
-        report.checks += _config_checks(f, r)
+        found += _config_checks(f, r)
+        report.checks += [replace(c, file=f) for c in found]
+    update()
     if sources:
         verify_options = VerifyOptions(
             options.config.file, options.steps, options.device, shadow=options.verify,
             allow_globals=options.allow_globals, trainer_root=options.trainer_root if options.verify else None,
             detect_trainer_root=options.verify,
         )  # fmt: skip
-        vr = verify_sources(sources, verify_options)
-        report.checks += [c for c in vr.checks if c.name not in ("pieces",) or c.status != "pass"]
+
+        def add(checks: list[Check]) -> None:
+            report.checks += [c for c in checks if c.name not in ("pieces",) or c.status != "pass"]
+            update()
+
+        vr = verify_sources(sources, verify_options, on_checks=add, progress=progress)
         report.level = vr.level if options.verify else None
     return report
 

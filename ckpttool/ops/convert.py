@@ -27,6 +27,8 @@ from ckpttool.formats.registry import writers
 from ckpttool.formats.values import StorageReader
 from ckpttool.model import MISSING, Checkpoint, DeferredValue, NumpyArray, TensorInfo, map_tree, zip_trees
 from ckpttool.outputs import check_output, check_output_folder
+from ckpttool.progress import Progress
+from ckpttool.progress import report as report_progress
 
 SCHEMA = "ckpttool.convert/1"
 
@@ -60,6 +62,7 @@ def convert_checkpoint(
     allow_globals: frozenset[str] = frozenset(),
     flatten: bool = False,
     expand_views: bool = False,
+    progress: Progress | None = None,
 ) -> ConvertReport:
     """Write ``src`` as format ``to`` at ``out``, verified tensor by tensor before it takes its final name.
 
@@ -67,6 +70,7 @@ def convert_checkpoint(
     (UnverifiedCheckpoint, exit 3) unless ``allow_globals`` names it or ``flatten`` replaces it with plain data
     (each replaced value is listed in the report's notes). A tensor that views its storage with a zero or
     overlapping stride is refused unless ``expand_views`` (writing it element by element can be far larger).
+    ``progress`` (:mod:`ckpttool.progress`) is told the values compared while the output is verified.
     """
     fmt = writers().get(to)
     if fmt is None:
@@ -87,7 +91,7 @@ def convert_checkpoint(
         """Runs on the temporary output, before it gets the final name: a wrong file never lands."""
         if not verify:
             return
-        report.differences = compare_checkpoints(ckpt, open_checkpoint(written))
+        report.differences = compare_checkpoints(ckpt, open_checkpoint(written), progress)
         report.verified = not report.differences
         if report.differences:
             more = f" (and {len(report.differences) - 1} more)" if len(report.differences) > 1 else ""
@@ -109,16 +113,20 @@ def convert_checkpoint(
     return report
 
 
-def compare_checkpoints(a: Checkpoint, b: Checkpoint) -> list[str]:
-    """Differences between two checkpoints: tensor values (one pair at a time) and every other value."""
+def compare_checkpoints(a: Checkpoint, b: Checkpoint, progress: Progress | None = None) -> list[str]:
+    """Differences between two checkpoints: tensor values (one pair at a time) and every other value.
+    ``progress`` is told the tensors compared (label ``verify``)."""
 
     root_a = a.root if isinstance(a.root, dict) or b.format != "dcp-dir" else {"root": a.root}
     diffs: list[str] = []
+    total, done = len(a.tensors), 0
     with StorageReader() as ra, StorageReader() as rb:
         for path, x, y in zip_trees(root_a, b.root):
             if isinstance(x, TensorInfo) and isinstance(y, TensorInfo):
                 x, y = _covered(x, y)
                 tx, ty = ra.tensor(x), rb.tensor(y)
+                done += 1
+                report_progress(progress, "verify", min(done, max(total - 1, 0)), total)
                 if not _same_tensor(tx, ty):
                     diffs.append(f"{path}: tensor differs")
             elif x is MISSING or y is MISSING:
@@ -130,6 +138,7 @@ def compare_checkpoints(a: Checkpoint, b: Checkpoint) -> list[str]:
                 diffs.append(f"{path}: {x!r} != {y!r}")
             if len(diffs) >= 20:
                 break
+    report_progress(progress, "verify", total, total)
     return diffs
 
 

@@ -16,6 +16,7 @@ from ckpttool.interpret.profiles import PIECES
 from ckpttool.interpret.source import Source, load
 from ckpttool.model import Safety, TensorInfo
 from ckpttool.ops.architecture import Architecture, check_architectures, identify
+from ckpttool.progress import Progress
 from ckpttool.vocab import Verdict
 
 SCHEMA = "ckpttool.inspect/1"
@@ -119,12 +120,14 @@ def parse_require(spec: str | Iterable[str] | None) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class InspectOptions:
     """``require``: pieces that must be present; ``with_tensors``: list every tensor; ``config``: the run
-    config to check tensor shapes against (default: the one embedded in the file or beside it)."""
+    config to check tensor shapes against (default: the one embedded in the file or beside it); ``deep``: read
+    every tensor byte, telling ``progress`` (:mod:`ckpttool.progress`) the bytes read."""
 
     require: tuple[str, ...] = ()
     with_tensors: bool = False
     config: ConfigOptions = field(default_factory=ConfigOptions)
     deep: bool = False
+    progress: Progress | None = field(default=None, compare=False)
 
 
 def inspect_source(src: Source, options: InspectOptions | None = None) -> InspectReport:
@@ -166,7 +169,7 @@ def inspect_source(src: Source, options: InspectOptions | None = None) -> Inspec
         meta=ckpt.meta,
         architectures=archs,
         safety=ckpt.safety,
-        deep=deep_verify(ckpt) if options.deep else None,
+        deep=deep_verify(ckpt, options.progress) if options.deep else None,
     )
 
 

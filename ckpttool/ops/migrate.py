@@ -37,6 +37,8 @@ from ckpttool.ops.migrate_plan import (
     plan_network,
 )
 from ckpttool.outputs import atomic_write, check_output
+from ckpttool.progress import Progress
+from ckpttool.progress import report as report_progress
 
 if TYPE_CHECKING:
     import torch
@@ -111,9 +113,14 @@ def migrate_checkpoint(
 
 
 def migrate_path(
-    src: str | os.PathLike[str], out: str | os.PathLike[str] | None, options: MigrateOptions
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    options: MigrateOptions,
+    *,
+    progress: Progress | None = None,
 ) -> MigrateReport:
-    """Plan a migration of ``src`` to a new config or template; unless ``dry_run``, apply it and write ``out``."""
+    """Plan a migration of ``src`` to a new config or template; unless ``dry_run``, apply it and write ``out``.
+    ``progress`` (:mod:`ckpttool.progress`) is told the tensors built, network by network."""
     template, dry_run, force, optimizer = options.template, options.dry_run, options.force, options.optimizer
     init, to, seed = options.init, options.to, options.seed
     if optimizer not in OPTIMIZER_MODES:
@@ -162,7 +169,7 @@ def migrate_path(
     if dry_run:
         return report
     assert out is not None
-    _apply(ckpt, layout, plan, report, Path(out), tmpl, seed)
+    _apply(ckpt, layout, plan, report, Path(out), tmpl, seed, progress)
     return report
 
 
@@ -330,6 +337,7 @@ def _migrate_network(
     init: str,
     tmpl_tensors: dict[str, TensorInfo],
     tmpl_reader: StorageReader | None,
+    progress: Progress | None = None,
 ) -> OrderedDict[str, torch.Tensor]:
     sd = get_path(ckpt.root, net.path) if net.path else ckpt.root
     infos = {str(k)[len(net.prefix) :]: v for k, v in sd.items() if isinstance(v, TensorInfo)}
@@ -338,7 +346,8 @@ def _migrate_network(
         return reader.tensor(infos[name])
 
     built: dict[str, torch.Tensor] = {}
-    for p in net.tensors:
+    for i, p in enumerate(net.tensors):
+        report_progress(progress, f"migrate {net.label}", i, len(net.tensors))
         if p.action == "drop":
             continue
         source = load(p.name) if p.src_shape is not None and p.action in ("copy", "partial") else None
@@ -354,6 +363,7 @@ def _migrate_network(
         return None
 
     _fix_weight_norm(net, built, load, gen, template_g)
+    report_progress(progress, f"migrate {net.label}", len(net.tensors), len(net.tensors))
     return OrderedDict((net.prefix + name, t) for name, t in built.items())
 
 
@@ -521,6 +531,7 @@ def _apply(
     out: Path,
     tmpl: Checkpoint | None,
     seed: int,
+    progress: Progress | None = None,
 ) -> None:
     """Build the migrated checkpoint and write it to ``out`` atomically, verified before it takes its name."""
     import torch
@@ -540,7 +551,7 @@ def _apply(
         networks: dict[str, OrderedDict[str, torch.Tensor]] = {}
         for net in plan.networks:
             networks[net.label] = _migrate_network(
-                net, ckpt, reader, gen, plan.init, _template_tensors(tmpl, net), tmpl_reader
+                net, ckpt, reader, gen, plan.init, _template_tensors(tmpl, net), tmpl_reader, progress
             )
         if plan.to != "safetensors":  # safetensors holds the weights only: no optimizer is written
             root = _replace_optimizers(root, ckpt, layout, plan, report, reader)

@@ -25,17 +25,22 @@ from ckpttool.formats import open_checkpoint
 from ckpttool.interpret.source import require_verified
 from ckpttool.ops.inspect import inspect_checkpoint
 from ckpttool.outputs import atomic_write, check_output
+from ckpttool.progress import Progress
+from ckpttool.progress import report as report_progress
 from ckpttool.runs import latest
 
 MANIFEST = "ckpttool-manifest.json"
 SCHEMA = "ckpttool.pack/1"
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, progress: Progress | None = None) -> str:
     h = hashlib.sha256()
+    total, done = path.stat().st_size, 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+            done += len(chunk)
+            report_progress(progress, f"sha256 {path.name}", min(done, total), total)
     return h.hexdigest()
 
 
@@ -87,9 +92,11 @@ def pack_run(
     config: str | None = None,
     force: bool = False,
     allow: frozenset[str] = frozenset(),
+    progress: Progress | None = None,
 ) -> PackReport:
     """Pack the latest valid checkpoint(s) of ``run_dir`` (or ``files``), the run config and a manifest into
-    ``out``. Unsafe or unverified files are refused (unless their globals are in ``allow``)."""
+    ``out``. Unsafe or unverified files are refused (unless their globals are in ``allow``). ``progress``
+    (:mod:`ckpttool.progress`) is told the bytes hashed, file by file."""
     chosen = [Path(f) for f in files]
     root = Path(run_dir)
     if not chosen:
@@ -116,7 +123,7 @@ def pack_run(
                 "name": p.name,
                 "role": "config" if p == cfg else "checkpoint",
                 "size": p.stat().st_size,
-                "sha256": _sha256(p),
+                "sha256": _sha256(p, progress),
                 "original_path": str(p),
                 **({"inspect": _summary(p)} if p != cfg else {}),
             }

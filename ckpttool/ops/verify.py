@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpttool.configs import embedded_config, load_config_file, run_config_beside
 from ckpttool.errors import CkptError, DeviceError, UsageError
 from ckpttool.interpret.source import Source, load
+from ckpttool.progress import Progress
 from ckpttool.resume.recipe import RecipeContext, RecipeResult
 from ckpttool.resume.schedulers import DEFAULT_GAMMA, rule_of
 from ckpttool.resume.static import (
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     import torch
 
 SCHEMA = "ckpttool.verify-resume/1"
+
+OnChecks = Callable[[list[Check]], None]
+"""Called with each batch of checks as it finishes (the static checks of all files together, then each file's
+shadow-run checks, then the model run's), so a caller can show them while the runs go on."""
 DEFAULT_STEPS = 4
 
 
@@ -44,6 +49,16 @@ class VerifyReport:
     recipe: dict[str, Any] | None = None
     strict: bool = False
     shadow_verified: set[str] = field(default_factory=set)  # files whose shadow run ended identical
+    on_checks: OnChecks | None = field(default=None, repr=False, compare=False)
+
+    def add(self, checks: Sequence[Check], file: str | None = None) -> None:
+        """Append ``checks`` (finished together; about ``file`` when given) and pass them to
+        :attr:`on_checks`, if any."""
+        if file is not None:
+            checks = [c if c.file else replace(c, file=file) for c in checks]
+        self.checks += checks
+        if self.on_checks is not None and checks:
+            self.on_checks(list(checks))
 
     @property
     def ok(self) -> bool:
@@ -155,14 +170,20 @@ def verify_resume(
 
 
 def verify_paths(
-    paths: Iterable[str | os.PathLike[str]], options: VerifyOptions | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    options: VerifyOptions | None = None,
+    *,
+    on_checks: OnChecks | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """:func:`verify_sources` of the files at ``paths`` (what the CLI's ``verify-resume`` runs)."""
     files = [str(p) for p in paths]
     _check_files(files)
     options = options or VerifyOptions()
     _check_options(options)
-    return verify_sources([load(f, gate=options.allow_globals) for f in files], options)
+    return verify_sources(
+        [load(f, gate=options.allow_globals) for f in files], options, on_checks=on_checks, progress=progress
+    )
 
 
 def _check_files(files: list[str]) -> None:
@@ -177,7 +198,13 @@ def _check_options(options: VerifyOptions) -> None:
         raise UsageError("--steps must be an even number, at least 2 (half before the save, half after)")
 
 
-def verify_sources(sources: list[Source], options: VerifyOptions | None = None) -> VerifyReport:
+def verify_sources(
+    sources: list[Source],
+    options: VerifyOptions | None = None,
+    *,
+    on_checks: OnChecks | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
     """The static resume checks on ``sources`` (one bundle, or a G file and its D file), then, unless
     ``options.shadow`` is False, the shadow run, then the model run :func:`plan_model_run` finds (a recipe, or
     the built-in one for the trainer checkout).
@@ -186,6 +213,9 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
     a trainer root that is not a checkout or fits no recipe, or an import the model run needs and cannot make;
     DeviceError for a CUDA device that is not there. Failures of the checkpoint itself (and of the model run)
     are checks with status ``fail`` in the report, not exceptions.
+
+    ``on_checks`` receives the checks batch by batch as they finish (see :data:`OnChecks`); ``progress`` the
+    shadow runs' training steps (``progress(label, done, total)``, :mod:`ckpttool.progress`).
     """
     options = options or VerifyOptions()
     _check_options(options)
@@ -203,24 +233,27 @@ def verify_sources(sources: list[Source], options: VerifyOptions | None = None) 
     gamma, gamma_from = _lr_decay(train, config_from)
     fp16 = _fp16(train, sources)
     report = VerifyReport(
-        files, str(dev) if dev is not None else "none (static checks only)", [], strict=options.strict
-    )
+        files, str(dev) if dev is not None else "none (static checks only)", [], strict=options.strict,
+        on_checks=on_checks,
+    )  # fmt: skip
     runnable = []
+    static: list[Check] = []
     for s in sources:
         basics = piece_checks(s) + optimizer_checks(s)
         if not any(c.status == "fail" for c in basics):
             runnable.append(s)
-        report.checks += basics
-        report.checks += scheduler_checks(s, options.scheduler_class)
-        report.checks += lr_rule_checks(s, gamma, gamma_from, options.strict)
-        report.checks += scaler_check(s, fp16)
-        report.checks += max_epochs_check(s, run_config, config_from)
-    report.checks += stage_check(sources)
+        of_s = basics + scheduler_checks(s, options.scheduler_class)
+        of_s += lr_rule_checks(s, gamma, gamma_from, options.strict)
+        of_s += scaler_check(s, fp16)
+        of_s += max_epochs_check(s, run_config, config_from)
+        static += [c if c.file else replace(c, file=s.name) for c in of_s]
+    static += stage_check(sources)
+    report.add(static)
     if options.shadow and dev is not None:
-        _shadow_runs(report, sources, runnable, dev, gamma, options)
+        _shadow_runs(report, sources, runnable, dev, gamma, options, progress)
     if model_run is not None and dev is not None:
         if model_run.spec is None:
-            report.checks.append(Check("recipe-run", "skip", f"no model run: {model_run.reason}"))
+            report.add([Check("recipe-run", "skip", f"no model run: {model_run.reason}")])
         else:
             context = RecipeContext(dev, run_config, config_from, model_run.root)
             _recipe_run(report, model_run, sources, context, options.steps)
@@ -279,6 +312,7 @@ def _shadow_runs(
     dev: torch.device,
     gamma: float,
     options: VerifyOptions,
+    progress: Progress | None = None,
 ) -> None:
     """Shadow-run each runnable source and add the results and their checks to ``report``; a source that
     cannot be rebuilt is skipped, one whose run raises fails."""
@@ -288,12 +322,15 @@ def _shadow_runs(
     with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as tmp:
         for s in sources:
             if s not in runnable or not s.layout.optimizers:
-                report.checks.append(
-                    Check(
-                        "shadow-run",
-                        "skip",
-                        f"{s.name}: not run (nothing to resume, or the static checks above already fail)",
-                    )
+                report.add(
+                    [
+                        Check(
+                            "shadow-run",
+                            "skip",
+                            f"{s.name}: not run (nothing to resume, or the static checks above already fail)",
+                        )
+                    ],
+                    s.name,
                 )
                 continue
             try:
@@ -305,23 +342,27 @@ def _shadow_runs(
                     Path(tmp),
                     gamma=gamma,
                     optimizer_override=options.optimizer_class,
+                    progress=progress,
                 )
             except NotRebuildable as exc:
-                report.checks.append(Check("shadow-run", "skip", f"{s.name}: not run: {exc}"))
+                report.add([Check("shadow-run", "skip", f"{s.name}: not run: {exc}")], s.name)
                 continue
             except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
-                report.checks.append(
-                    Check(
-                        "shadow-run",
-                        "fail",
-                        f"{s.name}: the shadow run failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-                    )
+                report.add(
+                    [
+                        Check(
+                            "shadow-run",
+                            "fail",
+                            f"{s.name}: the shadow run failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                        )
+                    ],
+                    s.name,
                 )
                 continue
             report.shadow.append({"path": s.name, **res.to_json()})
             if res.exact.identical:
                 report.shadow_verified.add(s.name)
-            report.checks += _shadow_checks(s, res, options.strict)
+            report.add(_shadow_checks(s, res, options.strict), s.name)
 
 
 @dataclass(frozen=True)
@@ -380,12 +421,12 @@ def _recipe_run(
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
         # "Error(s) in loading state_dict for X:" says nothing until its next line
         first = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
-        report.checks.append(
-            Check("recipe-run", "fail", f"{run.title}: the model run failed: {type(exc).__name__}: {first}")
+        report.add(
+            [Check("recipe-run", "fail", f"{run.title}: the model run failed: {type(exc).__name__}: {first}")]
         )
         return
     report.recipe = {"title": run.title, "trainer_root": str(run.root) if run.root else None, **rr.to_json()}
-    report.checks += recipe_checks(run.title, rr, report.strict)
+    report.add(recipe_checks(run.title, rr, report.strict))
 
 
 def recipe_checks(title: str, rr: RecipeResult, strict: bool) -> list[Check]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from ckpttool.ops.diff import DiffReport, NetworkDiff
+from ckpttool.render import term
 from ckpttool.render.diff_values_table import DEFAULT_TOP, By, render_values
 
 
@@ -16,14 +15,18 @@ def render_diff(r: DiffReport, *, top: int = DEFAULT_TOP, by: By = "module") -> 
     """The diff as text: explanations first, then per network the renames, one-sided keys, dtype and shape
     changes and moved values (the ``top`` modules or tensors, ``by``, that moved most: render/diff_values_table.py),
     then training-state and config tables, then notes."""
-    lines = [f"A: {r.path_a}  ({r.profile_a})", f"B: {r.path_b}  ({r.profile_b})", ""]
+    lines = [
+        f"A: {term.relpath(r.path_a)}  ({r.profile_a})",
+        f"B: {term.relpath(r.path_b)}  ({r.profile_b})",
+        "",
+    ]
     if not r.differs:
         lines.append("no differences")
         return "\n".join(lines) + "\n"
     for e in r.explanations:
-        lines.append(f"  explained  {e.sentence()}")
+        lines += term.rewrap(f"  explained  {e.sentence()}")
     if r.unexplained:
-        lines.append(
+        lines += term.rewrap(
             f"  unexplained  {len(r.unexplained)} shape change(s): {', '.join(r.unexplained[:5])}"
             + (" ..." if len(r.unexplained) > 5 else "")
         )
@@ -33,13 +36,32 @@ def render_diff(r: DiffReport, *, top: int = DEFAULT_TOP, by: By = "module") -> 
         lines += _network(net, top, by)
     if r.pieces or r.state:
         rows = [[c.what, c.a, c.b] for c in [*r.pieces, *r.state]]
-        lines += [tabulate(rows, headers=["training state", "A", "B"]), ""]
+        lines += [term.fit_table(rows, ["training state", "A", "B"]), ""]
     if r.config:
         rows = [[c.what, c.a, c.b] for c in r.config]
-        lines += [tabulate(rows, headers=["config", "A", "B"]), ""]
+        lines += [term.fit_table(rows, ["config", "A", "B"]), ""]
     for note in r.notes:
-        lines.append(f"  note  {note}")
+        lines += term.rewrap(f"  note  {note}")
+    lines.append(diff_summary(r))
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def diff_summary(r: DiffReport) -> str:
+    """The closing line: how many shape changes (how many unexplained), one-sided key groups and tensors whose
+    values moved."""
+    shapes = sum(len(n.shape_changes) for n in r.networks)
+    sides = sum(len(n.only_a) + len(n.only_b) for n in r.networks)
+    moved = sum(
+        1
+        for n in r.networks
+        for v in n.values or []
+        if v.max_abs != 0 or bool(v.nonfinite_a or v.nonfinite_b)
+    )
+    why = f"{len(r.unexplained)} not explained" if r.unexplained else "all explained"
+    parts = [f"{shapes} shape change(s) ({why})"] if shapes else []
+    parts += [f"{sides} one-sided key group(s)"] if sides else []
+    parts += [f"{moved} tensor(s) with changed values"] if moved else []
+    return "differs: " + (", ".join(parts) or "training state or config")
 
 
 def _network(net: NetworkDiff, top: int, by: By) -> list[str]:
@@ -59,7 +81,7 @@ def _network(net: NetworkDiff, top: int, by: By) -> list[str]:
             [c.name, _shape(c.shape_a), _shape(c.shape_b), c.explanation or "unexplained"]
             for c in net.shape_changes
         ]
-        lines.append(tabulate(rows, headers=["shape change", "A", "B", "why"]))
+        lines.append(term.fit_table(rows, ["shape change", "A", "B", "why"]))
     if net.values is not None:
         lines += render_values(net, top, by)
     lines.append("")

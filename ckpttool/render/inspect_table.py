@@ -6,6 +6,7 @@ from tabulate import tabulate
 
 from ckpttool.model import Safety, TensorInfo
 from ckpttool.ops.inspect import InspectReport
+from ckpttool.render import term
 
 MARK = {"present": "present", "absent": "absent", "rebuilt": "rebuilt"}
 
@@ -35,13 +36,12 @@ def render_inspect(r: InspectReport) -> str:
     """The ``inspect`` report as text: file, networks table, architectures, the pieces table, findings worth
     reading (info only for Adam steps, alignment and G/D stage), notes and the verdict; then the tensors when
     listed."""
-    lines = [f"{r.path}"]
-    if r.safety.verdict != "safe":
-        lines += render_safety(r.safety)
-    lines += [
-        f"  format   {r.format}, {human_bytes(r.size)}",
-        f"  profile  {r.profile}: {r.description}",
-    ]
+    options = term.current()
+    safety = render_safety(r.safety) if r.safety.verdict != "safe" else []
+    lines = [term.relpath(r.path), *term.rewrap_all(safety)]
+    lines += term.rewrap_all(
+        [f"  format   {r.format}, {human_bytes(r.size)}", f"  profile  {r.profile}: {r.description}"]
+    )
     if r.version:
         lines.append(f"  version  {r.version}")
     lines.append("")
@@ -58,21 +58,22 @@ def render_inspect(r: InspectReport) -> str:
             ]
             for n in r.networks
         ]
-        lines.append(
-            tabulate(rows, headers=["network", "key", "tensors", "values", "bytes", "dtypes", "device"])
-        )
+        headers = ["network", "key", "tensors", "values", "bytes", "dtypes", "device"]
+        lines.append(term.fit_table(rows, headers, wrap_column=5))
         lines.append("")
-    if r.architectures:
-        lines.extend(render_architectures(r))
+    shorten = term.PathShortener()
+    arch = [shorten(line) for line in render_architectures(r)] if r.architectures else []
+    lines += term.rewrap_all(arch)
     rows = []
     for p in r.pieces:
         need = "yes" if p.required else ""
         text = p.detail or ""
         if p.consequence:
             text = (text + "; " if text else "") + p.consequence
-        rows.append([p.name, MARK[p.status], need, p.where or "", _clip(text, 100)])
-    lines.append(tabulate(rows, headers=["piece", "status", "needed", "where", "detail"]))
+        rows.append([p.name, MARK[p.status], need, p.where or "", text])
+    lines.append(term.fit_table(rows, ["piece", "status", "needed", "where", "detail"]))
     lines.append("")
+    findings = []
     for f in r.findings:
         if f.severity != "info" or f.code in (
             "adam-step",
@@ -81,17 +82,22 @@ def render_inspect(r: InspectReport) -> str:
             "g-d-stage",
             "amp-skipped-steps",
         ):
-            lines.append(f"  {f.severity:<7} {f.message}")
+            findings.append(f"  {f.severity:<7} {f.message}")
     for note in r.notes:
-        lines.append(f"  note    {note}")
+        findings.append(f"  note    {note}")
     if r.required_missing:
-        lines.append(f"  error   required piece(s) absent: {', '.join(r.required_missing)}")
+        findings.append(f"  error   required piece(s) absent: {', '.join(r.required_missing)}")
     if r.deep is not None:
-        lines.append(f"  deep    {r.deep.bytes_read:,} bytes read")
-        lines += [f"          {line}" for line in r.deep.checked]
+        findings.append(f"  deep    {r.deep.bytes_read:,} bytes read")
+        findings += [f"          {line}" for line in r.deep.checked]
+    lines += term.rewrap_all(findings)
+    if options.quiet:  # the problems only: warnings, errors, a config mismatch
+        problems = [line for line in arch + findings if _is_problem(line)]
+        lines = [lines[0], *term.rewrap_all(safety + problems)]
     lines.append("")
     lines.append(verdict_line(r))
-    if r.tensors is not None:
+    lines.append(term.summary(inspect_problems(r)))
+    if r.tensors is not None and not options.quiet:
         lines.append("")
         lines.append(render_tensors(r.tensors))
     return "\n".join(lines) + "\n"
@@ -107,6 +113,27 @@ def verdict_line(r: InspectReport) -> str:
     head = "config mismatch" if config else "problems"
     tail = "a trainer with this config cannot load it" if config else "see above"
     return f"verdict: {head} — {'; '.join(problems)}: {tail} (the file alone: {r.verdict})"
+
+
+def _is_problem(line: str) -> bool:
+    words = line.split()
+    return bool(words) and (words[0].rstrip(":") in ("warning", "error", "safety") or "MISMATCH" in line)
+
+
+def inspect_problems(r: InspectReport) -> list[tuple[str, str]]:
+    """``(status, name)`` of each problem in ``r`` for the summary line: error findings, absent required pieces
+    and config mismatches fail, warnings warn."""
+    out: list[tuple[str, str]] = []
+    for f in r.findings:
+        if f.severity in ("error", "warning"):
+            out.append(("fail" if f.severity == "error" else "warn", f.code))
+    out += [("fail", piece) for piece in r.required_missing]
+    out += [
+        ("fail", f"config of {a.network}") for a in r.architectures if a.check is not None and not a.check.ok
+    ]
+    if r.safety.verdict != "safe":
+        out.append(("warn", "safety"))
+    return out
 
 
 def _fmt_values(values: dict[str, object]) -> str:
@@ -198,7 +225,3 @@ def render_tensors(tensors: list[TensorInfo]) -> str:
         ]
         out.append(tabulate(rows, tablefmt="plain"))
     return "\n".join(out)
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from ckpttool.ops.migrate import MigrateReport
 from ckpttool.ops.migrate_plan import TensorPlan
+from ckpttool.render import term
 from ckpttool.render.inspect_table import human_bytes
 
 
@@ -29,7 +28,10 @@ def render_migrate(r: MigrateReport, limit: int = 60) -> str:
     not plainly copied (at most ``limit`` rows); then warnings, notes, optimizer results and what was written.
     """
     plan = r.plan
-    lines = [f"migrate {plan.src}" + (f" -> {plan.out}" if plan.out else ""), ""]
+    lines = [
+        f"migrate {term.relpath(str(plan.src))}" + (f" -> {term.relpath(str(plan.out))}" if plan.out else ""),
+        "",
+    ]
     for net in plan.networks:
         fam = f"{net.family} {net.version_from or ''}".strip() if net.family else "no architecture spec"
         if net.version_to and net.version_to != net.version_from:
@@ -54,20 +56,20 @@ def render_migrate(r: MigrateReport, limit: int = 60) -> str:
         ]
         if rows:
             shown = rows[:limit]
-            lines.append(
-                tabulate(shown, headers=["tensor", "action", "from", "to", "kept", "region", "new entries"])
-            )
+            headers = ["tensor", "action", "from", "to", "kept", "region", "new entries"]
+            lines.append(term.fit_table(shown, headers, wrap_column=5))
             if len(rows) > limit:
                 lines.append(f"  ... {len(rows) - limit} more (see --json)")
         lines.append("")
-    for w in plan.warnings:
-        lines.append(f"  warning  {w}")
-    for n in plan.notes:
-        lines.append(f"  note     {n}")
-    for o in r.optimizer_results:
-        lines.append(f"  optimizer  {o}")
+    tail = [f"  warning  {w}" for w in plan.warnings]
+    tail += [f"  note     {n}" for n in plan.notes]
+    tail += [f"  optimizer  {o}" for o in r.optimizer_results]
+    lines += term.rewrap_all(tail)
     if r.written:
-        lines.append(f"\nwrote {r.written} ({human_bytes(r.size)}); re-read and every shape verified")
+        lines.append(
+            f"\nwrote {term.relpath(str(r.written))} ({human_bytes(r.size)}); re-read and every shape verified"
+        )
     else:
         lines.append("\ndry run: nothing written")
+    lines.append(term.summary((("warn", "") for _ in plan.warnings), named=False))
     return "\n".join(lines) + "\n"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from tabulate import tabulate
+from pathlib import Path
 
 from ckpttool.i18n import _, ljust, tr
 from ckpttool.ops.check import CheckReport
 from ckpttool.ops.fix import FixReport
 from ckpttool.ops.pack import PackReport
 from ckpttool.predict.simulate import Prediction
+from ckpttool.render import term
 from ckpttool.render.inspect_table import human_bytes
-from ckpttool.render.verify_table import MARK
+from ckpttool.render.verify_table import check_summary, render_checks
 from ckpttool.runs import LatestResult, PrunePlan
 
 
@@ -50,9 +51,14 @@ def render_latest_table(r: LatestResult) -> str:
         ]
         for c in ordered
     ]
-    lines = [tabulate(rows, headers=["file (* = chosen)", "role", "profile", "counters", "status"]), ""]
-    lines += [f"  {n}" for n in latest_notes(r)]
-    lines.append(f"latest: {', '.join(map(str, r.chosen.paths))}" if r.chosen else "latest: none")
+    shorten = term.PathShortener(r.run_dir)
+    rows = [[shorten(row[0]), *row[1:4], shorten(row[4])] for row in rows]
+    headers = ["file (* = chosen)", "role", "profile", "counters", "status"]
+    lines = [*term.hang("run folder ", term.relpath(r.run_dir)), "", term.fit_table(rows, headers), ""]
+    notes = latest_notes(r)
+    lines += term.rewrap_all(f"  {shorten(n)}" for n in notes)
+    found = f"latest: {', '.join(shorten(str(p)) for p in r.chosen.paths)}" if r.chosen else "latest: none"
+    lines += [found, term.summary(("warn", "skipped") for _ in notes) if r.chosen else "1 problem: latest"]
     return "\n".join(lines) + "\n"
 
 
@@ -72,6 +78,22 @@ def render_prediction(p: Prediction) -> list[str]:
         lines.append(f"        {ljust(_('note'), 16)} {tr(n)}")
     if p.fix:
         lines.append(f"        {ljust(_('fix'), 16)} {tr(p.fix)}")
+    return lines
+
+
+CHECK_INDENT = 25  # where the text of a check or prediction line begins: "  MARK  name<16> "
+
+
+def prediction_lines(p: Prediction, shorten: term.PathShortener | None = None) -> list[str]:
+    """:func:`render_prediction` for the terminal: paths shortened, long lines wrapped, the mark coloured; with
+    ``-q`` nothing when the trainer resumes as it should."""
+    options = term.current()
+    if options.quiet and p.ok:
+        return []
+    shorten = shorten or term.PathShortener()
+    lines = term.rewrap_all((shorten(line) for line in render_prediction(p)), indent=CHECK_INDENT)
+    head = "ok  " if p.ok else "FAIL"
+    lines[0] = lines[0].replace(head, term.mark("pass" if p.ok else "fail", options), 1)
     return lines
 
 
@@ -101,30 +123,61 @@ def render_fix(r: FixReport) -> str:
         lines.append(f"  {ljust(_('after'), 7)} {p.trainer}: {p.outcome} — {tr(p.summary)}")
     if r.dry_run:
         lines.append(_("dry run: nothing was changed"))
+    lines = term.rewrap_all(term.PathShortener()(line) for line in lines)
+    lines.append(
+        term.summary(
+            [("fail", "fix") for _problem in r.problems] + [("fail", p.trainer) for p in r.after if not p.ok]
+        )
+    )
     return "\n".join(lines) + "\n"
+
+
+class CheckStream:
+    """Renders a growing CheckReport: :meth:`header` first, then :meth:`new_lines` each time the report grew
+    (the predictions and checks not shown yet), then :meth:`footer`. Paths are shown relative to the run
+    folder when one folder is checked, else to the current directory."""
+
+    def __init__(self, targets: list[str]) -> None:
+        folders = [t for t in targets if Path(t).is_dir()]
+        self.shorten = term.PathShortener(folders[0] if len(folders) == 1 else None)
+        self._shown: set[int] = set()
+
+    def header(self, targets: list[str]) -> list[str]:
+        """``check TARGETS`` (short paths) and a blank line."""
+        return [*term.hang("check ", " ".join(term.relpath(t) for t in targets)), ""]
+
+    def new_lines(self, r: CheckReport) -> list[str]:
+        """The lines of the predictions and checks added since the last call."""
+        preds = [p for p in r.predictions if id(p) not in self._shown]
+        checks = [c for c in r.checks if id(c) not in self._shown]
+        self._shown |= {id(x) for x in [*preds, *checks]}
+        lines = [line for p in preds for line in prediction_lines(p, self.shorten)]
+        return lines + render_checks(checks, self.shorten)
+
+    def footer(self, r: CheckReport) -> list[str]:
+        """``ready to resume`` (and how it was verified) or ``NOT ready to resume``, then the summary line."""
+        if not r.ok:
+            verdict = term.emphasis(_("NOT ready to resume"), "fail")
+        elif r.level == "static":
+            verdict = _("ready to resume (static checks passed; not verified by a run)")
+        elif r.level is not None:
+            level = {"model-run": _("model run"), "shadow-run": _("shadow run")}.get(
+                r.level, r.level.replace("-", " ")
+            )
+            verdict = term.emphasis(
+                _("ready to resume (verified by the {level})").format(level=level), "pass"
+            )
+        else:
+            verdict = term.emphasis(_("ready to resume"), "pass")
+        pairs = [("fail", "trainer") for p in r.predictions if not p.ok]
+        return ["", verdict, check_summary(r.checks, pairs)]
 
 
 def render_check(r: CheckReport) -> str:
     """What each trainer will do, each check with its status, then ``ready to resume`` or ``NOT ready to
-    resume``."""
-    lines = [f"check {' '.join(r.targets)}", ""]
-    for p in r.predictions:
-        lines += render_prediction(p)
-    for c in r.checks:
-        lines.append(f"  {MARK.get(c.status, c.status)}  {c.name:<16} {c.message}")
-    lines.append("")
-    if not r.ok:
-        lines.append(_("NOT ready to resume"))
-    elif r.level == "static":
-        lines.append(_("ready to resume (static checks passed; not verified by a run)"))
-    elif r.level is not None:
-        level = {"model-run": _("model run"), "shadow-run": _("shadow run")}.get(
-            r.level, r.level.replace("-", " ")
-        )
-        lines.append(_("ready to resume (verified by the {level})").format(level=level))
-    else:
-        lines.append(_("ready to resume"))
-    return "\n".join(lines) + "\n"
+    resume`` and the summary line."""
+    stream = CheckStream(r.targets)
+    return "\n".join(stream.header(r.targets) + stream.new_lines(r) + stream.footer(r)) + "\n"
 
 
 def render_prune(p: PrunePlan, applied: bool) -> str:
@@ -136,6 +189,7 @@ def render_prune(p: PrunePlan, applied: bool) -> str:
         lines.append(f"  {'deleted' if applied else 'delete '} {', '.join(map(str, u.paths))}")
     if p.every:
         lines.append(f"  --every {p.every} counts {p.unit_note}")
+    lines = term.rewrap_all(term.PathShortener()(line) for line in lines)
     freed = sum(c.size for u in p.delete for c in u.files)
     verb = "freed" if applied else "would free"
     lines.append(
@@ -155,6 +209,9 @@ def render_pack(r: PackReport) -> str:
         )
     for p in r.problems:
         lines.append(f"  problem  {p}")
+    lines = term.rewrap_all(term.PathShortener()(line) for line in lines)
     if r.verified is not None:
         lines.append("verified: sizes, sha256 and inspect summaries match" if r.verified else "NOT verified")
+    failed = [("fail", "") for _ in r.problems] + ([("fail", "")] if r.verified is False else [])
+    lines.append(term.summary(failed, named=False))
     return "\n".join(lines) + "\n"

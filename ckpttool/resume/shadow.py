@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from ckpttool.formats.torch_zip import torch_save_to
 from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.profiles import Layout
 from ckpttool.model import Checkpoint, TensorInfo, get_path, iter_nodes, set_path
+from ckpttool.progress import Progress
+from ckpttool.progress import report as report_progress
 from ckpttool.resume.live import Live, build_live, lr_of
 
 if TYPE_CHECKING:
@@ -106,7 +109,13 @@ class _Surrogate:
         return w + DECAY * p.detach()
 
 
-def _train(live: Live, loss: _Surrogate, n: int, skip_last_scheduler_step: bool = False) -> None:
+def _train(
+    live: Live,
+    loss: _Surrogate,
+    n: int,
+    skip_last_scheduler_step: bool = False,
+    tick: Callable[[], None] | None = None,
+) -> None:
     for i in range(n):
         for o in live.optimizers:
             o.optimizer.zero_grad(set_to_none=True)
@@ -123,6 +132,8 @@ def _train(live: Live, loss: _Surrogate, n: int, skip_last_scheduler_step: bool 
             live.step += 1
         if live.epoch is not None:
             live.epoch += 1
+        if tick is not None:
+            tick()
 
 
 def _save(ckpt: Checkpoint, layout: Layout, live: Live, path: Path) -> None:
@@ -207,14 +218,17 @@ def shadow_run(
     *,
     gamma: float,
     optimizer_override: str | None = None,
+    progress: Progress | None = None,
 ) -> ShadowResult:
     """Train ``steps`` surrogate steps straight from ``ckpt``, and ``steps // 2`` + save to ``workdir`` + reload
     + the rest; compare the end states (bit for bit on the CPU, rtol 1e-6 on CUDA).
 
     ``steps`` is rounded down to an even number, at least 2. ``gamma`` is the ExponentialLR decay used when the
     trainer rebuilds its scheduler instead of saving it; then the reload is also done the trainer's way and
-    compared (``ShadowResult.trainer``). Raises NotRebuildable, ValueError or UsageError from
-    :func:`~ckpttool.resume.live.build_live` when the training state cannot be rebuilt.
+    compared (``ShadowResult.trainer``). ``progress`` is called after each surrogate step (label
+    ``shadow run <file>``; about 2 × ``steps`` steps, 3 × with the trainer's resume). Raises NotRebuildable,
+    ValueError or UsageError from :func:`~ckpttool.resume.live.build_live` when the training state cannot be
+    rebuilt.
     """
     import torch
 
@@ -229,10 +243,19 @@ def shadow_run(
     notes = list(straight.notes)
     rule = straight.rule
     first_epoch = straight.next_epoch
-    _train(straight, loss, steps)
+    total = 2 * steps + (steps - half if rule is not None else 0)
+    done = [0]
+    label = f"shadow run {Path(ckpt.path).name}"
+
+    def tick() -> None:
+        done[0] = min(done[0] + 1, total)
+        report_progress(progress, label, done[0], total)
+
+    report_progress(progress, label, 0, total)
+    _train(straight, loss, steps, tick=tick)
 
     split = build_live(ckpt, layout, device, gamma=gamma, optimizer_override=optimizer_override)
-    _train(split, loss, half, skip_last_scheduler_step=rule is not None)
+    _train(split, loss, half, skip_last_scheduler_step=rule is not None, tick=tick)
     saved = workdir / "shadow_split.ckpt"
     _save(ckpt, layout, split, saved)
     del split
@@ -240,7 +263,7 @@ def shadow_run(
     # The saved file has the source's structure by construction; its name and folder (which tell a D file's
     # trainer apart) do not, so the source's layout is used to read it back.
     resumed = build_live(again, layout, device, gamma=gamma, optimizer_override=optimizer_override)
-    _train(resumed, loss, steps - half)
+    _train(resumed, loss, steps - half, tick=tick)
     exact_cmp = compare(straight, resumed, exact)
     del resumed
 
@@ -249,23 +272,30 @@ def shadow_run(
         as_trainer = build_live(
             again, layout, device, trainer_rule=True, gamma=gamma, optimizer_override=optimizer_override
         )
-        trainer_cmp = _compare_trainer_resume(straight, as_trainer, loss, steps, first_epoch, exact)
+        trainer_cmp = _compare_trainer_resume(straight, as_trainer, loss, steps, first_epoch, exact, tick)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    report_progress(progress, label, total, total)
     return ShadowResult(
         steps, str(device), time.perf_counter() - start, n_params, exact_cmp, trainer_cmp, rule, notes
     )
 
 
 def _compare_trainer_resume(
-    straight: Live, as_trainer: Live, loss: _Surrogate, steps: int, first_epoch: int | None, exact: bool
+    straight: Live,
+    as_trainer: Live,
+    loss: _Surrogate,
+    steps: int,
+    first_epoch: int | None,
+    exact: bool,
+    tick: Callable[[], None] | None = None,
 ) -> Comparison:
     """Train the run resumed the trainer's way up to the straight run's last epoch and compare; a resume that
     trains another number of epochs than the uninterrupted run differs."""
     half = steps // 2
     final_epoch = (first_epoch or 0) + steps - 1
     remaining = final_epoch - (as_trainer.next_epoch or 0) + 1 if first_epoch is not None else steps - half
-    _train(as_trainer, loss, max(0, remaining))
+    _train(as_trainer, loss, max(0, remaining), tick=tick)
     trainer_cmp = compare(straight, as_trainer, exact)
     if remaining != steps - half:
         trainer_cmp.differences.append(

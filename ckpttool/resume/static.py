@@ -17,12 +17,15 @@ from ckpttool.vocab import CheckStatus
 
 @dataclass
 class Check:
-    """One verify-resume check: its name, ``pass``/``fail``/``warn``/``skip``, a message and data for JSON."""
+    """One verify-resume check: its name, ``pass``/``fail``/``warn``/``skip``, a message and data for JSON;
+    ``file`` the checkpoint it is about when there is one (for grouping G and D findings in the terminal; not
+    part of the JSON)."""
 
     name: str
     status: CheckStatus
     message: str
     data: dict[str, Any] = field(default_factory=dict)
+    file: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """An entry of ``checks`` in ``ckpttool.verify-resume/1`` and ``ckpttool.check/1``."""
