@@ -80,7 +80,7 @@ def cli() -> Any:
 # What the caller's shell may set and output may depend on: terminal width, language, colour, time zone. Every
 # test sees the same values (a test that is about one of them sets its own), so results are the same in an
 # 80-column tmux on a Chinese locale and in CI.
-PINNED_ENV = {"COLUMNS": "100", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "NO_COLOR": "1", "TZ": "UTC"}
+PINNED_ENV = {"COLUMNS": "400", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "NO_COLOR": "1", "TZ": "UTC"}
 UNSET_ENV = ("LANGUAGE", "LC_MESSAGES", "CKPTTOOL_DEBUG")
 
 

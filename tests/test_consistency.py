@@ -50,7 +50,8 @@ def _gsv_run(tmp_path: Path, names: dict[int, int]) -> Path:
 
 
 def _last_line(text: str) -> str:
-    return text.rstrip("\n").splitlines()[-1]
+    """The verdict line: the last one before the one-line summary (``no problems``, ``1 problem: ...``)."""
+    return text.rstrip("\n").splitlines()[-2]
 
 
 # (a) ----------------------------------------------------------------------------------------------------------

@@ -69,9 +69,9 @@ def test_check_outcome_and_advice_in_chinese(stale_run: Path, monkeypatch: pytes
     assert "而不是从最新的完整检查点 G_144.pth, D_144.pth（epoch 8, Adam step 16）继续" in outcome
     assert outcome.endswith("：会丢掉 4 轮（epoch 8 -> 4）")
     (advice,) = [ln for ln in lines if ln.lstrip().startswith("修复 ")]
-    assert advice.split()[-1] == str(stale_run / "logs_s2_v2")
+    assert advice.split()[-1] == "logs_s2_v2"  # the run folder, relative to the folder checked
     assert sum(1 for ln in lines if ln.lstrip().startswith("加载 ")) == 2
-    assert lines[-1] == "还不能继续训练"
+    assert lines[-2] == "还不能继续训练"  # then the one-line summary
     # labels are padded by display width: the advice starts in the same terminal column as in English
     _lang(monkeypatch, "C")
     english = run_cli("check", stale_run).stdout.splitlines()
@@ -85,7 +85,7 @@ def test_check_stays_english_elsewhere(stale_run: Path, monkeypatch: pytest.Monk
     r = run_cli("check", stale_run)
     assert r.code == 1 and not _cjk(r.stdout)
     assert "outcome stale" in r.stdout and "4 epochs (epoch 8 -> 4) lost" in r.stdout
-    assert r.stdout.splitlines()[-1] == "NOT ready to resume"
+    assert r.stdout.splitlines()[-2] == "NOT ready to resume"
 
 
 def test_json_is_english_under_every_language(stale_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +106,7 @@ def test_fix_speaks_chinese(stale_run: Path, monkeypatch: pytest.MonkeyPatch) ->
     lines = dry.stdout.splitlines()
     assert [ln.split()[0] for ln in lines if ln.startswith("  移走")] == ["移走", "移走"]
     assert "原因：训练程序的选取规则把它排在最新的完整检查点（epoch 8, Adam step 16）之前" in dry.stdout
-    assert lines[-1] == "演练（--dry-run）：没有改动任何文件"
+    assert lines[-2] == "演练（--dry-run）：没有改动任何文件"
     done = run_cli("fix", stale_run)
     assert done.code == 0
     assert done.stdout.count("  已移走 ") == 2

@@ -104,10 +104,10 @@ def pack_run(
         if res.chosen is None:
             raise NoCheckpoint(f"{root}: no complete, readable checkpoint to pack", path=str(root))
         chosen = list(res.chosen.paths)
-    else:
-        _require_valid_pairs(chosen, allow)
-    for p in chosen:
+    for p in chosen:  # an unreadable, unsafe or unverified file is refused first (exit 3)
         require_verified(open_checkpoint(p), allow)
+    if files:
+        _require_valid_pairs(chosen, allow)  # then files that do not form a save (exit 1)
     cfg = Path(config) if config else run_config_beside(str(chosen[0]))
     members = [*chosen, *([cfg] if cfg else [])]
     names = [p.name for p in members]

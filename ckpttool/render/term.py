@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from tabulate import tabulate
 from wcwidth import wcswidth, wcwidth
 
 MIN_WIDTH = 80
@@ -249,6 +248,8 @@ def fit_table(
     """A tabulate table no wider than the current width when it can be: too wide, column ``wrap_column`` (the
     detail column; default the last) wraps inside its cell (tabulate's ``maxcolwidths``, measured by display
     width through wcwidth), then, if still too wide, the widest other columns; no column below 12."""
+    from tabulate import tabulate  # only commands that print a table pay for it
+
     width = current().width
     ncol = len(headers)
     limits: list[int | None] = [None] * ncol
