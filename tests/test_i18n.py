@@ -69,7 +69,7 @@ def test_check_outcome_and_advice_in_chinese(stale_run: Path, monkeypatch: pytes
     assert "而不是从最新的完整检查点 G_144.pth, D_144.pth（epoch 8, Adam step 16）继续" in outcome
     assert outcome.endswith("：会丢掉 4 轮（epoch 8 -> 4）")
     (advice,) = [ln for ln in lines if ln.lstrip().startswith("修复 ")]
-    assert advice.split()[-1] == "logs_s2_v2"  # the run folder, relative to the folder checked
+    assert advice.split()[-1] == str(stale_run / "logs_s2_v2")  # a command to type here: not shortened
     assert sum(1 for ln in lines if ln.lstrip().startswith("加载 ")) == 2
     assert lines[-2] == "还不能继续训练"  # then the one-line summary
     # labels are padded by display width: the advice starts in the same terminal column as in English

@@ -262,3 +262,19 @@ def test_usage_error_leaves_stdout_empty(zh_run: Path) -> None:
     run = "logs/我的声音/logs_s2_v2"
     r = run_cli("verify-resume", f"{run}/G_233333333333.pth", "--steps", "3")
     assert r.code == 2 and r.stdout == "" and "--steps" in r.stderr
+
+
+def test_the_fix_command_runs_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths in check lines are short (relative to the run folder), but the advice is a command to type here."""
+    from test_predict import _gsv_run
+
+    run = _gsv_run(tmp_path / "我的声音", {"233333333333": 4, "144": 8})
+    monkeypatch.chdir(tmp_path)
+    shown = str(run.relative_to(tmp_path))
+    r = run_cli("check", shown)
+    (fix,) = [ln for ln in r.stdout.splitlines() if ln.lstrip().startswith("fix ")]
+    target = fix.split("ckpttool fix ", 1)[1].strip()
+    assert (tmp_path / target).resolve() == (run / "logs_s2_v2").resolve()
+    assert run_cli("fix", target).code == 0

@@ -91,7 +91,10 @@ def prediction_lines(p: Prediction, shorten: term.PathShortener | None = None) -
     if options.quiet and p.ok:
         return []
     shorten = shorten or term.PathShortener()
-    lines = term.rewrap_all((shorten(line) for line in render_prediction(p)), indent=CHECK_INDENT)
+    raw = [shorten(line) for line in render_prediction(p)]
+    if p.fix:  # a command to run from here: relative to the current directory, never to the run folder
+        raw[-1] = term.PathShortener()(render_prediction(p)[-1])
+    lines = term.rewrap_all(raw, indent=CHECK_INDENT)
     head = "ok  " if p.ok else "FAIL"
     lines[0] = lines[0].replace(head, term.mark("pass" if p.ok else "fail", options), 1)
     return lines
