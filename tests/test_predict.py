@@ -80,13 +80,13 @@ def test_the_s1_regex_is_anchored_at_the_start_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setting", "torch", "lightning", "expected"),
     [
-        ("false", "2.13.0", None, False),
+        ("disabled", "2.13.0", None, False),
         ("torch-default", "2.5.1", None, False),
         ("torch-default", "2.6.0", None, True),
         ("lightning", "2.13.0", "2.5.6", False),  # Lightning 2.4-2.5 force weights_only=False
         ("lightning", "2.13.0", "2.6.6", True),  # 2.6 leaves it to torch: True from 2.6
         ("lightning", "2.5.1", "2.6.6", False),
-        ("true-from-2.4", "2.4.1", None, True),
+        ("enabled-from-2.4", "2.4.1", None, True),
     ],
 )
 def test_weights_only_follows_the_training_environment(setting: str, torch: str, lightning: str | None,
@@ -350,3 +350,12 @@ def test_accelerate_without_a_prepared_scheduler_is_ready(tmp_path: Path) -> Non
     assert doc["pieces"]["scheduler"]["status"] == "absent" and not doc["pieces"]["scheduler"]["required"]
     assert "scheduler.bin" in doc["pieces"]["scheduler"]["detail"]
     assert run_cli("check", project).code == 0
+
+
+def test_a_loader_setting_must_be_one_ckpttool_knows() -> None:
+    """A typo in a trainer record must not silently become torch's default."""
+    from ckpttool.trainers.behaviour import Loader
+
+    with pytest.raises(ValueError, match="disabled"):
+        Loader(weights_only="false")
+    assert Loader(weights_only="disabled").weights_only == "disabled"

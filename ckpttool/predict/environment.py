@@ -98,11 +98,11 @@ def effective_weights_only(setting: str, env: Environment) -> tuple[bool, str]:
     t = version_tuple(env.torch)
     torch_default = t >= (2, 6)
     tv = f"torch {env.torch or 'unknown'}"
-    if setting == "false":
+    if setting == "disabled":
         return False, "the trainer passes weights_only off (False)"
-    if setting == "true":
+    if setting == "enabled":
         return True, "the trainer passes weights_only=True"
-    if setting == "true-from-2.4":
+    if setting == "enabled-from-2.4":
         on = t >= (2, 4) or torch_default
         return on, f"the trainer passes weights_only=True on torch >= 2.4 ({tv})"
     if setting == "lightning":

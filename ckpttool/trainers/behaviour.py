@@ -39,13 +39,18 @@ class Pick:
     source: str = ""
 
 
+WEIGHTS_ONLY_SETTINGS = frozenset({"disabled", "enabled", "enabled-from-2.4", "torch-default", "lightning"})
+
+
 @dataclass(frozen=True)
 class Loader:
     """The function the trainer loads a file with, and its ``weights_only`` setting:
 
-    ``false``/``true`` (passed explicitly); ``torch-default`` (nothing passed: ``True`` from torch 2.6);
-    ``lightning`` (Lightning 2.4-2.5 pass ``False``, others pass nothing: torch's default);
-    ``true-from-2.4`` (``True`` on torch >= 2.4, else torch's default: the idiap coqui Trainer, accelerate).
+    ``disabled``/``enabled`` (the trainer passes the flag off/on explicitly); ``torch-default`` (nothing passed:
+    ``True`` from torch 2.6); ``lightning`` (Lightning 2.4-2.5 turn it off, others pass nothing: torch's default);
+    ``enabled-from-2.4`` (on for torch >= 2.4, else torch's default: the idiap coqui Trainer, accelerate). These
+    describe the *trainer's* loader, which ckpttool predicts; ckpttool itself never loads a file with the check
+    off. Any other value is a ValueError when the record is read.
     ``safe_globals`` are added to torch's allow-list by the trainer itself (accelerate's numpy globals).
     """
 
@@ -53,6 +58,12 @@ class Loader:
     weights_only: str = "torch-default"
     safe_globals: tuple[str, ...] = ()
     source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.weights_only not in WEIGHTS_ONLY_SETTINGS:
+            raise ValueError(
+                f"loader weights_only {self.weights_only!r}: use one of {', '.join(sorted(WEIGHTS_ONLY_SETTINGS))}"
+            )
 
 
 @dataclass(frozen=True)
