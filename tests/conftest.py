@@ -84,9 +84,16 @@ PINNED_ENV = {"COLUMNS": "400", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "NO_COLO
 UNSET_ENV = ("LANGUAGE", "LC_MESSAGES", "CKPTTOOL_DEBUG")
 
 
+@pytest.fixture(scope="session")
+def _data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the suite's parsed-YAML cache goes (ckpttool/datacache.py): per test session, never the user's."""
+    return tmp_path_factory.mktemp("ckpttool-cache")
+
+
 @pytest.fixture(autouse=True)
-def _pinned_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _pinned_environment(monkeypatch: pytest.MonkeyPatch, _data_cache: Path) -> None:
     for key, value in PINNED_ENV.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CKPTTOOL_CACHE_DIR", str(_data_cache))
     for key in UNSET_ENV:
         monkeypatch.delenv(key, raising=False)
