@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ckpttool.recipes.gsv_common import (
+    amp_note,
     apply_saved,
     by_role,
     exponential_lr,
@@ -45,6 +46,7 @@ from ckpttool.recipes.gsv_common import (
     optimizer_state,
     run_config,
     save_like_upstream,
+    scaled_step,
     seed_step,
     single_process_group,
 )
@@ -102,14 +104,7 @@ class S2Trainer:
         self.sched_d: Any = None
         self.epoch = 1  # the epoch the next train_step trains
         self.pending_step = False  # the schedulers step at the start of the next epoch
-        self.notes = [
-            f"{NAME}: synthetic batches (2 utterances); "
-            + (
-                "fp16 autocast + GradScaler (fp16_run)"
-                if self.amp
-                else "fp32 (fp16_run applies on CUDA only)"
-            )
-        ]
+        self.notes = [f"{NAME}: synthetic batches (2 utterances); {amp_note(self.amp)}"]
 
     def load(self, files: list[LoadedFile], exact: bool = False) -> None:
         """Resume as s2_train.run does (206-220, 268-282): D then G, optimizer first, then every key the model
@@ -192,11 +187,7 @@ class S2Trainer:
             y_d_hat_r, y_d_hat_g, _, _ = self.net_d(y, y_hat.detach())
             with self._no_autocast():
                 loss_disc, _, _ = discriminator_loss(y_d_hat_r, y_d_hat_g)
-        self.optim_d.zero_grad()
-        self.scaler.scale(loss_disc).backward()
-        self.scaler.unscale_(self.optim_d)
-        commons.clip_grad_value_(self.net_d.parameters(), None)
-        self.scaler.step(self.optim_d)
+        scaled_step(self.scaler, self.optim_d, self.net_d, loss_disc, commons.clip_grad_value_)
         with self._autocast():
             y_d_hat_r, y_d_hat_g, fmap_r, fmap_g = self.net_d(y, y_hat)
             with self._no_autocast():
@@ -205,11 +196,7 @@ class S2Trainer:
                 loss_fm = feature_loss(fmap_r, fmap_g)
                 loss_gen, _ = generator_loss(y_d_hat_g)
                 loss_gen_all = loss_gen + loss_fm + loss_mel + kl_ssl * 1 + loss_kl
-        self.optim_g.zero_grad()
-        self.scaler.scale(loss_gen_all).backward()
-        self.scaler.unscale_(self.optim_g)
-        commons.clip_grad_value_(self.net_g.parameters(), None)
-        self.scaler.step(self.optim_g)
+        scaled_step(self.scaler, self.optim_g, self.net_g, loss_gen_all, commons.clip_grad_value_)
         self.scaler.update()
         self.epoch += 1
         self.pending_step = True

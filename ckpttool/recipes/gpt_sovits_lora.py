@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ckpttool.recipes.gsv_common import (
+    amp_note,
     apply_saved,
     by_role,
     exponential_lr,
@@ -38,6 +39,7 @@ from ckpttool.recipes.gsv_common import (
     optimizer_state,
     run_config,
     save_like_upstream,
+    scaled_step,
     seed_step,
 )
 from ckpttool.resume.recipe import LoadedFile, RecipeContext
@@ -83,12 +85,7 @@ class LoraTrainer:
         self.epoch = 1
         self.pending_step = False
         self.notes = [
-            f"{NAME}: {self.version}, LoRA rank {rank}; synthetic batches (2 utterances); "
-            + (
-                "fp16 autocast + GradScaler (fp16_run)"
-                if self.amp
-                else "fp32 (fp16_run applies on CUDA only)"
-            )
+            f"{NAME}: {self.version}, LoRA rank {rank}; synthetic batches (2 utterances); {amp_note(self.amp)}"
         ]
 
     def load(self, files: list[LoadedFile], exact: bool = False) -> None:
@@ -139,11 +136,7 @@ class LoraTrainer:
                 b["ssl"], b["spec"], b["mel"], b["ssl_lengths"], b["spec_lengths"], b["text"],
                 b["text_lengths"], b["mel_lengths"], use_grad_ckpt=bool(self.hps.train.get("grad_ckpt", False)),
             )  # fmt: skip
-        self.optim_g.zero_grad()
-        self.scaler.scale(cfm_loss).backward()
-        self.scaler.unscale_(self.optim_g)
-        commons.clip_grad_value_(self.net_g.parameters(), None)
-        self.scaler.step(self.optim_g)
+        scaled_step(self.scaler, self.optim_g, self.net_g, cfm_loss, commons.clip_grad_value_)
         self.scaler.update()
         self.epoch += 1
         self.pending_step = True

@@ -172,3 +172,19 @@ def optimizer_state(prefix: str, optimizer: Any) -> dict[str, torch.Tensor]:
 def module_state(prefix: str, module: Any) -> dict[str, torch.Tensor]:
     """A copy of a module's state dict as CPU tensors keyed ``<prefix>.<name>``."""
     return {f"{prefix}.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def amp_note(amp: bool) -> str:
+    """How a GPT-SoVITS s2 run steps: fp16 autocast with a GradScaler when ``train.fp16_run`` on CUDA."""
+    return "fp16 autocast + GradScaler (fp16_run)" if amp else "fp32 (fp16_run applies on CUDA only)"
+
+
+def scaled_step(scaler: Any, optimizer: Any, module: Any, loss: Any, clip_grad_value: Any) -> None:
+    """One optimizer step as s2_train.py and s2_train_v3_lora.py take it: zero_grad, scaled backward, unscale,
+    ``commons.clip_grad_value_(params, None)`` (norm only, no clipping; passed in as ``clip_grad_value``, the
+    checkout's own function), scaler step. The caller updates the scaler once per training step."""
+    optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    clip_grad_value(module.parameters(), None)
+    scaler.step(optimizer)
