@@ -80,10 +80,12 @@ def _torch_free_modules() -> list[str]:
     return names
 
 
-# modules a reader may need only for some inputs (codecs of odd string opcodes and zip names)
+# modules a reader may need only for some inputs (codecs of odd string opcodes and zip names; wcwidth measures
+# report text that is not plain ASCII, such as a key a fuzzed file names)
 PRELOAD = (
     *_torch_free_modules(),
     "ckpttool.cli.inspect_cmd",
+    "wcwidth",
     "pickletools",
     "tarfile",
     "encodings.cp437",

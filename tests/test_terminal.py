@@ -19,6 +19,7 @@ from ckpttool.cli import cli
 from ckpttool.ops.check import CheckReport, check_targets
 from ckpttool.ops.verify import VerifyOptions, verify_paths
 from ckpttool.render import term
+from ckpttool.render.width import NARROW
 from ckpttool.resume.live import NotRebuildable
 from ckpttool.resume.static import Check
 
@@ -112,6 +113,36 @@ def test_fit_table_wraps_the_detail_column_measured_by_display_width(monkeypatch
             if f" {mark} " in line:
                 assert _width(line[: line.index(f" {mark} ") + 1]) == status_col
     assert "".join(lines).count("很长的说明") == 12
+
+
+def test_narrow_symbols_measure_as_wcwidth_does() -> None:
+    """The fast path (no wcwidth import) counts NARROW symbols one column each: wcwidth agrees, and mixed text
+    (CJK, ANSI styles, control characters) still goes through wcwidth."""
+    assert all(wcswidth(ch) == 1 for ch in NARROW)
+    for text in ["G × D — ‖B−A‖/‖A‖ ≤ 1e-6 …", "我的声音/G_1.pth", "\x1b[32mok\x1b[0m  ×", "a\tb", "e\u0301"]:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+        expected = wcswidth(plain)
+        if expected < 0:  # a control character: wcwidth gives -1 for the string, 0 for the character
+            expected = sum(max(0, wcswidth(ch)) for ch in plain)
+        assert term.display_width(text) == expected, text
+
+
+def test_grid_aligns_columns_and_numbers() -> None:
+    """Header, a rule of dashes per column, two spaces between columns, numbers right-aligned, strings shown
+    as given (no re-parsing of "1.000" as a number), multi-line and wrapped cells padded, no trailing spaces."""
+    from ckpttool.render.grid import grid
+
+    text = grid([["我的", 5, "1.000"], ["G_1.pth", 12345, "a\nb"]], ["file", "step", "note"])
+    assert text.splitlines() == [
+        "file      step  note",
+        "-------  -----  -----",
+        "我的         5  1.000",
+        "G_1.pth  12345  a",
+        "                b",
+    ]
+    wrapped = grid([["x", "one two three four five six"]], ["k", "detail"], maxcolwidths=[None, 12])
+    assert wrapped.splitlines()[2:] == ["x  one two", "   three four", "   five six"]
+    assert grid([["a", 1.5], ["bb", None]], colalign=["right", "left"]).splitlines() == [" a  1.5", "bb"]
 
 
 def test_wrap_measures_cjk_as_two_columns() -> None:

@@ -62,7 +62,7 @@ def inspect_cmd(
 
         emit(to_json(report.to_json()))
     else:
-        from ckpttool.render.inspect_table import render_inspect  # tabulate: only for the table
+        from ckpttool.render.inspect_table import render_inspect  # only for the table
 
         emit(render_inspect(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

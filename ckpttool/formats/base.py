@@ -164,9 +164,21 @@ def open_regular(path: str | Path) -> BinaryIO:
     return open(p, "rb")
 
 
+SMALL_READ = 1 << 16
+
+
+def read_at(fh: BinaryIO, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``fh`` from ``offset`` (fewer at the end of the file). A small read (an optimizer's
+    ``step`` counter: 4-8 bytes) is one ``os.pread`` where the system has it, instead of a seek and an 8 KB
+    buffer fill; large reads go through the buffered file, which reads them directly."""
+    if length <= SMALL_READ and hasattr(os, "pread"):
+        return os.pread(fh.fileno(), length, offset)
+    fh.seek(offset)
+    return bytes(fh.read(length))
+
+
 def read_range(handles: Handles, ref: StorageRef, start: int, length: int) -> bytes:
     """Bytes of a :class:`RangeStorage`: raw bytes at an offset of a plain file (legacy torch, safetensors)."""
     assert isinstance(ref, RangeStorage)
     f = handles.get("file", ref.file, lambda: open_regular(ref.file))
-    f.seek(ref.offset + start)
-    return bytes(f.read(length))
+    return read_at(f, ref.offset + start, length)

@@ -1,4 +1,4 @@
-"""Reports to text: tabulate tables for people, one JSON document for machines."""
+"""Reports to text: aligned tables for people (:mod:`ckpttool.render.grid`), one JSON document for machines."""
 
 from __future__ import annotations
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from tabulate import tabulate
-
 from ckpttool.ops.diff_model import NetworkDiff
 from ckpttool.ops.value_change import ModuleDelta, moved_tensors
+from ckpttool.render.grid import grid
 
 By = Literal["module", "tensor"]
 DEFAULT_TOP = 20
@@ -89,9 +88,9 @@ def render_values(net: NetworkDiff, top: int = DEFAULT_TOP, by: By = "module") -
         headers = ["module", "tensors", "params", "rel change", "max |a-b|", "moved most"]
         lines.append(f"  {len(mods)} of {len(all_mods)} modules moved; ranked by relative change ‖B−A‖/‖A‖")
         lines.append(
-            tabulate(
+            grid(
                 _module_rows(shown_mods, nan_column),
-                headers=headers + ["nan/inf"] * nan_column,
+                headers + ["nan/inf"] * nan_column,
                 colalign=_ALIGN[: len(headers) + nan_column],
             )
         )
@@ -107,7 +106,7 @@ def render_values(net: NetworkDiff, top: int = DEFAULT_TOP, by: By = "module") -
         ]
         headers = ["tensor", "params", "rel change", "max |a-b|", "cosine"] + ["nan/inf"] * nan_column
         lines.append("  ranked by relative change ‖B−A‖/‖A‖")
-        lines.append(tabulate(rows, headers=headers, colalign=_ALIGN[: len(headers)]))
+        lines.append(grid(rows, headers, colalign=_ALIGN[: len(headers)]))
         left = [v.rel_l2 for v in moved[len(shown) :]]
         unmoved = len(values) - len(moved)
     tail = (

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from ckpttool.model import Safety, TensorInfo
 from ckpttool.ops.inspect import InspectReport
 from ckpttool.render import term
+from ckpttool.render.grid import grid
 
 MARK = {"present": "present", "absent": "absent", "rebuilt": "rebuilt"}
 
@@ -223,5 +222,5 @@ def render_tensors(tensors: list[TensorInfo]) -> str:
         rows = [
             [t.path, t.dtype, "×".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes)] for t in items
         ]
-        out.append(tabulate(rows, tablefmt="plain"))
+        out.append(grid(rows))
     return "\n".join(out)

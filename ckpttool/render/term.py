@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from wcwidth import wcswidth, wcwidth
+
+from ckpttool.render.width import display_width, wrap
 
 MIN_WIDTH = 80
 STATUS_MARK = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 _COLOURS = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "bright_black"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def terminal_width() -> int:
@@ -56,47 +56,6 @@ def use(options: RenderOptions) -> None:
 def current() -> RenderOptions:
     """The options set by :func:`use`, else the defaults read from the environment now."""
     return _current.get() or RenderOptions()
-
-
-def display_width(text: str) -> int:
-    """Columns ``text`` takes in a terminal: East Asian wide characters count two, ANSI styles none."""
-    plain = _ANSI.sub("", text)
-    n = wcswidth(plain)
-    return n if n >= 0 else sum(max(0, wcwidth(ch)) for ch in plain)
-
-
-def _split_long(word: str, width: int) -> list[str]:
-    """A word wider than ``width`` in pieces that fit, preferring breaks after ``/`` (paths)."""
-    pieces: list[str] = []
-    cur = ""
-    for ch in word:
-        if cur and display_width(cur + ch) > width:
-            cut = cur.rfind("/") + 1
-            if 0 < cut < len(cur):
-                pieces.append(cur[:cut])
-                cur = cur[cut:]
-            else:
-                pieces.append(cur)
-                cur = ""
-        cur += ch
-    return [*pieces, cur] if cur else pieces
-
-
-def wrap(text: str, width: int) -> list[str]:
-    """``text`` in lines of at most ``width`` display columns, broken between words (like :mod:`textwrap`,
-    which counts code points, not columns); a word wider than a line is broken, after a ``/`` where it can."""
-    width = max(width, 10)
-    lines: list[str] = []
-    cur = ""
-    for word in text.split():
-        for piece in _split_long(word, width) if display_width(word) > width else [word]:
-            candidate = f"{cur} {piece}" if cur else piece
-            if display_width(candidate) <= width:
-                cur = candidate
-            else:
-                lines.append(cur)
-                cur = piece
-    return [*lines, cur] if cur or not lines else lines
 
 
 def hang(prefix: str, text: str, width: int | None = None) -> list[str]:
@@ -243,36 +202,37 @@ def summary(statuses: Iterable[tuple[str, str]], *, named: bool = True) -> str:
 
 
 def fit_table(
-    rows: Sequence[Sequence[Any]], headers: Sequence[str], wrap_column: int = -1, **kwargs: Any
+    rows: Sequence[Sequence[Any]],
+    headers: Sequence[str],
+    wrap_column: int = -1,
+    colalign: Sequence[str] | None = None,
 ) -> str:
-    """A tabulate table no wider than the current width when it can be: too wide, column ``wrap_column`` (the
-    detail column; default the last) wraps inside its cell (tabulate's ``maxcolwidths``, measured by display
-    width through wcwidth), then, if still too wide, the widest other columns; no column below 12."""
-    from tabulate import tabulate  # only commands that print a table pay for it
+    """A table (:func:`ckpttool.render.grid.grid`) no wider than the current width when it can be: too wide,
+    column ``wrap_column`` (the detail column; default the last) wraps inside its cell, measured in display
+    columns, then, if still too wide, the widest other columns; no column below 12."""
+    from ckpttool.render.grid import cell_text, grid  # a table's layout, only when one is printed
 
     width = current().width
     ncol = len(headers)
     limits: list[int | None] = [None] * ncol
-    table = tabulate(rows, headers=list(headers), **kwargs)
+    table = grid(rows, headers, colalign=colalign)
     for _ in range(ncol):
         widest = max((display_width(line) for line in table.splitlines()), default=0)
         if widest <= width or not rows:
             break
         widths = [
-            max([display_width(str(r[i])) for r in rows] + [display_width(headers[i])]) for i in range(ncol)
+            max(
+                [display_width(part) for r in rows for part in cell_text(r[i]).split("\n")]
+                + [display_width(headers[i])]
+            )
+            for i in range(ncol)
         ]
         free = [i for i in range(ncol) if limits[i] is None and widths[i] > 12]
         if not free:
             break
         col = wrap_column % ncol if wrap_column % ncol in free else max(free, key=lambda i: widths[i])
         limits[col] = max(12, widths[col] - (widest - width))
-        table = tabulate(
-            rows,
-            headers=list(headers),
-            maxcolwidths=limits,
-            maxheadercolwidths=[n or width for n in limits],
-            **kwargs,
-        )
+        table = grid(rows, headers, colalign=colalign, maxcolwidths=limits)
     return table
 
 
