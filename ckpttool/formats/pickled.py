@@ -18,7 +18,6 @@ from ckpttool.formats.builders import BadTensor, TensorRef
 from ckpttool.formats.pickle_vm import MachineResult, PickleError, run_pickle
 from ckpttool.model import (
     DTYPE_SIZES,
-    SKIP,
     UNSAFE,
     Checkpoint,
     Safety,
@@ -127,12 +126,7 @@ def finalize(root: Any, storage_of: Callable[[Any], StorageRef]) -> tuple[Any, l
             return info
         return obj
 
-    def enter(obj: Any, path: tuple[Any, ...]) -> Any:
-        if len(path) > MAX_TREE_DEPTH:
-            raise TreeError(f"the data nests more than {MAX_TREE_DEPTH} levels deep")
-        return SKIP
-
-    return map_tree(root, leaf, enter=enter), tensors
+    return map_tree(root, leaf, max_depth=MAX_TREE_DEPTH), tensors
 
 
 def _tensor(ref: TensorRef, path: str, storage_of: Callable[[Any], StorageRef]) -> TensorInfo:
@@ -140,15 +134,17 @@ def _tensor(ref: TensorRef, path: str, storage_of: Callable[[Any], StorageRef]) 
     expands on write), the last element inside the storage."""
     storage = storage_of(ref.storage)
     dtype = ref.dtype or storage.dtype
-    if any(d < 0 for d in ref.shape) or ref.storage_offset < 0 or storage.numel < 0:
+    shape, stride = ref.shape, ref.stride
+    if (shape and min(shape) < 0) or ref.storage_offset < 0 or storage.numel < 0:
         raise TreeError(f"tensor {path} has a negative size or offset")
-    if len(ref.stride) != len(ref.shape):
+    if len(stride) != len(shape):
         raise TreeError(f"tensor {path}: stride and shape lengths differ")
-    if any(s < 0 for s in ref.stride):
+    if stride and min(stride) < 0:
         raise TreeError(f"tensor {path} has a negative stride")
-    numel = math.prod(ref.shape)
-    if numel:
-        extent = ref.storage_offset + sum((d - 1) * s for d, s in zip(ref.shape, ref.stride, strict=True)) + 1
+    if math.prod(shape):
+        extent = ref.storage_offset + 1
+        for d, s in zip(shape, stride, strict=True):
+            extent += (d - 1) * s
         # storage.numel counts elements of the storage's own dtype; v3 tensors view untyped (byte) storages.
         capacity = storage.nbytes // max(DTYPE_SIZES.get(dtype, 1), 1)
         if extent > capacity:

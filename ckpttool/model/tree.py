@@ -78,6 +78,7 @@ def map_tree(
     *,
     enter: Callable[[Any, Path], Any] | None = None,
     key: Callable[[Any], Any] | None = None,
+    max_depth: int | None = None,
 ) -> Any:
     """A copy of ``root`` with every leaf replaced by ``leaf(obj, path)`` (default: itself).
 
@@ -85,57 +86,55 @@ def map_tree(
     descending into it. ``key`` maps dict keys. Containers keep their type (a stub is cloned as the same stub
     class); an object reached twice is mapped once, so shared references stay shared and the first path that
     reaches a leaf is the one ``leaf`` sees (like ``state_dict()`` naming tied weights). Cycles are preserved.
+    A node more than ``max_depth`` keys deep raises :class:`TreeError`.
     """
-    leaf_fn = leaf or (lambda obj, path: obj)
     memo: dict[int, Any] = {}
     out: list[Any] = [None]
-    # Work items: (obj, path, sink) to visit, or a callable to run once the children above it are done.
-    stack: list[Any] = [(root, (), lambda v: out.__setitem__(0, v))]
+    # Work items: (obj, path, target, index) to visit, the result going to target[index]; or a callable to run
+    # once the children above it are done. No closure per child: this runs on every node of every file read.
+    stack: list[Any] = [(root, (), out, 0)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item = stack.pop()
+        item = pop()
         if callable(item):
             item()
             continue
-        obj, path, sink = item
+        obj, path, target, index = item
         oid = id(obj)
         if oid in memo:
-            sink(memo[oid])
+            target[index] = memo[oid]
             continue
+        if max_depth is not None and len(path) > max_depth:
+            raise TreeError(f"the data nests more than {max_depth} levels deep")
         if enter is not None:
             replaced = enter(obj, path)
             if replaced is not SKIP:
-                memo[oid] = replaced
-                sink(replaced)
+                memo[oid] = target[index] = replaced
                 continue
-        if isinstance(obj, dict):
+        kind = type(obj)
+        if kind is dict or (kind is not list and isinstance(obj, dict)):
             new = _empty_like(obj)
-            memo[oid] = new
-            sink(new)
+            memo[oid] = target[index] = new
             for k, v in reversed(list(obj.items())):
-                nk = key(k) if key is not None else k
-                stack.append((v, (*path, k), _set_item(new, nk)))
-        elif isinstance(obj, list):
+                push((v, (*path, k), new, key(k) if key is not None else k))
+        elif kind is list or isinstance(obj, list):
             new_list: list[Any] = [None] * len(obj)
-            memo[oid] = new_list
-            sink(new_list)
+            memo[oid] = target[index] = new_list
             for i in range(len(obj) - 1, -1, -1):
-                stack.append((obj[i], (*path, i), _set_item(new_list, i)))
+                push((obj[i], (*path, i), new_list, i))
         elif isinstance(obj, tuple | set | frozenset):
             values: list[Any] = [None] * len(obj)
-            stack.append(_builder(obj, values, memo, sink))
+            push(_builder(obj, values, memo, target, index))
             items = list(enumerate(obj)) if isinstance(obj, tuple) else [(None, v) for v in obj]
             for i in range(len(items) - 1, -1, -1):
                 k, v = items[i]
-                stack.append((v, _join(path, k), _set_item(values, i)))
+                push((v, _join(path, k), values, i))
         elif isinstance(obj, Stub):
             clone = type(obj).__new__(type(obj))
-            memo[oid] = clone
-            sink(clone)
+            memo[oid] = target[index] = clone
             _push_stub(stack, obj, clone, path)
         else:
-            value = leaf_fn(obj, path)
-            memo[oid] = value
-            sink(value)
+            memo[oid] = target[index] = obj if leaf is None else leaf(obj, path)
     return out[0]
 
 
@@ -153,13 +152,22 @@ def _set_item(container: Any, index: Any) -> Callable[[Any], None]:
     return sink
 
 
+class _StateSlot:
+    """The target of a stub's state: ``slot[None] = v`` sets ``clone.state``."""
+
+    def __init__(self, clone: Stub) -> None:
+        self.clone = clone
+
+    def __setitem__(self, _index: Any, value: Any) -> None:
+        self.clone.state = value
+
+
 def _builder(
-    obj: Any, values: list[Any], memo: dict[int, Any], sink: Callable[[Any], None]
+    obj: Any, values: list[Any], memo: dict[int, Any], target: Any, index: Any
 ) -> Callable[[], None]:
     def build() -> None:
         new = tuple(values) if isinstance(obj, tuple) else type(obj)(values)
-        memo[id(obj)] = new
-        sink(new)
+        memo[id(obj)] = target[index] = new
 
     return build
 
@@ -177,15 +185,15 @@ def _push_stub(stack: list[Any], obj: Stub, clone: Stub, path: Path) -> None:
     clone.state = None
     stack.append(finish)
     for k, v in reversed(list(obj.kwargs.items())):
-        stack.append((v, (*path, k), _set_item(kwargs, k)))
+        stack.append((v, (*path, k), kwargs, k))
     for i in range(len(obj.list_items) - 1, -1, -1):
-        stack.append((obj.list_items[i], (*path, i), _set_item(list_items, i)))
+        stack.append((obj.list_items[i], (*path, i), list_items, i))
     for k, v in reversed(list(obj.items.items())):
-        stack.append((v, (*path, k), _set_item(items, k)))
+        stack.append((v, (*path, k), items, k))
     if obj.state is not None:
-        stack.append((obj.state, path, lambda v: setattr(clone, "state", v)))
+        stack.append((obj.state, path, _StateSlot(clone), None))
     for i in range(len(obj.args) - 1, -1, -1):
-        stack.append((obj.args[i], (*path, i), _set_item(args, i)))
+        stack.append((obj.args[i], (*path, i), args, i))
 
 
 # --- fold -----------------------------------------------------------------------------------------------------
