@@ -79,6 +79,27 @@ def test_check_outcome_and_advice_in_chinese(stale_run: Path, monkeypatch: pytes
     assert _width(advice[: advice.index("ckpttool fix")]) == en_advice.index("ckpttool fix")
 
 
+@pytest.mark.parametrize("lang", ["zh_CN.UTF-8", "C"])
+def test_check_text_column_holds_at_80_columns(
+    stale_run: Path, monkeypatch: pytest.MonkeyPatch, lang: str
+) -> None:
+    """In an 80-column terminal every line of the check block, wrapped or not, has its text at column 25,
+    Chinese labels (two columns a character) and the Chinese outcome included."""
+    _lang(monkeypatch, lang)
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = run_cli("check", stale_run).stdout.splitlines()
+    start = lines.index("") + 1  # after the header (one or more lines)
+    block = lines[start : lines.index("", start)]
+    assert len(block) > 12 and any(ln.startswith(("        结果 ", "        outcome ")) for ln in block)
+    for line in block:
+        assert _width(line) <= 80, line
+        column, i = 0, 0
+        while column < 25:
+            column += _width(line[i])
+            i += 1
+        assert column == 25 and line[i - 1] == " " and line[i] != " ", line
+
+
 @pytest.mark.parametrize("lang", ["C", "en_US.UTF-8", "POSIX"])
 def test_check_stays_english_elsewhere(stale_run: Path, monkeypatch: pytest.MonkeyPatch, lang: str) -> None:
     _lang(monkeypatch, lang)

@@ -309,3 +309,20 @@ def test_the_fix_command_runs_from_the_current_directory(
     target = fix.split("ckpttool fix ", 1)[1].strip()
     assert (tmp_path / target).resolve() == (run / "logs_s2_v2").resolve()
     assert run_cli("fix", target).code == 0
+
+
+def test_inspect_wraps_findings_and_verdict_under_their_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns a long finding continues under its text (column 10), not under its severity, and the
+    verdict continues under the text after "verdict: "; nothing is wider than the terminal."""
+    monkeypatch.setenv("COLUMNS", "80")
+    g = FIXTURES / "gpt_sovits" / "logs_s2_v2" / "G_233333333333.pth"
+    lines = run_cli("inspect", g, "--set", "inter_channels=256").stdout.splitlines()
+    assert all(_width(line) <= 80 for line in lines), max(lines, key=_width)
+    note = next(i for i, line in enumerate(lines) if line.startswith("  note    --set inter_channels=256"))
+    assert lines[note + 1].startswith(" " * 10) and lines[note + 1][10] != " "
+    verdict = next(i for i, line in enumerate(lines) if line.startswith("verdict: config mismatch"))
+    tail = lines[verdict + 1 : -1]  # then the summary line
+    assert tail and all(line.startswith(" " * 9) and line[9] != " " for line in tail)
+    assert " ".join(line.strip() for line in lines[verdict:-1]).endswith(
+        "cannot load it (the file alone: full)"
+    )

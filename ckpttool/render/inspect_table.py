@@ -7,6 +7,7 @@ from ckpttool.ops.inspect import InspectReport
 from ckpttool.render import term
 from ckpttool.render.grid import grid
 
+FINDING_INDENT = 10  # where a finding's text begins: "  severity "
 MARK = {"present": "present", "absent": "absent", "rebuilt": "rebuilt"}
 
 
@@ -89,12 +90,12 @@ def render_inspect(r: InspectReport) -> str:
     if r.deep is not None:
         findings.append(f"  deep    {r.deep.bytes_read:,} bytes read")
         findings += [f"          {line}" for line in r.deep.checked]
-    lines += term.rewrap_all(findings)
+    lines += term.rewrap_all(findings, indent=FINDING_INDENT)
     if options.quiet:  # the problems only: warnings, errors, a config mismatch
         problems = [line for line in arch + findings if _is_problem(line)]
-        lines = [lines[0], *term.rewrap_all(safety + problems)]
+        lines = [lines[0], *term.rewrap_all(safety + problems, indent=FINDING_INDENT)]
     lines.append("")
-    lines.append(verdict_line(r))
+    lines += term.hang("verdict: ", verdict_line(r).removeprefix("verdict: "))
     lines.append(term.summary(inspect_problems(r)))
     if r.tensors is not None and not options.quiet:
         lines.append("")

@@ -70,7 +70,7 @@ def render_prediction(p: Prediction) -> list[str]:
     for s in p.loads:
         what = s.path if s.path else _("(nothing found)")
         extra = f" — {s.error}" if s.error else (f" ({s.counters})" if s.counters else "")
-        lines.append(f"        {ljust(_('loads'), 5)} {s.role or 'file':<4}     {what}{extra}")
+        lines.append(f"        {ljust(_('loads'), 5)} {s.role or 'file':<4}       {what}{extra}")
         if s.note:
             lines.append("                         " + _("note: {note}").format(note=s.note))
     lines.append(f"        {ljust(_('outcome'), 7)} {p.outcome:<8} {tr(p.summary)}")

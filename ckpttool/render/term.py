@@ -247,13 +247,29 @@ def rewrap(line: str, width: int | None = None, indent: int | None = None) -> li
     if display_width(line) <= width:
         return [line]
     m = _LABELLED.match(line)
-    if indent is not None and line[:indent].endswith(" ") and line[indent : indent + 1].strip():
-        return hang(line[:indent], line[indent:], width)
+    cut = None if indent is None else _index_at_column(line, indent)
+    if cut is not None and line[:cut].endswith(" ") and line[cut : cut + 1].strip():
+        return hang(line[:cut], line[cut:], width)
     if m and display_width(m.group(1)) < width // 2:
         prefix = m.group(1)
     else:
         prefix = " " * min(len(line) - len(line.lstrip(" ")), width // 2)
     return hang(prefix, line[len(prefix) :], width)
+
+
+def _index_at_column(line: str, column: int) -> int | None:
+    """The index of the character that starts at display column ``column`` of ``line`` (a CJK label before it
+    takes two columns per character); None when ``column`` falls inside a wide character or past the end."""
+    if line[:column].isascii():
+        return column if column <= len(line) else None
+    at = 0
+    for i, ch in enumerate(line):
+        if at == column:
+            return i
+        if at > column:
+            return None
+        at += display_width(ch)
+    return len(line) if at == column else None
 
 
 def rewrap_all(lines: Iterable[str], width: int | None = None, indent: int | None = None) -> list[str]:
