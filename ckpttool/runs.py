@@ -24,7 +24,7 @@ from ckpttool.formats.values import StorageReader
 from ckpttool.interpret.profiles import Layout, counter_value, detect_layout
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import Checkpoint, TensorInfo, get_path
-from ckpttool.trainers import all_trainers
+from ckpttool.trainers import all_trainers, get_trainer
 
 QUARANTINE = "ckpttool-quarantine"  # ckpttool fix moves files here; scans never look inside
 ROLE = re.compile(r"^(G|D)_(.+)$")  # VITS-family file names: the network, then the tag
@@ -233,6 +233,14 @@ def scan(run_dir: str | os.PathLike[str], allow: frozenset[str] = frozenset()) -
     return found
 
 
+def _loads_d(g: Candidate) -> bool:
+    """Whether the trainer that wrote ``g`` loads a D beside it on resume (its record's ``loads.order``:
+    GPT-SoVITS s2 loads D then G, s2_train.py:207-219, and falls back to the pretrained model when D is
+    missing), so a G alone is not a state it can resume from."""
+    record = get_trainer(g.trainer)
+    return record is not None and "D" in record.loads.order
+
+
 def _units(cands: list[Candidate]) -> list[Unit]:
     units: list[Unit] = []
     by_dir: dict[Path, list[Candidate]] = {}
@@ -246,7 +254,7 @@ def _units(cands: list[Candidate]) -> list[Unit]:
             d = ds.get(tag)
             if d is None:
                 unit = Unit([g], g.ok, g.reason)
-                if has_d and g.ok:
+                if (has_d or _loads_d(g)) and g.ok:
                     unit.ok, unit.reason = False, f"{g.path.name} has no D file with the same name"
                 units.append(unit)
                 continue

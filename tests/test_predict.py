@@ -140,6 +140,11 @@ def test_missing_d_falls_back_to_the_pretrained_model(tmp_path: Path) -> None:
     assert "IndexError" in pred["loads"][0]["error"] and "train.pretrained_s2G" in pred["summary"]
     assert pred["fix"] is None  # nothing to move: there is no complete state
     assert run_cli("check", run).code == 1
+    # latest agrees with the prediction: a G alone is no state GPT-SoVITS resumes from (it loads D first)
+    doc = run_cli("latest", run, "--json").json()
+    assert doc["chosen"] is None
+    assert [s["reason"] for s in doc["skipped"]] == ["G_144.pth has no D file with the same name"]
+    assert run_cli("latest", run).code == 1
 
 
 def test_truncated_g_is_a_half_resume_then_fix_picks_the_previous_pair(tmp_path: Path) -> None:

@@ -73,7 +73,10 @@ def render_prediction(p: Prediction) -> list[str]:
         lines.append(f"        {ljust(_('loads'), 5)} {s.role or 'file':<4}       {what}{extra}")
         if s.note:
             lines.append("                         " + _("note: {note}").format(note=s.note))
-    lines.append(f"        {ljust(_('outcome'), 7)} {p.outcome:<8} {tr(p.summary)}")
+    if len(p.outcome) <= 8:
+        lines.append(f"        {ljust(_('outcome'), 7)} {p.outcome:<8} {tr(p.summary)}")
+    else:  # a long keyword (pretrained, half-resume) would push the text past column 25: it leads the text
+        lines.append(f"        {ljust(_('outcome'), 16)} {p.outcome} — {tr(p.summary)}")
     for n in p.notes:
         lines.append(f"        {ljust(_('note'), 16)} {tr(n)}")
     if p.fix:
