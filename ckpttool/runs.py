@@ -238,7 +238,7 @@ def _loads_d(g: Candidate) -> bool:
     GPT-SoVITS s2 loads D then G, s2_train.py:207-219, and falls back to the pretrained model when D is
     missing), so a G alone is not a state it can resume from."""
     record = get_trainer(g.trainer)
-    return record is not None and "D" in record.loads.order
+    return record is not None and record.loads is not None and "D" in record.loads.order
 
 
 def _units(cands: list[Candidate]) -> list[Unit]:

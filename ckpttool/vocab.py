@@ -34,6 +34,7 @@ class Format(Vocab):
     PICKLE = "pickle"
     TAR = "torch-tar"
     HF_PRETRAINED = "hf-pretrained-dir"
+    HF_TRAINER = "hf-trainer-dir"
 
 
 # Closed string vocabularies, checked by mypy wherever they are written (each is a field of a public JSON schema).

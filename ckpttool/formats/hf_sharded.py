@@ -14,7 +14,7 @@ from ckpttool.model import Checkpoint, Safety, TensorInfo
 from ckpttool.vocab import Format as FormatName
 
 
-def _read_hf_sharded(folder: Path) -> Checkpoint:
+def read_hf_sharded(folder: Path) -> Checkpoint:
     index_files = sorted(f for f in folder.iterdir() if f.name.endswith(".index.json") and f.is_file())
     index = index_files[0]
     try:
@@ -67,4 +67,4 @@ class HfSharded(Format):
         return None
 
     def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
-        return _read_hf_sharded(Path(path))
+        return read_hf_sharded(Path(path))

@@ -10,6 +10,7 @@ from ckpttool.formats.base import Format
 from ckpttool.formats.dcp import Dcp
 from ckpttool.formats.hf_pretrained import HfPretrained
 from ckpttool.formats.hf_sharded import HfSharded
+from ckpttool.formats.hf_trainer import HfTrainer
 from ckpttool.formats.legacy import Legacy
 from ckpttool.formats.not_checkpoints import GitLfsPointer, HtmlPage
 from ckpttool.formats.raw_pickle import RawPickle
@@ -30,6 +31,7 @@ FORMATS: tuple[Format, ...] = (
     Legacy(),
     RawPickle(),
     Dcp(),
+    HfTrainer(),  # before the two below: a Trainer checkpoint also holds a save_pretrained model
     HfSharded(),
     Accelerate(),
     HfPretrained(),
