@@ -374,12 +374,13 @@ def test_special_files_as_inputs(cli: CliWorker, tmp_path: Path) -> None:
 def test_output_folder_that_is_a_file_is_a_usage_error(torch_cli: CliWorker, tmp_path: Path) -> None:
     src = tmp_path / "G_2000.pth"
     shutil.copyfile(H.VITS_G, src)
+    shutil.copyfile(H.VITS_D, tmp_path / "D_2000.pth")  # VITS resumes from a G/D pair only
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file where a folder is expected")
     for args in (
         ("convert", src, "-o", blocker / "out.pth", "--to", "pth"),
         ("convert", src, "-o", blocker / "out_dcp", "--to", "dcp"),
-        ("pack", tmp_path, "-o", blocker / "p.tar", "--file", src),
+        ("pack", tmp_path, "-o", blocker / "p.tar", "--file", src, "--file", tmp_path / "D_2000.pth"),
     ):
         r = torch_cli.run(*args, cwd=tmp_path, timeout=GUARD_S)  # convert reaches the write
         assert r.code == 2, (args, r.code, r.stderr)
@@ -546,8 +547,9 @@ def _package(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     shutil.copyfile(H.VITS_G, run / "G_2000.pth")
+    shutil.copyfile(H.VITS_D, run / "D_2000.pth")  # VITS resumes from a G/D pair only
     pkg = tmp_path / "run.tar"
-    r = run_cli("pack", run, "-o", pkg, "--file", run / "G_2000.pth")
+    r = run_cli("pack", run, "-o", pkg, "--file", run / "G_2000.pth", "--file", run / "D_2000.pth")
     assert r.code == 0, r.stderr
     return pkg
 
@@ -571,7 +573,7 @@ def test_unpack_never_follows_a_planted_staging_link(tmp_path: Path, monkeypatch
     assert digest(victim) == before
     assert planted.is_symlink() and os.readlink(planted) == str(victim)
     assert sha256(out / "G_2000.pth") == sha256(H.VITS_G)
-    assert sorted(p.name for p in out.iterdir()) == [".ckpttool-unpack-planted", "G_2000.pth"]
+    assert sorted(p.name for p in out.iterdir()) == [".ckpttool-unpack-planted", "D_2000.pth", "G_2000.pth"]
 
 
 def test_unpack_never_writes_through_a_planted_target_link(cli: CliWorker, tmp_path: Path) -> None:

@@ -284,6 +284,78 @@ def test_transformers_lets_a_good_resume_through(hf_run: Path, tmp_path: Path) -
     assert state["global_step"] == 4
 
 
+def test_cli_reads_a_trainer_checkpoint_folder(hf_run: Path, tmp_path: Path) -> None:
+    """``inspect checkpoint-2``: the folder as transformers resumes from it (weights, optimizer.pt,
+    scheduler.pt, rng_state.pth, trainer_state.json), the optimizer state lined up with the parameters the
+    real Trainer gives its optimizer (decay group, then no-decay group; the safetensors file sorted its keys)."""
+    from conftest import run_cli
+
+    import ckpttool
+    from ckpttool.integrations.transformers import CkptToolCallback
+
+    tf = _tf()
+    doc = run_cli("inspect", hf_run / "checkpoint-2", "--json").json()
+    assert (doc["format"], doc["profile"], doc["verdict"]) == (
+        "hf-trainer-dir",
+        "transformers-trainer",
+        "full",
+    )
+    pieces = {k: v["status"] for k, v in doc["pieces"].items()}
+    assert {
+        k: pieces[k] for k in ("model", "optimizer", "scheduler", "step", "epoch", "rng", "config")
+    } == dict.fromkeys(("model", "optimizer", "scheduler", "step", "epoch", "rng", "config"), "present")
+    assert "global_step = 2" in doc["pieces"]["step"]["detail"]
+    (o,) = doc["optimizers"]
+    assert o["aligned"] and o["alignment_method"].startswith("transformers' decay / no-decay groups")
+    # the Trainer's own optimizer: every state entry's parameter has the shape ckpttool assigned to it
+    real = _hf_trainer(tf, tmp_path / "probe", CkptToolCallback(), max_steps=2)
+    opt = real.create_optimizer()
+    names = {id(p): n for n, p in real.model.named_parameters()}
+    order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+    report = ckpttool.inspect(hf_run / "checkpoint-2").optimizers[0]
+    shapes = {n: tuple(p.shape) for n, p in real.model.named_parameters()}
+    assigned = [report.mapping[i].removeprefix("model.") for i in range(len(order))]
+    assert [shapes[n] for n in assigned] == [shapes[n] for n in order]
+    assert sorted(assigned) == sorted(order)
+
+
+def test_check_predicts_the_trainer_resume_and_fix_moves_a_cut_folder(hf_run: Path, tmp_path: Path) -> None:
+    """``check output_dir``: transformers resumes from the largest checkpoint-N; with that folder's weights cut
+    short it crashes in safetensors (the quoted error is the real one), ``fix`` moves the folder aside and
+    transformers then resumes from checkpoint-1; ``fix --undo`` brings the folder back unchanged."""
+    import os
+    import time
+
+    import safetensors.torch
+    from conftest import run_cli
+
+    out = _copy(hf_run, tmp_path)
+    r = run_cli("check", out, "--json")
+    assert r.code == 0
+    (pred,) = r.json()["predictions"]
+    assert (pred["trainer"], pred["outcome"]) == ("transformers", "resumes")
+    assert Path(pred["loads"][0]["path"]).name == "checkpoint-2"
+    (out / "checkpoint-10").write_text("a file, not a folder: get_last_checkpoint skips it")
+    weights = out / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    old = time.time() - 3600
+    os.utime(weights, (old, old))
+    with pytest.raises(Exception) as real:
+        safetensors.torch.load_file(weights)
+    (pred,) = run_cli("check", out, "--json").json()["predictions"]
+    assert pred["outcome"] == "crash" and Path(pred["loads"][0]["path"]).name == "checkpoint-2"
+    assert f"model.safetensors: {type(real.value).__name__}: {real.value}" in pred["summary"]
+    before = sorted((p.relative_to(out).as_posix(), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    fixed = run_cli("fix", out, "--json")
+    assert fixed.code == 0, fixed.stdout
+    (after,) = fixed.json()["after"]
+    assert after["outcome"] == "resumes" and Path(after["loads"][0]["path"]).name == "checkpoint-1"
+    assert not (out / "checkpoint-2").exists()
+    assert run_cli("fix", out, "--undo").code == 0
+    restored = sorted((p.relative_to(out).as_posix(), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    assert restored == before
+
+
 def test_importing_ckpttool_imports_no_framework() -> None:
     code = (
         "import sys, ckpttool, ckpttool.integrations, ckpttool.integrations.gate, "

@@ -270,12 +270,18 @@ def _align(
         return
     _, method, assigned, mismatches = best
     report.method = method
-    if method == SORTED_METHOD and not mismatches:
-        rec = recover(assigned, [shapes.get(i) for i in order], params)
-        if rec is not None and rec.ambiguous:
+    if method.endswith(SORTED_METHOD) and not mismatches:
+        # the recovered order is confirmed by shapes only: say where equal shapes leave it open
+        wanted = [shapes.get(i) for i in order]
+        cut = len(groups[0]["params"]) if method != SORTED_METHOD else len(order)
+        ambiguous: list[str] = []
+        for part, part_wanted in ((assigned[:cut], wanted[:cut]), (assigned[cut:], wanted[cut:])):
+            rec = recover(part, part_wanted, params) if part else None
+            ambiguous += rec.ambiguous if rec is not None else []
+        if ambiguous:
             report.method += (
-                f"; fits by shape, order ambiguous among {len(rec.ambiguous)} same-shape parameters of one "
-                f"block (e.g. {', '.join(rec.ambiguous[:3])})"
+                f"; fits by shape, order ambiguous among {len(ambiguous)} same-shape parameters of one "
+                f"block (e.g. {', '.join(ambiguous[:3])})"
             )
     report.mapping = dict(zip(order, assigned, strict=True))
     report.mismatches = mismatches
@@ -320,6 +326,15 @@ def _strategies(
             ("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params))
         )
         strategies.append(("decay / no-decay split", lambda ns: _by_decay(ns, groups)))
+        strategies.append(
+            (HF_DECAY_METHOD, lambda ns: _by_hf_decay(ns, groups, wanted, params, recovered=False))
+        )
+        strategies.append(
+            (
+                f"{HF_DECAY_METHOD}, each group in registration order recovered from {SORTED_METHOD}",
+                lambda ns: _by_hf_decay(ns, groups, wanted, params, recovered=True),
+            )
+        )
     return strategies
 
 
@@ -454,6 +469,39 @@ def _by_blocks(
             return None
     rest = [n for j, n in enumerate(names) if j not in taken]
     return [n for block in [rest, *blocks] for n in block]
+
+
+HF_DECAY_METHOD = "transformers' decay / no-decay groups (Trainer.get_decay_parameter_names)"
+# transformers trainer.py:1408-1418: no weight decay for names matching these (lower-cased), group 0 the rest, in
+# named_parameters() order (create_optimizer, :1273-1286)
+HF_NO_DECAY = tuple(
+    re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
+)
+
+
+def _by_hf_decay(
+    names: list[str],
+    groups: list[dict[str, Any]],
+    wanted: list[Shape | None],
+    params: dict[str, TensorInfo],
+    *,
+    recovered: bool,
+) -> list[str] | None:
+    """The transformers Trainer's two groups: parameters with weight decay, then those without (bias and norm
+    names), each in registration order -- the file's own order, or (``recovered``) the order rebuilt from
+    module structure and shapes when the file sorted its keys (model.safetensors beside optimizer.pt)."""
+    if len(groups) != 2 or not isinstance(groups[0].get("params"), list):
+        return None
+    no_decay = [n for n in names if any(p.search(n.lower()) for p in HF_NO_DECAY)]
+    skip = set(no_decay)
+    decay = [n for n in names if n not in skip]
+    n0 = len(groups[0]["params"])
+    if len(decay) != n0 or len(decay) + len(no_decay) != len(wanted):
+        return None
+    if not recovered:
+        return decay + no_decay
+    first, second = recover(decay, wanted[:n0], params), recover(no_decay, wanted[n0:], params)
+    return None if first is None or second is None else first.names + second.names
 
 
 def _by_decay(names: list[str], groups: list[dict[str, Any]]) -> list[str] | None:

@@ -303,17 +303,23 @@ def _pattern_keys(root: dict[str, Any], kind: FileKind, layout: Layout) -> None:
             layout.schedulers.append(key)
 
 
+# Generator -> its key in accelerate's random_states_<rank>.pkl (accelerate checkpointing.py:144-176) and in
+# transformers' rng_state[_<rank>].pth (transformers trainer.py _save_rng_state, :3403; read back at :3875-3893).
+RNG_KEYS = {
+    "python": ("random_state", "python"),
+    "numpy": ("numpy_random_seed", "numpy"),
+    "torch": ("torch_manual_seed", "cpu"),
+    "cuda": ("torch_cuda_manual_seed", "cuda"),
+}
+
+
 def _rng_files(root: dict[str, Any], layout: Layout) -> None:
-    """accelerate's random_states_<rank>.pkl, read into ``rng.<rank>`` (checkpointing.py:144-176)."""
+    """Per-process RNG files read into ``rng.<rank>`` (accelerate, transformers)."""
     for rank, states in sorted((root.get("rng") or {}).items()):
         if isinstance(states, dict):
-            for kind, name in (
-                ("python", "random_state"),
-                ("numpy", "numpy_random_seed"),
-                ("torch", "torch_manual_seed"),
-                ("cuda", "torch_cuda_manual_seed"),
-            ):
-                if name in states:
+            for kind, names in RNG_KEYS.items():
+                name = next((n for n in names if n in states), None)
+                if name is not None:
                     layout.rng[kind if rank == "0" else f"{kind}[{rank}]"] = f"rng.{rank}.{name}"
 
 

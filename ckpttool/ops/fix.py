@@ -92,10 +92,16 @@ class FixReport:
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a file; of a checkpoint folder (accelerate, transformers, sharded), over each file's path
+    relative to it and its bytes, in sorted order, so ``--undo`` can tell the folder is the one it moved."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if f is not path:
+            h.update(f.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -342,7 +348,9 @@ def _undo_reason(entry: dict[str, Any]) -> str:
 
 
 def _undo_problem(entry: dict[str, Any], stored: Path, target: Path) -> str | None:
-    if not stored.is_file():
+    if not (
+        stored.is_file() or (stored.is_dir() and not stored.is_symlink())
+    ):  # a folder checkpoint moves whole
         return say("{path}: listed in the manifest but missing; left alone", path=str(stored))
     if _sha256(stored) != entry.get("sha256"):
         return say("{path}: changed since fix moved it; left alone", path=str(stored))

@@ -23,6 +23,12 @@ _READ_ERRORS = {
     "unsupported": "UnpicklingError: the file is not a torch checkpoint",
 }
 
+# What safetensors' load_file raises (safetensors 0.7, checked against the real library in tests/test_predict.py)
+_SAFETENSORS_ERRORS = {
+    "truncated": "SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered",
+    "corrupt": "SafetensorError: Error while deserializing header (the file is damaged)",
+}
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -58,6 +64,12 @@ def predict_load(
     """What ``torch.load(path, weights_only=weights_only)`` in torch ``torch_version`` does with the file
     ckpttool read as ``ckpt`` (or failed to read, with that error)."""
     if isinstance(ckpt, CkptError):
+        member = str(ckpt.path or "")
+        if member.endswith(".safetensors") and ckpt.kind in _SAFETENSORS_ERRORS:
+            # a folder's weights go through safetensors' load_file, not torch.load (transformers trainer.py:3697,
+            # accelerate checkpointing.py load_accelerator_state)
+            name = member.replace("\\", "/").rsplit("/", 1)[-1]
+            return LoadResult(False, f"{name}: {_SAFETENSORS_ERRORS[ckpt.kind]}")
         return LoadResult(False, _READ_ERRORS.get(ckpt.kind, f"{ckpt.kind}: {ckpt.message}"))
     version = torch_version or "2.6"
     if ckpt.format == Format.TAGGED_ZIP:

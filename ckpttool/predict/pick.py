@@ -122,6 +122,23 @@ def first_digits_of_name(folder: Path, exclude: frozenset[str] = frozenset()) ->
     return Picked(folder / keyed[-1][1])
 
 
+HF_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # transformers trainer_utils.py:267 (_re_checkpoint)
+
+
+def hf_last_checkpoint(folder: Path, exclude: frozenset[str] = frozenset()) -> Picked:
+    """transformers ``get_last_checkpoint(output_dir)``: the sub-folders named ``checkpoint-<N>``, largest N
+    (trainer_utils.py:270-279); nothing is checked inside them. None: ``train(resume_from_checkpoint=True)``
+    raises ValueError (trainer.py:1555-1557)."""
+    found = [
+        (int(m.group(1)), n)
+        for n in _listing(folder, files_only=False, exclude=exclude)
+        if (m := HF_CHECKPOINT.search(n)) and (folder / n).is_dir()
+    ]
+    if not found:
+        return Picked(None, f"ValueError: No valid checkpoint found in output directory ({folder})")
+    return Picked(folder / max(found)[1])
+
+
 def coqui_last(folder: Path, exclude: frozenset[str] = frozenset()) -> Picked:
     """coqui Trainer ``get_last_checkpoint``: the largest ``checkpoint_N`` and ``best_model_N`` among
     ``*.pth``; a larger ``best_model_N`` wins (coqui-ai/Trainer io.py:226-288)."""
@@ -152,6 +169,8 @@ def pick(rule: Pick, folder: Path, role: str, exclude: frozenset[str] = frozense
         return lightning_last(search, exclude)
     if rule.rule == "first-digits-of-name":
         return first_digits_of_name(search, exclude)
+    if rule.rule == "hf-last-checkpoint":
+        return hf_last_checkpoint(search, exclude)
     if rule.rule == "coqui-last":
         return coqui_last(search, exclude)
     return Picked(None, "the trainer loads the path you give it")

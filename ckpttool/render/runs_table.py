@@ -103,22 +103,25 @@ def prediction_lines(p: Prediction, shorten: term.PathShortener | None = None) -
     return lines
 
 
+FIX_INDENT = 11  # where the text of a fix line begins: "  <verb, 8 columns> "
+
+
 def render_fix(r: FixReport) -> str:
     """The moves, rewrites or restores (planned with ``--dry-run``), the problems, and the outcome after."""
     verb = {"move": _("move"), "rewrite": _("rewrite"), "restore": _("restore")}
     lines = []
     for a in r.actions:
         past = {"move": _("moved"), "rewrite": _("rewrote"), "restore": _("restored")}[a.action]
-        word = ljust(verb[a.action] if r.dry_run else past, 7)
+        word = ljust(verb[a.action] if r.dry_run else past, 8)
         lines.append(f"  {word} {a.path}" + (f" -> {a.to}" if a.to else ""))
         if a.reason:
-            lines.append("          " + _("why: {reason}").format(reason=tr(a.reason)))
+            lines.append(" " * FIX_INDENT + _("why: {reason}").format(reason=tr(a.reason)))
         for c in a.converted:
-            lines.append(f"          converted {c}")
+            lines.append(" " * FIX_INDENT + f"converted {c}")
         if a.proof:
-            lines.append(f"          proof: {a.proof}")
+            lines.append(" " * FIX_INDENT + f"proof: {a.proof}")
     for problem in r.problems:
-        lines.append(f"  {ljust(_('problem'), 7)} {tr(problem)}")
+        lines.append(f"  {ljust(_('problem'), 8)} {tr(problem)}")
     if not r.actions and not r.problems:
         lines.append(
             "  " + _("nothing to undo: no file of this run is in a ckpttool-quarantine folder")
@@ -126,10 +129,10 @@ def render_fix(r: FixReport) -> str:
             else "  " + _("nothing to do: the trainer already resumes from the newest complete state")
         )
     for p in r.after:
-        lines.append(f"  {ljust(_('after'), 7)} {p.trainer}: {p.outcome} — {tr(p.summary)}")
+        lines.append(f"  {ljust(_('after'), 8)} {p.trainer}: {p.outcome} — {tr(p.summary)}")
     if r.dry_run:
         lines.append(_("dry run: nothing was changed"))
-    lines = term.rewrap_all(term.PathShortener()(line) for line in lines)
+    lines = term.rewrap_all((term.PathShortener()(line) for line in lines), indent=FIX_INDENT)
     lines.append(
         term.summary(
             [("fail", "fix") for _problem in r.problems] + [("fail", p.trainer) for p in r.after if not p.ok]

@@ -27,6 +27,8 @@ class Pick:
       (accelerate ``load_state(None)``); an entry without digits raises IndexError;
     - ``coqui-last``: the largest ``checkpoint_N`` or ``best_model_N`` of the folder (coqui Trainer
       ``get_last_checkpoint``);
+    - ``hf-last-checkpoint``: the sub-folders named ``checkpoint-<N>``, largest N (transformers
+      ``get_last_checkpoint``);
     - ``given``: the user passes the path (``--checkpoint_path``); nothing is searched.
     """
 

@@ -1,0 +1,134 @@
+"""A Hugging Face ``Trainer`` checkpoint folder, ``<output_dir>/checkpoint-<global_step>``, read as one bundle.
+
+What ``Trainer._save_checkpoint`` writes (transformers 5.24.0, src/transformers/trainer.py:3363-3425, file names
+at :245-250): the model (``model.safetensors``, ``pytorch_model.bin``, a sharded ``*.index.json`` with its
+shards, or ``adapter_model.safetensors|bin`` for PEFT) and ``config.json``; unless ``save_only_model``,
+``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` (fp16), ``rng_state.pth`` (``rng_state_<rank>.pth`` on
+several processes); always ``trainer_state.json``, whose ``global_step`` and ``epoch`` the resume restores
+(:1694-1697). ``training_args.bin`` (the pickled ``TrainingArguments``) is never loaded on resume and is not
+read here.
+
+The tree has the layout of a single-file bundle: ``model``, ``optimizer``, ``scheduler``, ``scaler``,
+``rng.<rank>``, ``trainer_state`` (the JSON), ``global_step``, ``epoch``, ``config``; every tensor still points
+at its own member file. The folder is claimed by its ``trainer_state.json``: a ``save_pretrained`` folder
+(:mod:`ckpttool.formats.hf_pretrained`) has none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ckpttool.errors import CorruptCheckpoint
+from ckpttool.formats.base import Format, Probe, Sniffed, open_regular
+from ckpttool.formats.folders import read_member, rebase, total_size
+from ckpttool.formats.hf_sharded import read_hf_sharded
+from ckpttool.model import Checkpoint, Safety, TensorInfo
+from ckpttool.vocab import Format as FormatName
+
+TRAINER_STATE = "trainer_state.json"  # trainer.py TRAINER_STATE_NAME
+# The weights _load_from_checkpoint looks for (trainer.py:3615-3700): model.safetensors before pytorch_model.bin;
+# a shard index; a PEFT adapter.
+WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
+INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+MEMBERS = {"optimizer.pt": "optimizer", "scheduler.pt": "scheduler", "scaler.pt": "scaler"}
+RNG = re.compile(r"^rng_state(?:_(\d+))?\.pth$")  # trainer.py:3856-3866
+MAX_JSON = 64 << 20
+
+
+def _json(path: Path) -> Any:
+    try:
+        with open_regular(path) as fh:
+            return json.loads(fh.read(MAX_JSON))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptCheckpoint(
+            f"{path}: not valid JSON ({exc}); transformers cannot resume from this folder", path=str(path)
+        ) from None
+
+
+def read_hf_trainer(folder: Path) -> Checkpoint:
+    """Read every member the resume loads; see the module docstring for the tree's layout."""
+    root: dict[str, Any] = {}
+    tensors: list[TensorInfo] = []
+    safety = Safety()
+    notes: list[str] = []
+    foreign: list[str] = []
+    read: list[str] = []
+
+    def take(key: str, member: Checkpoint, label: str) -> Any:
+        safety.merge(member.safety, prefix=f"{label}: ")
+        foreign.extend(g for g in member.foreign_globals if g not in foreign)
+        member_root, member_tensors = rebase(member.root, key, member.tensors)
+        tensors.extend(member_tensors)
+        return member_root
+
+    names = sorted(f.name for f in folder.iterdir() if f.is_file())
+    if any(n in names for n in INDEXES) and not {"model.safetensors", "pytorch_model.bin"} & set(names):
+        sharded = read_hf_sharded(folder)
+        root["model"] = take("model", sharded, str(sharded.meta.get("index")))
+        read.append(str(sharded.meta.get("index")))
+    else:
+        weights = next((n for n in WEIGHTS if n in names), None)
+        if weights is not None:
+            root["model"] = take("model", read_member(folder / weights), weights)
+            read.append(weights)
+            if weights == "model.safetensors" and "pytorch_model.bin" in names:
+                notes.append(
+                    "both model.safetensors and pytorch_model.bin: the resume loads model.safetensors"
+                )
+    for name, key in MEMBERS.items():
+        if name in names:
+            root[key] = take(key, read_member(folder / name), name)
+            read.append(name)
+    for name in names:
+        m = RNG.match(name)
+        if m:
+            root.setdefault("rng", {})[m.group(1) or "0"] = take(
+                f"rng.{m.group(1) or '0'}", read_member(folder / name), name
+            )
+            read.append(name)
+    state = _json(folder / TRAINER_STATE)
+    read.append(TRAINER_STATE)
+    root["trainer_state"] = state
+    if isinstance(state, dict):
+        for key in ("global_step", "epoch"):
+            if isinstance(state.get(key), int | float) and not isinstance(state.get(key), bool):
+                root[key] = state[key]
+    if "config.json" in names:
+        root["config"] = _json(folder / "config.json")
+        read.append("config.json")
+    if "training_args.bin" in names:
+        notes.append(
+            "training_args.bin (the pickled TrainingArguments) is not read: the resume never loads it, and "
+            "only a torch.load with the weights-only check off reads it"
+        )
+    ckpt = Checkpoint(
+        str(folder),
+        FormatName.HF_TRAINER,
+        root,
+        tensors,
+        total_size(folder),
+        foreign_globals=foreign,
+        notes=notes,
+    )
+    ckpt.safety = safety
+    ckpt.meta["members"] = read
+    return ckpt
+
+
+class HfTrainer(Format):
+    name = FormatName.HF_TRAINER
+    description = (
+        "Hugging Face Trainer checkpoint folder (checkpoint-N: weights, optimizer.pt, trainer_state.json)"
+    )
+    directory = True
+
+    def sniff(self, probe: Probe) -> Sniffed | None:
+        if probe.is_dir and TRAINER_STATE in probe.names:
+            return Sniffed(self.name, 0)
+        return None
+
+    def read(self, path: str, sniffed: Sniffed) -> Checkpoint:
+        return read_hf_trainer(Path(path))
