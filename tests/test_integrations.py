@@ -356,6 +356,23 @@ def test_check_predicts_the_trainer_resume_and_fix_moves_a_cut_folder(hf_run: Pa
     assert restored == before
 
 
+def test_prune_deletes_trainer_folders_whole_but_never_a_user_file(hf_run: Path, tmp_path: Path) -> None:
+    """A checkpoint-N folder holds only what the Trainer writes: prune removes it whole, as transformers'
+    own rotation does; a folder holding anything else is kept and said so."""
+    from conftest import run_cli
+
+    out = _copy(hf_run, tmp_path)
+    plan = run_cli("prune", out, "--keep", "1", "--dry-run", "--json").json()
+    assert [Path(p).name for p in plan["delete"]] == ["checkpoint-1"]
+    (out / "checkpoint-1" / "notes.txt").write_text("mine")
+    plan = run_cli("prune", out, "--keep", "1", "--dry-run", "--json").json()
+    assert plan["delete"] == []
+    assert any("remove it yourself" in k["why"] for k in plan["keep"])
+    (out / "checkpoint-1" / "notes.txt").unlink()
+    assert run_cli("prune", out, "--keep", "1").code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2"]
+
+
 def test_importing_ckpttool_imports_no_framework() -> None:
     code = (
         "import sys, ckpttool, ckpttool.integrations, ckpttool.integrations.gate, "

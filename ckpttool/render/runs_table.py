@@ -198,7 +198,7 @@ def render_prune(p: PrunePlan, applied: bool) -> str:
         lines.append(f"  {'deleted' if applied else 'delete '} {', '.join(map(str, u.paths))}")
     if p.every:
         lines.append(f"  --every {p.every} counts {p.unit_note}")
-    lines = term.rewrap_all(term.PathShortener()(line) for line in lines)
+    lines = term.rewrap_all((term.PathShortener()(line) for line in lines), indent=10)
     freed = sum(c.size for u in p.delete for c in u.files)
     verb = "freed" if applied else "would free"
     lines.append(
