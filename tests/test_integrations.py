@@ -332,6 +332,12 @@ def test_check_predicts_the_trainer_resume_and_fix_moves_a_cut_folder(hf_run: Pa
     out = _copy(hf_run, tmp_path)
     r = run_cli("check", out, "--json")
     assert r.code == 0
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    # LambdaLR's schedule is code: what can be checked is that it last set the optimizer's LRs
+    assert (
+        checks["scheduler"]["status"] == "pass"
+        and "LRs it last set are the optimizer's" in checks["scheduler"]["message"]
+    )
     (pred,) = r.json()["predictions"]
     assert (pred["trainer"], pred["outcome"]) == ("transformers", "resumes")
     assert Path(pred["loads"][0]["path"]).name == "checkpoint-2"
@@ -354,6 +360,19 @@ def test_check_predicts_the_trainer_resume_and_fix_moves_a_cut_folder(hf_run: Pa
     assert run_cli("fix", out, "--undo").code == 0
     restored = sorted((p.relative_to(out).as_posix(), p.read_bytes()) for p in out.rglob("*") if p.is_file())
     assert restored == before
+
+
+def test_a_scheduler_from_another_save_is_flagged(hf_run: Path, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    out = _copy(hf_run, tmp_path)
+    path = out / "checkpoint-2" / "scheduler.pt"
+    state = torch.load(path, weights_only=True)
+    state["_last_lr"] = [1.0 for _ in state["_last_lr"]]
+    torch.save(state, path)
+    checks = [c for c in run_cli("check", out, "--json").json()["checks"] if c["name"] == "scheduler"]
+    assert [c["status"] for c in checks] == ["warn"]
+    assert "last set lr 1, 1 but optimizer holds" in checks[0]["message"]
 
 
 def test_prune_deletes_trainer_folders_whole_but_never_a_user_file(hf_run: Path, tmp_path: Path) -> None:

@@ -213,6 +213,33 @@ def _lr_check(src: Source, path: str, state: dict[str, Any], kind: str, target: 
             + ". A scheduler state of another class or run loads silently and changes the LR",
         )
     if not checked:
+        # No formula for its LR (LambdaLR's lambda is code, never saved), but every scheduler records the LRs it
+        # last set (torch/optim/lr_scheduler.py LRScheduler.step: _last_lr = the groups' lr): a state and an
+        # optimizer saved together agree on them.
+        last = state.get("_last_lr")
+        lrs = [g.get("lr") for g in groups]
+        if (
+            isinstance(last, list)
+            and len(last) == len(lrs)
+            and lrs
+            and all(
+                isinstance(a, int | float) and isinstance(b, int | float)
+                for a, b in zip(last, lrs, strict=True)
+            )
+        ):
+            if all(abs(a - b) <= 1e-9 + 1e-6 * abs(b) for a, b in zip(last, lrs, strict=True)):
+                return Check(
+                    "scheduler",
+                    "pass",
+                    f"{path}: {kind} state consistent with {target}: the LRs it last set are the optimizer's "
+                    "(its schedule is code, not in the file)",
+                )
+            return Check(
+                "scheduler",
+                "warn",
+                f"{path}: the {kind} last set lr {', '.join(f'{v:.6g}' for v in last)} but {target} holds "
+                f"{', '.join(f'{v:.6g}' for v in lrs)}: saved at different times, or from another run",
+            )
         return Check(
             "scheduler",
             "warn",
