@@ -326,3 +326,14 @@ def test_inspect_wraps_findings_and_verdict_under_their_text(monkeypatch: pytest
     assert " ".join(line.strip() for line in lines[verdict:-1]).endswith(
         "cannot load it (the file alone: full)"
     )
+
+
+def test_fit_table_keeps_a_third_of_the_width_for_the_detail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide middle column wraps too, instead of squeezing the detail prose to a dozen columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    where = "rng.0.python, rng.0.numpy, rng.0.cpu, rng.0.cuda, rng.0.xla, rng.1"  # 60 columns
+    rows = [["rng", where, "numpy, python, torch " * 4]]
+    lines = term.fit_table(rows, ["piece", "where", "detail"]).splitlines()
+    assert all(_width(line) <= 80 for line in lines)
+    assert 80 - lines[0].index("detail") >= 20  # before: the detail was cut to 12 columns
+    assert " ".join(" ".join(lines).split()).count("numpy, python, torch") == 4

@@ -209,7 +209,8 @@ def fit_table(
 ) -> str:
     """A table (:func:`ckpttool.render.grid.grid`) no wider than the current width when it can be: too wide,
     column ``wrap_column`` (the detail column; default the last) wraps inside its cell, measured in display
-    columns, then, if still too wide, the widest other columns; no column below 12."""
+    columns, down to a third of the width, then, if still too wide, the widest other columns; no column below
+    12."""
     from ckpttool.render.grid import cell_text, grid  # a table's layout, only when one is printed
 
     width = current().width
@@ -230,8 +231,12 @@ def fit_table(
         free = [i for i in range(ncol) if limits[i] is None and widths[i] > 12]
         if not free:
             break
-        col = wrap_column % ncol if wrap_column % ncol in free else max(free, key=lambda i: widths[i])
-        limits[col] = max(12, widths[col] - (widest - width))
+        detail = wrap_column % ncol
+        col = detail if detail in free else max(free, key=lambda i: widths[i])
+        # the detail column gives way first, but keeps a third of the width: prose squeezed to a dozen columns
+        # reads worse than a wrapped path in another column
+        floor = max(12, width // 3) if col == detail else 12
+        limits[col] = max(min(floor, widths[col]), widths[col] - (widest - width))
         table = grid(rows, headers, colalign=colalign, maxcolwidths=limits)
     return table
 
