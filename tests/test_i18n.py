@@ -136,7 +136,11 @@ def test_fix_speaks_chinese(stale_run: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert done.code == 0
     assert done.stdout.count("  已移走 ") == 2
     (after,) = [ln for ln in done.stdout.splitlines() if ln.startswith("  修复后")]
-    assert "resumes — " in after and "会从 D_144.pth, G_144.pth（epoch 8, Adam step 16）继续训练" in after
+    assert (
+        "resumes-with-drift — " in after
+        and "之后重建的学习率调度从第 9 轮起与不中断训练相差 -0.100%" in after
+        and "会从 D_144.pth, G_144.pth（epoch 8, Adam step 16）继续训练" in after
+    )
     again = run_cli("fix", stale_run)
     assert "无需处理：训练程序已经会从最新的完整检查点继续训练" in again.stdout
     undo = run_cli("fix", stale_run, "--undo")

@@ -115,7 +115,7 @@ def test_check_gate(run_dir: Path, tmp_path: Path) -> None:
         (folder / f"{role}_3000.pth").rename(tmp_path / f"{role}_3000.pth")
     r = run_cli("check", run_dir)
     assert r.code == 0, r.stdout
-    assert "outcome resumes" in r.stdout and "G_2000.pth" in r.stdout and "ready to resume" in r.stdout
+    assert "resumes-with-drift — " in r.stdout and "G_2000.pth" in r.stdout and "ready to resume" in r.stdout
     # a v1 checkpoint against the run's v2 config
     r = run_cli(
         "check", fixture("gpt_sovits/variants/G_v1.pth"), "--config", fixture("gpt_sovits/config.json")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ckpttool import runs
 from ckpttool.configs import embedded_config
@@ -27,6 +27,9 @@ from ckpttool.predict.pick import Picked, pick
 from ckpttool.runs import Candidate, LatestResult, Unit
 from ckpttool.trainers import Trainer, all_trainers, get_trainer
 from ckpttool.trainers.behaviour import Loads
+
+if TYPE_CHECKING:
+    from ckpttool.resume.static import LrDrift
 
 Outcome = Literal[
     "resumes",
@@ -165,6 +168,25 @@ def _config_value(config: dict[str, Any] | None, dotted: str | None) -> Any:
         return get_path(config, dotted)
     except (KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def _lr_drift(
+    record: Trainer, ckpt: Checkpoint | None, config: dict[str, Any] | None, torch_version: str | None
+) -> LrDrift | None:
+    """The LR drift of a trainer that rebuilds its scheduler on resume (``resume.scheduler_rule``), for the
+    file it loads (the same numbers as the ``lr-after-resume`` check; gamma from the run config's
+    ``resume.gamma_config``, else the record's default), or None when it resumes on the uninterrupted LR."""
+    if ckpt is None or record.resume.scheduler_rule is None:
+        return None
+    from ckpttool.interpret.profiles import detect_layout
+    from ckpttool.resume.schedulers import DEFAULT_GAMMA
+    from ckpttool.resume.static import lr_drifts
+
+    value = _config_value(config, record.resume.gamma_config)
+    gamma = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    gamma = gamma if gamma is not None else (record.resume.gamma_default or DEFAULT_GAMMA)
+    drifts = [d for d in lr_drifts(ckpt.root, detect_layout(ckpt), gamma, torch_version) if d.drifts]
+    return drifts[0] if drifts else None
 
 
 def _finished(record: Trainer, loads: Loads, head: Candidate, ckpt: Checkpoint | None,
@@ -411,6 +433,16 @@ def _conclude(
     pred.outcome = "resumes"
     pred.summary = say("{name} will resume from {names} ({counters})", name=name, names=names,
                        counters=head.describe())  # fmt: skip
+    drift = _lr_drift(record, ckpt, config, pred.environment.torch)
+    if drift is not None:
+        pred.outcome = "resumes-with-drift"
+        parts = [pred.summary, say(
+            "; its rebuilt LR schedule then runs {rel} off the uninterrupted run's from epoch {epoch} ({rule})",
+            rel=f"{drift.rel:+.3%}", epoch=drift.epoch, rule=drift.description,
+        )]  # fmt: skip
+        if drift.again:
+            parts.append(say("; the saved epoch {epoch} is trained again", epoch=drift.epoch))
+        pred.summary = cat(*parts)
     if loads.after_resume:
         pred.notes.append(loads.after_resume)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpttool.interpret.profiles import counter_value
+from ckpttool.interpret.profiles import Layout, counter_value
 from ckpttool.interpret.source import Source
 from ckpttool.interpret.structure import is_optimizer
 from ckpttool.model import get_path
@@ -231,8 +231,8 @@ def _lr_check(src: Source, path: str, state: dict[str, Any], kind: str, target: 
                 return Check(
                     "scheduler",
                     "pass",
-                    f"{path}: {kind} state consistent with {target}: the LRs it last set are the optimizer's "
-                    "(its schedule is code, not in the file)",
+                    f"{path}: the {kind} last set lr {', '.join(f'{v:.6g}' for v in last)}, what {target} holds "
+                    "(saved together); its schedule is code, not in the file, so the LRs to come are not checked",
                 )
             return Check(
                 "scheduler",
@@ -248,48 +248,76 @@ def _lr_check(src: Source, path: str, state: dict[str, Any], kind: str, target: 
     return Check("scheduler", "pass", f"{path}: {kind} state consistent with {target}'s LR")
 
 
-def lr_rule_checks(src: Source, gamma: float, gamma_source: str, strict: bool) -> list[Check]:
-    """Trainers that rebuild their scheduler: the LR they resume with against the uninterrupted run's."""
-    rule = rule_of(src.layout)
-    if rule is None or src.layout.schedulers:
+@dataclass(frozen=True)
+class LrDrift:
+    """The LR a trainer that rebuilds its scheduler resumes with (``resumed``) against the uninterrupted run's
+    (``wanted``) for the first resumed ``epoch``; ``rel`` = (resumed - wanted) / wanted; ``again``: the saved
+    epoch is trained again from its start."""
+
+    path: str
+    description: str
+    epoch: int
+    resumed: float
+    wanted: float
+    rel: float
+    again: bool
+
+    @property
+    def drifts(self) -> bool:
+        """Whether resuming differs from the uninterrupted run."""
+        return abs(self.rel) >= 1e-12 or self.again
+
+
+def lr_drifts(root: Any, layout: Layout, gamma: float, torch_version: str | None) -> list[LrDrift]:
+    """For each optimizer of a file whose trainer rebuilds its scheduler instead of saving it (the record's
+    ``resume.scheduler_rule``): the LR drift of the resumed run (:mod:`ckpttool.resume.schedulers`)."""
+    rule = rule_of(layout)
+    if rule is None or layout.schedulers:
         return []
-    epoch = get_path(src.ckpt.root, src.layout.epoch) if src.layout.epoch else None
-    if not isinstance(epoch, int):
+    epoch = get_path(root, layout.epoch) if layout.epoch else None
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
         return []
     out = []
-    for path in src.layout.optimizers:
-        opt = get_path(src.ckpt.root, path)
+    for path in layout.optimizers:
+        opt = get_path(root, path)
         if not is_optimizer(opt) or not opt.get("param_groups"):
             continue
         g = opt["param_groups"][0]
         lr, lr0 = g.get("lr"), g.get("initial_lr", g.get("lr"))
         if not isinstance(lr, int | float) or not isinstance(lr0, int | float):
             continue
-        version = installed_torch_version() or "unknown"
-        resumed = rule.resumed_lr(float(lr), float(lr0), gamma, epoch, version)
+        resumed = rule.resumed_lr(float(lr), float(lr0), gamma, epoch, torch_version)
         wanted = rule.uninterrupted_lr(float(lr0), gamma, epoch)
         rel = (resumed - wanted) / wanted if wanted else 0.0
+        first = rule.resumed_epoch(epoch)
+        out.append(LrDrift(path, rule.description, first, resumed, wanted, rel, first == epoch))
+    return out
+
+
+def lr_rule_checks(
+    src: Source, gamma: float, gamma_source: str, strict: bool, torch_version: str | None = None
+) -> list[Check]:
+    """Trainers that rebuild their scheduler: the LR they resume with against the uninterrupted run's, under
+    ``torch_version`` (the training environment's; default the installed one)."""
+    version = torch_version or installed_torch_version() or "unknown"
+    out = []
+    for d in lr_drifts(src.ckpt.root, src.layout, gamma, version):
         data = {
-            "epoch": rule.resumed_epoch(epoch),
-            "resumed_lr": resumed,
-            "uninterrupted_lr": wanted,
-            "relative_error": rel,
+            "epoch": d.epoch,
+            "resumed_lr": d.resumed,
+            "uninterrupted_lr": d.wanted,
+            "relative_error": d.rel,
             "gamma": gamma,
             "gamma_from": gamma_source,
+            "torch": version,
         }
-        data["torch"] = version
         message = (
-            f"{path}: {rule.description}: the first resumed epoch ({rule.resumed_epoch(epoch)}) runs at lr "
-            f"{resumed:.6g} instead of {wanted:.6g} (relative error {rel:+.3%}; gamma {gamma} from {gamma_source}; "
-            f"torch {version})"
+            f"{d.path}: {d.description}: the first resumed epoch ({d.epoch}) runs at lr {d.resumed:.6g} instead "
+            f"of {d.wanted:.6g} (relative error {d.rel:+.3%}; gamma {gamma} from {gamma_source}; torch {version})"
         )
-        if rule.resumed_epoch(epoch) == epoch:
-            message += f"; the saved epoch {epoch} is trained again from its start"
-        status: CheckStatus = (
-            "pass"
-            if abs(rel) < 1e-12 and rule.resumed_epoch(epoch) > epoch
-            else ("fail" if strict else "warn")
-        )
+        if d.again:
+            message += f"; the saved epoch {d.epoch} is trained again from its start"
+        status: CheckStatus = "fail" if strict and d.drifts else ("warn" if d.drifts else "pass")
         out.append(Check("lr-after-resume", status, message, data))
     return out
 
