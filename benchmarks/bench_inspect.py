@@ -11,7 +11,8 @@ a loaded CI runner: the floor is Python plus ckpttool's restricted unpickler run
 
 Before measuring, ckpttool's modules are compiled to bytecode (as ``pip install`` does; a checkout run with
 ``PYTHONDONTWRITEBYTECODE`` would otherwise recompile every module on every run) and each contender runs once
-unmeasured (page cache, and ckpttool's parsed-spec cache, see ckpttool/datacache.py).
+unmeasured (page cache, and ckpttool's parsed-spec cache, see ckpttool/datacache.py); the measured runs go
+round-robin over the contenders, so drift in the machine's speed hits them all alike.
 
 Run: ``make bench`` or ``python benchmarks/bench_inspect.py [--gb 1.0] [--repeat 5] [--keep DIR]``.
 Numbers are printed, never asserted: timings vary by machine.
@@ -173,14 +174,23 @@ def main() -> None:
                 f"in {time.perf_counter() - t0:.1f} s"
             )
         drop_page_cache_hint(path)
-        results: dict[str, tuple[float, float, float]] = {}
-        for name, template in CONTENDERS.items():
-            if args.no_torch and name.startswith("torch"):
-                continue
-            argv = [a.replace("{path}", str(path)) for a in template]
+        argvs = {
+            name: [a.replace("{path}", str(path)) for a in template]
+            for name, template in CONTENDERS.items()
+            if not (args.no_torch and name.startswith("torch"))
+        }
+        for argv in argvs.values():
             measure_child(argv)  # unmeasured: warm caches
-            runs = [measure_child(argv) for _ in range(args.repeat)]
-            results[name] = tuple(statistics.median(r[i] for r in runs) for i in range(3))  # type: ignore[assignment]
+        # Round-robin: each repeat runs every contender once, so a machine that speeds up or slows down during
+        # the run (other jobs, frequency scaling) moves the floor and ckpttool alike instead of skewing the ratio.
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in argvs}
+        for _ in range(args.repeat):
+            for name, argv in argvs.items():
+                runs[name].append(measure_child(argv))
+        results: dict[str, tuple[float, float, float]] = {
+            name: tuple(statistics.median(r[i] for r in rs) for i in range(3))  # type: ignore[misc]
+            for name, rs in runs.items()
+        }
 
     floor_t, floor_c, _ = results["floor: unpickle data.pkl"]
     ours_t, ours_c, ours_m = results["ckpttool inspect"]

@@ -83,8 +83,12 @@ def hashable_depth_ok(x: Any, limit: int = MAX_TUPLE_DEPTH) -> bool:
 
 
 def _int_tuple(x: Any, what: str) -> tuple[int, ...]:
-    if isinstance(x, tuple | list) and len(x) <= MAX_DIMS and all(type(i) is int for i in x):
-        return tuple(x)
+    if (type(x) is tuple or isinstance(x, tuple | list)) and len(x) <= MAX_DIMS:
+        for i in x:
+            if type(i) is not int:
+                break
+        else:
+            return x if type(x) is tuple else tuple(x)
     raise BadTensor(f"a tensor's {what} is not a short tuple of integers")
 
 

@@ -105,6 +105,7 @@ class Machine:
         self.foreign: dict[str, None] = {}
         self.opcodes: set[str] = set()
         self.collisions: dict[int, dict[int, int]] = {}
+        self._seen_called: set[int] = set()  # ids of globals already recorded as called
 
     # --- helpers ------------------------------------------------------------------------------------------
     def _fail(self, message: str, **kw: Any) -> PickleError:
@@ -143,6 +144,13 @@ class Machine:
         return obj
 
     def _called(self, obj: Any) -> None:
+        # torch.save calls the same few globals thousands of times (_rebuild_tensor_v2, OrderedDict): a callee
+        # already recorded as called needs no second look (``self.globals`` keeps every stand-in alive, so the
+        # ids stay theirs)
+        if id(obj) in self._seen_called:
+            return
+        if id(obj) in self.origin:
+            self._seen_called.add(id(obj))
         target = obj if isinstance(obj, type) or id(obj) in self.origin else type(obj)
         full = self.origin.get(id(target))
         if full is None and isinstance(target, type) and issubclass(target, Stub):
