@@ -19,6 +19,9 @@ class CkptError(Exception):
 
     kind = "error"
     exit_code = EXIT_UNREADABLE
+    # What the real consumer raises on this input, when a reader knows it better than the generic torch.load
+    # error of its kind (ckpttool.predict.loader quotes it): set by the reader that raises.
+    consumer_error: str | None = None
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)

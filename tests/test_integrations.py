@@ -375,6 +375,31 @@ def test_a_scheduler_from_another_save_is_flagged(hf_run: Path, tmp_path: Path) 
     assert "last set lr 1, 1 but optimizer holds" in checks[0]["message"]
 
 
+def test_a_folder_without_weights_is_the_crash_transformers_raises(hf_run: Path, tmp_path: Path) -> None:
+    """checkpoint-2 without model.safetensors: ckpttool predicts the ValueError the real Trainer raises (run here),
+    and takes checkpoint-1 as the newest complete state; an unsafe optimizer.pt is refused (exit 3)."""
+    from conftest import FIXTURES, run_cli
+
+    from ckpttool.integrations.transformers import CkptToolCallback
+
+    tf = _tf()
+    out = _copy(hf_run, tmp_path)
+    (out / "checkpoint-2" / "model.safetensors").unlink()
+    (pred,) = run_cli("check", out, "--json").json()["predictions"]
+    assert pred["outcome"] == "crash" and Path(pred["loads"][0]["path"]).name == "checkpoint-2"
+    with pytest.raises(ValueError) as real:
+        _hf_trainer(tf, out, CkptToolCallback(), max_steps=4).train(
+            resume_from_checkpoint=str(out / "checkpoint-2")
+        )
+    assert str(real.value).startswith("Can't find a valid checkpoint at")
+    assert f"ValueError: Can't find a valid checkpoint at {out / 'checkpoint-2'}" in pred["summary"]
+    assert "newest complete state is checkpoint-1" in pred["summary"]
+    assert run_cli("inspect", out / "checkpoint-2").code == 3
+    shutil.copyfile(FIXTURES / "malicious.pth", out / "checkpoint-1" / "optimizer.pt")
+    r = run_cli("inspect", out / "checkpoint-1")
+    assert r.code == 3 and "optimizer.pt: refused" in r.stderr
+
+
 def test_prune_deletes_trainer_folders_whole_but_never_a_user_file(hf_run: Path, tmp_path: Path) -> None:
     """A checkpoint-N folder holds only what the Trainer writes: prune removes it whole, as transformers'
     own rotation does; a folder holding anything else is kept and said so."""

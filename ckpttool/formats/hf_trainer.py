@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ckpttool.errors import CorruptCheckpoint
+from ckpttool.errors import CorruptCheckpoint, UnsupportedFormat
 from ckpttool.formats.base import Format, Probe, Sniffed, open_regular
 from ckpttool.formats.folders import read_member, rebase, total_size
 from ckpttool.formats.hf_sharded import read_hf_sharded
@@ -34,6 +34,7 @@ TRAINER_STATE = "trainer_state.json"  # trainer.py TRAINER_STATE_NAME
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 MEMBERS = {"optimizer.pt": "optimizer", "scheduler.pt": "scheduler", "scaler.pt": "scaler"}
+FSDP_MODEL = "pytorch_model_fsdp"  # trainer.py FSDP_MODEL_NAME
 RNG = re.compile(r"^rng_state(?:_(\d+))?\.pth$")  # trainer.py:3856-3866
 MAX_JSON = 64 << 20
 
@@ -65,6 +66,22 @@ def read_hf_trainer(folder: Path) -> Checkpoint:
         return member_root
 
     names = sorted(f.name for f in folder.iterdir() if f.is_file())
+    subdirs = sorted(f.name for f in folder.iterdir() if f.is_dir())
+    if any(FSDP_MODEL in n for n in subdirs) or f"{FSDP_MODEL}.bin" in names:  # trainer.py:3618-3627
+        raise UnsupportedFormat(
+            f"{folder}: a Trainer checkpoint saved by FSDP (its {FSDP_MODEL}* shards); ckpttool does not read "
+            "FSDP shards yet: inspect a full-state-dict save instead",
+            path=str(folder),
+        )
+    adapter_dirs = [d for d in subdirs if any((folder / d / n).is_file() for n in WEIGHTS[2:])]
+    if not (set(names) & {*WEIGHTS, *INDEXES}) and not adapter_dirs:
+        exc = CorruptCheckpoint(
+            f"{folder}: a Trainer checkpoint without model weights (no {', '.join(WEIGHTS)} or shard index); "
+            "transformers refuses to resume from it",
+            path=str(folder),
+        )
+        exc.consumer_error = f"ValueError: Can't find a valid checkpoint at {folder}"  # trainer.py:3650-3665
+        raise exc
     if any(n in names for n in INDEXES) and not {"model.safetensors", "pytorch_model.bin"} & set(names):
         sharded = read_hf_sharded(folder)
         root["model"] = take("model", sharded, str(sharded.meta.get("index")))

@@ -64,6 +64,8 @@ def predict_load(
     """What ``torch.load(path, weights_only=weights_only)`` in torch ``torch_version`` does with the file
     ckpttool read as ``ckpt`` (or failed to read, with that error)."""
     if isinstance(ckpt, CkptError):
+        if ckpt.consumer_error:
+            return LoadResult(False, ckpt.consumer_error)
         member = str(ckpt.path or "")
         if member.endswith(".safetensors") and ckpt.kind in _SAFETENSORS_ERRORS:
             # a folder's weights go through safetensors' load_file, not torch.load (transformers trainer.py:3697,
