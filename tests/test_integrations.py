@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -398,6 +399,134 @@ def test_a_folder_without_weights_is_the_crash_transformers_raises(hf_run: Path,
     shutil.copyfile(FIXTURES / "malicious.pth", out / "checkpoint-1" / "optimizer.pt")
     r = run_cli("inspect", out / "checkpoint-1")
     assert r.code == 3 and "optimizer.pt: refused" in r.stderr
+
+
+def test_gpt2_layer_norms_are_in_the_no_decay_group(tmp_path: Path) -> None:
+    """GPT-2's LayerNorms (ln_1, ln_2, ln_f) match none of transformers' no-decay name patterns; the Trainer
+    leaves them out of weight decay by type. With weight_decay on, the optimizer state still lines up with the
+    real Trainer's optimizer, and the checkpoint is ready to resume."""
+    from conftest import run_cli
+
+    import ckpttool
+
+    tf = _tf()
+    cfg = tf.GPT2Config(vocab_size=32, n_positions=16, n_embd=8, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(cfg)
+    g = torch.Generator().manual_seed(2)
+    data = [
+        {
+            "input_ids": torch.randint(0, 32, (6,), generator=g),
+            "labels": torch.randint(0, 32, (6,), generator=g),
+        }
+        for _ in range(8)
+    ]
+    targs = tf.TrainingArguments(
+        output_dir=str(tmp_path / "gpt2"), max_steps=2, save_strategy="steps", save_steps=1, report_to=[],
+        per_device_train_batch_size=2, use_cpu=True, logging_strategy="no", disable_tqdm=True, seed=0,
+        weight_decay=0.01,
+    )  # fmt: skip
+    trainer = tf.Trainer(model=model, args=targs, train_dataset=data)
+    trainer.train()
+    r = run_cli("check", tmp_path / "gpt2")
+    assert r.code == 0, r.stdout
+    report = ckpttool.inspect(tmp_path / "gpt2" / "checkpoint-2").optimizers[0]
+    assert report.aligned and "LayerNorm modules told by their parameters" in report.method
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    order = [names[id(p)] for grp in trainer.optimizer.param_groups for p in grp["params"]]
+    shapes = {n: tuple(p.shape) for n, p in trainer.model.named_parameters()}
+    assigned = [report.mapping[i].removeprefix("model.") for i in range(len(order))]
+    assert [shapes[n] for n in assigned] == [shapes[n] for n in order]
+    assert sorted(assigned) == sorted(order)
+
+
+def _no_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def _cut_before_state(folder: Path) -> None:
+    (folder / "trainer_state.json").unlink()  # _save_checkpoint writes it last
+
+
+def _state_as(text: str) -> Any:
+    def damage(folder: Path) -> None:
+        (folder / "trainer_state.json").write_text(text)
+
+    return damage
+
+
+def _step_as_string(folder: Path) -> None:
+    state = json.loads((folder / "trainer_state.json").read_text())
+    state["global_step"] = str(state["global_step"])
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _no_weights,
+        _cut_before_state,
+        _state_as("[1, 2]"),
+        _step_as_string,
+        _state_as('{"global_step": '),
+    ],
+    ids=["no-weights", "no-trainer-state", "state-a-list", "step-a-string", "state-not-json"],
+)
+def test_the_predicted_crash_is_the_one_transformers_raises(
+    hf_run: Path, tmp_path: Path, damage: Any
+) -> None:
+    """The newest checkpoint-N damaged the ways real runs leave them: ckpttool predicts a crash quoting the
+    exception the real ``Trainer.train(resume_from_checkpoint=True)`` raises on the same folder (run here)."""
+    import time
+
+    from conftest import run_cli
+
+    tf = _tf()
+    out = _copy(hf_run, tmp_path)
+    damage(out / "checkpoint-2")
+    old = time.time() - 3600
+    for p in (out / "checkpoint-2").iterdir():
+        os.utime(p, (old, old))
+    (pred,) = run_cli("check", out, "--json").json()["predictions"]
+    assert pred["outcome"] == "crash" and Path(pred["loads"][0]["path"]).name == "checkpoint-2"
+    with pytest.raises(Exception) as real:
+        _hf_trainer(tf, out, tf.TrainerCallback(), max_steps=4).train(resume_from_checkpoint=True)
+    assert f"{type(real.value).__name__}: {real.value}".startswith(
+        pred["loads"][0]["error"].split(" (")[0][:60]
+    )
+    assert "newest complete state is checkpoint-1" in pred["summary"]
+
+
+def test_trainer_folder_edge_cases(hf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """optimizer.pt without scheduler.pt (transformers loads neither), a trainer_state.json past the JSON limit
+    (not read, never called corrupt), torch older than transformers accepts, pack of a folder, undo of a link."""
+    from conftest import run_cli
+
+    import ckpttool.formats.hf_trainer as hf
+
+    out = _copy(hf_run, tmp_path)
+    (out / "checkpoint-2" / "scheduler.pt").unlink()
+    doc = run_cli("inspect", out / "checkpoint-2", "--json").json()
+    assert doc["pieces"]["optimizer"]["status"] == "absent" and doc["verdict"] == "weights-only"
+    assert any("optimizer.pt without scheduler.pt: transformers loads neither" in n for n in doc["notes"])
+    shutil.rmtree(out)
+    out = _copy(hf_run, tmp_path)
+    monkeypatch.setattr(hf, "MAX_JSON", 100)
+    doc = run_cli("inspect", out / "checkpoint-2", "--json").json()
+    assert doc["verdict"] == "full" and "global_step = 2" in doc["pieces"]["step"]["detail"]
+    assert any("past ckpttool's 0 MB limit" in n or "limit for JSON: not read" in n for n in doc["notes"])
+    monkeypatch.undo()
+    (pred,) = run_cli("check", out, "--json", "--torch-version", "2.4").json()["predictions"]
+    assert pred["outcome"] == "crash" and "upgrade torch to at least v2.6" in pred["summary"]
+    r = run_cli("pack", out, "-o", tmp_path / "p.tar")
+    assert r.code == 2 and "a checkpoint folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # a checkpoint folder that is a link: fix moves the link, --undo puts it back
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(out / "checkpoint-2", elsewhere)
+    (elsewhere / "model.safetensors").write_bytes(b"")
+    (out / "checkpoint-9").symlink_to(elsewhere, target_is_directory=True)
+    assert run_cli("fix", out).code == 0 and not (out / "checkpoint-9").exists()
+    assert run_cli("fix", out, "--undo").code == 0 and (out / "checkpoint-9").is_symlink()
 
 
 def test_prune_deletes_trainer_folders_whole_but_never_a_user_file(hf_run: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ckpttool.errors import CorruptCheckpoint, UnsupportedFormat
+from ckpttool.errors import CorruptCheckpoint, TruncatedCheckpoint, UnsupportedFormat
 from ckpttool.formats.base import Format, Probe, Sniffed, open_regular
 from ckpttool.formats.folders import read_member, rebase, total_size
 from ckpttool.formats.hf_sharded import read_hf_sharded
@@ -39,14 +39,71 @@ RNG = re.compile(r"^rng_state(?:_(\d+))?\.pth$")  # trainer.py:3856-3866
 MAX_JSON = 64 << 20
 
 
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # trainer_utils.py:267 (_re_checkpoint)
+
+
+class TooLarge(Exception):
+    """A JSON member past :data:`MAX_JSON`: not read (bounded work), never called corrupt."""
+
+
 def _json(path: Path) -> Any:
+    """A JSON member, parsed; CorruptCheckpoint (naming the JSONDecodeError transformers would raise) when it is
+    not JSON; TooLarge past MAX_JSON bytes."""
+    if path.stat().st_size > MAX_JSON:
+        raise TooLarge
     try:
         with open_regular(path) as fh:
             return json.loads(fh.read(MAX_JSON))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise CorruptCheckpoint(
+        error = CorruptCheckpoint(
             f"{path}: not valid JSON ({exc}); transformers cannot resume from this folder", path=str(path)
-        ) from None
+        )
+        error.consumer_error = f"{type(exc).__name__}: {exc}"  # json.load in TrainerState.load_from_json
+        raise error from None
+
+
+def _trainer_state(folder: Path, root: dict[str, Any], notes: list[str]) -> None:
+    """``trainer_state.json`` into ``root``: what ``TrainerState.load_from_json`` (trainer_callback.py) and the
+    resume's arithmetic need (a dict; an integer ``global_step``), else the TypeError the resume raises."""
+    path = folder / TRAINER_STATE
+    try:
+        state = _json(path)
+    except TooLarge:
+        m = CHECKPOINT_DIR.match(folder.name)
+        notes.append(
+            f"{TRAINER_STATE} is {path.stat().st_size / 1e6:.0f} MB, past ckpttool's {MAX_JSON >> 20} MB limit for "
+            "JSON: not read" + ("; the step is taken from the folder name" if m else "")
+        )
+        root["trainer_state"] = None
+        if m:
+            root["global_step"] = int(m.group(1))
+        return
+    root["trainer_state"] = state
+    if not isinstance(state, dict):
+        error = CorruptCheckpoint(
+            f"{path}: holds a {type(state).__name__}, not an object; transformers cannot resume from this folder",
+            path=str(path),
+        )
+        error.consumer_error = (
+            "TypeError: transformers.trainer_callback.TrainerState() argument after ** must be a mapping, not "
+            f"{type(state).__name__}"
+        )
+        raise error
+    step = state.get("global_step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        error = CorruptCheckpoint(
+            f"{path}: global_step is {step!r}, not an integer; transformers cannot resume from this folder",
+            path=str(path),
+        )
+        # the resume divides it by the steps per epoch (trainer.py _inner_training_loop)
+        error.consumer_error = (
+            f"TypeError: unsupported operand type(s) for //: '{type(step).__name__}' and 'int'"
+        )
+        raise error
+    root["global_step"] = step
+    epoch = state.get("epoch")
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+        root["epoch"] = epoch
 
 
 def read_hf_trainer(folder: Path) -> Checkpoint:
@@ -74,7 +131,7 @@ def read_hf_trainer(folder: Path) -> Checkpoint:
             path=str(folder),
         )
     adapter_dirs = [d for d in subdirs if any((folder / d / n).is_file() for n in WEIGHTS[2:])]
-    if not (set(names) & {*WEIGHTS, *INDEXES}) and not adapter_dirs:
+    if not (set(names) & {*WEIGHTS, *INDEXES}) and not adapter_dirs:  # checked first on resume (:3650-3665)
         exc = CorruptCheckpoint(
             f"{folder}: a Trainer checkpoint without model weights (no {', '.join(WEIGHTS)} or shard index); "
             "transformers refuses to resume from it",
@@ -82,6 +139,16 @@ def read_hf_trainer(folder: Path) -> Checkpoint:
         )
         exc.consumer_error = f"ValueError: Can't find a valid checkpoint at {folder}"  # trainer.py:3650-3665
         raise exc
+    if TRAINER_STATE not in names:  # written last by _save_checkpoint (:3417): the save was cut short
+        cut = TruncatedCheckpoint(
+            f"{folder}: a Trainer checkpoint without {TRAINER_STATE}, which the Trainer writes last: the save was "
+            "cut short; resume from the previous checkpoint-N",
+            path=str(folder),
+        )
+        cut.consumer_error = (
+            f"FileNotFoundError: [Errno 2] No such file or directory: '{folder / TRAINER_STATE}'"
+        )
+        raise cut
     if any(n in names for n in INDEXES) and not {"model.safetensors", "pytorch_model.bin"} & set(names):
         sharded = read_hf_sharded(folder)
         root["model"] = take("model", sharded, str(sharded.meta.get("index")))
@@ -95,8 +162,14 @@ def read_hf_trainer(folder: Path) -> Checkpoint:
                 notes.append(
                     "both model.safetensors and pytorch_model.bin: the resume loads model.safetensors"
                 )
+    pair = [n for n in ("optimizer.pt", "scheduler.pt") if n in names]
+    if len(pair) == 1:  # trainer.py:3931: the optimizer and scheduler states load only together
+        notes.append(
+            f"{pair[0]} without {({'optimizer.pt', 'scheduler.pt'} - set(pair)).pop()}: transformers loads neither "
+            "(trainer.py:3931) and resumes with a fresh optimizer and schedule; not read"
+        )
     for name, key in MEMBERS.items():
-        if name in names:
+        if name in names and not (name in pair and len(pair) == 1):
             root[key] = take(key, read_member(folder / name), name)
             read.append(name)
     for name in names:
@@ -106,16 +179,14 @@ def read_hf_trainer(folder: Path) -> Checkpoint:
                 f"rng.{m.group(1) or '0'}", read_member(folder / name), name
             )
             read.append(name)
-    state = _json(folder / TRAINER_STATE)
+    _trainer_state(folder, root, notes)
     read.append(TRAINER_STATE)
-    root["trainer_state"] = state
-    if isinstance(state, dict):
-        for key in ("global_step", "epoch"):
-            if isinstance(state.get(key), int | float) and not isinstance(state.get(key), bool):
-                root[key] = state[key]
     if "config.json" in names:
-        root["config"] = _json(folder / "config.json")
-        read.append("config.json")
+        try:
+            root["config"] = _json(folder / "config.json")
+            read.append("config.json")
+        except TooLarge:
+            notes.append(f"config.json is past ckpttool's {MAX_JSON >> 20} MB limit for JSON: not read")
     if "training_args.bin" in names:
         notes.append(
             "training_args.bin (the pickled TrainingArguments) is not read: the resume never loads it, and "
@@ -143,7 +214,9 @@ class HfTrainer(Format):
     directory = True
 
     def sniff(self, probe: Probe) -> Sniffed | None:
-        if probe.is_dir and TRAINER_STATE in probe.names:
+        # trainer_state.json makes a Trainer checkpoint; so does the name checkpoint-<N> that get_last_checkpoint
+        # picks by (an empty or cut-short one is reported as what the resume will raise, not as another format)
+        if probe.is_dir and (TRAINER_STATE in probe.names or CHECKPOINT_DIR.match(Path(probe.path).name)):
             return Sniffed(self.name, 0)
         return None
 

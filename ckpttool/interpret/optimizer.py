@@ -326,15 +326,13 @@ def _strategies(
             ("contiguous blocks matched by shape", lambda ns: _by_blocks(ns, groups, shapes, params))
         )
         strategies.append(("decay / no-decay split", lambda ns: _by_decay(ns, groups)))
-        strategies.append(
-            (HF_DECAY_METHOD, lambda ns: _by_hf_decay(ns, groups, wanted, params, recovered=False))
-        )
-        strategies.append(
-            (
-                f"{HF_DECAY_METHOD}, each group in registration order recovered from {SORTED_METHOD}",
-                lambda ns: _by_hf_decay(ns, groups, wanted, params, recovered=True),
-            )
-        )
+        for by_shape in (False, True):
+            how = "; LayerNorm modules told by their parameters" if by_shape else ""
+            for recovered in (False, True):
+                label = HF_DECAY_METHOD + how
+                if recovered:
+                    label += f", each group in registration order recovered from {SORTED_METHOD}"
+                strategies.append((label, _hf_decay_strategy(groups, wanted, params, recovered, by_shape)))
     return strategies
 
 
@@ -486,13 +484,23 @@ def _by_hf_decay(
     params: dict[str, TensorInfo],
     *,
     recovered: bool,
+    norms: bool = False,
 ) -> list[str] | None:
     """The transformers Trainer's two groups: parameters with weight decay, then those without (bias and norm
     names), each in registration order -- the file's own order, or (``recovered``) the order rebuilt from
-    module structure and shapes when the file sorted its keys (model.safetensors beside optimizer.pt)."""
+    module structure and shapes when the file sorted its keys (model.safetensors beside optimizer.pt).
+
+    transformers also leaves out every parameter of an ``nn.LayerNorm`` whatever its name (GPT-2's ``ln_1``):
+    the type is not in the file, so with ``norms`` a module whose parameters are a 1-D ``weight`` and a 1-D
+    ``bias`` of the same length and that keeps no running statistics (BatchNorm does) is taken for one."""
     if len(groups) != 2 or not isinstance(groups[0].get("params"), list):
         return None
-    no_decay = [n for n in names if any(p.search(n.lower()) for p in HF_NO_DECAY)]
+    layer_norms = _layer_norm_modules(params) if norms else set()
+    no_decay = [
+        n
+        for n in names
+        if any(p.search(n.lower()) for p in HF_NO_DECAY) or n.rpartition(".")[0] in layer_norms
+    ]
     skip = set(no_decay)
     decay = [n for n in names if n not in skip]
     n0 = len(groups[0]["params"])
@@ -502,6 +510,32 @@ def _by_hf_decay(
         return decay + no_decay
     first, second = recover(decay, wanted[:n0], params), recover(no_decay, wanted[n0:], params)
     return None if first is None or second is None else first.names + second.names
+
+
+def _hf_decay_strategy(
+    groups: list[dict[str, Any]],
+    wanted: list[Shape | None],
+    params: dict[str, TensorInfo],
+    recovered: bool,
+    norms: bool,
+) -> Callable[[list[str]], list[str] | None]:
+    return lambda ns: _by_hf_decay(ns, groups, wanted, params, recovered=recovered, norms=norms)
+
+
+def _layer_norm_modules(params: dict[str, TensorInfo]) -> set[str]:
+    """Modules whose tensors are exactly a 1-D ``weight`` and a 1-D ``bias`` of one length (LayerNorm's
+    parameters); a module with running statistics (BatchNorm) or any other tensor is not one."""
+    members: dict[str, dict[str, TensorInfo]] = {}
+    for name, t in params.items():
+        module, _, attr = name.rpartition(".")
+        members.setdefault(module, {})[attr] = t
+    return {
+        m
+        for m, ts in members.items()
+        if set(ts) == {"weight", "bias"}
+        and len(ts["weight"].shape) == 1
+        and ts["weight"].shape == ts["bias"].shape
+    }
 
 
 def _by_decay(names: list[str], groups: list[dict[str, Any]]) -> list[str] | None:

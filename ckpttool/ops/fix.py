@@ -348,9 +348,7 @@ def _undo_reason(entry: dict[str, Any]) -> str:
 
 
 def _undo_problem(entry: dict[str, Any], stored: Path, target: Path) -> str | None:
-    if not (
-        stored.is_file() or (stored.is_dir() and not stored.is_symlink())
-    ):  # a folder checkpoint moves whole
+    if not (stored.is_file() or stored.is_dir()):  # a folder checkpoint, or a link to one, moves whole
         return say("{path}: listed in the manifest but missing; left alone", path=str(stored))
     if _sha256(stored) != entry.get("sha256"):
         return say("{path}: changed since fix moved it; left alone", path=str(stored))

@@ -104,6 +104,14 @@ def pack_run(
         if res.chosen is None:
             raise NoCheckpoint(f"{root}: no complete, readable checkpoint to pack", path=str(root))
         chosen = list(res.chosen.paths)
+    folders = [p for p in chosen if p.is_dir()]
+    if (
+        folders
+    ):  # a package holds plain files by name (unpack refuses paths): a checkpoint folder does not fit
+        raise UsageError(
+            f"{folders[0]}: a checkpoint folder (transformers, accelerate, sharded or DCP); pack handles checkpoint "
+            "files only: archive the folder with tar or zip, after `ckpttool check` says it is ready"
+        )
     for p in chosen:  # an unreadable, unsafe or unverified file is refused first (exit 3)
         require_verified(open_checkpoint(p), allow)
     if files:

@@ -170,6 +170,20 @@ def _config_value(config: dict[str, Any] | None, dotted: str | None) -> Any:
         return None
 
 
+def _too_old_torch(loads: Loads, env: Environment, ckpt: Checkpoint | CkptError) -> bool:
+    """The trainer refuses ``torch.load`` on the training environment's torch (``loader.min_torch``) and this
+    checkpoint has members it reads with ``torch.load`` (not only safetensors and JSON)."""
+    from ckpttool.predict.environment import version_tuple
+
+    minimum = loads.loader.min_torch
+    if minimum is None or env.torch is None or isinstance(ckpt, CkptError):
+        return False
+    if version_tuple(env.torch) >= version_tuple(minimum):
+        return False
+    members = [str(m) for m in ckpt.meta.get("members", [ckpt.path])]
+    return any(not m.endswith((".safetensors", ".json")) for m in members)
+
+
 def _lr_drift(
     record: Trainer, ckpt: Checkpoint | None, config: dict[str, Any] | None, torch_version: str | None
 ) -> LrDrift | None:
@@ -323,7 +337,11 @@ def predict(
         cand = by_path.get(found.path.resolve())
         step.counters = _counters(cand)
         ckpt = _read(found.path)
-        res: LoadResult = predict_load(ckpt, wo, env.torch, loads.loader.safe_globals)
+        res: LoadResult = (
+            LoadResult(False, loads.loader.min_torch_error)  # raised before torch.load runs
+            if _too_old_torch(loads, env, ckpt)
+            else predict_load(ckpt, wo, env.torch, loads.loader.safe_globals)
+        )
         if not res.ok:
             step.error = res.error
             failure = res.error

@@ -54,11 +54,15 @@ class Loader:
     describe the *trainer's* loader, which ckpttool predicts; ckpttool itself never loads a file with the check
     off. Any other value is a ValueError when the record is read.
     ``safe_globals`` are added to torch's allow-list by the trainer itself (accelerate's numpy globals).
+    ``min_torch``: the trainer refuses to ``torch.load`` on an older torch, raising ``min_torch_error``
+    (transformers' ``check_torch_load_is_safe``: 2.6); files read by safetensors alone are not affected.
     """
 
     function: str = "torch.load"
     weights_only: str = "torch-default"
     safe_globals: tuple[str, ...] = ()
+    min_torch: str | None = None
+    min_torch_error: str = ""
     source: str = ""
 
     def __post_init__(self) -> None:
