@@ -518,6 +518,14 @@ def test_trainer_folder_edge_cases(hf_run: Path, tmp_path: Path, monkeypatch: py
     monkeypatch.undo()
     (pred,) = run_cli("check", out, "--json", "--torch-version", "2.4").json()["predictions"]
     assert pred["outcome"] == "crash" and "upgrade torch to at least v2.6" in pred["summary"]
+    rng = out / "checkpoint-2" / "rng_state.pth"
+    rng.rename(rng.with_name("rng_state_0.pth"))
+    shutil.copyfile(rng.with_name("rng_state_0.pth"), rng.with_name("rng_state_1.pth"))
+    notes = run_cli("inspect", out / "checkpoint-2", "--json").json()["notes"]
+    assert any(
+        "2 per-process RNG file(s) (rng_state_0.pth, rng_state_1.pth) and no rng_state.pth" in n
+        for n in notes
+    )
     r = run_cli("pack", out, "-o", tmp_path / "p.tar")
     assert r.code == 2 and "a checkpoint folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     # a checkpoint folder that is a link: fix moves the link, --undo puts it back

@@ -172,6 +172,13 @@ def read_hf_trainer(folder: Path) -> Checkpoint:
         if name in names and not (name in pair and len(pair) == 1):
             root[key] = take(key, read_member(folder / name), name)
             read.append(name)
+    ranks = [n for n in names if RNG.match(n) and n != "rng_state.pth"]
+    if ranks and "rng_state.pth" not in names:  # trainer.py:3855-3870
+        notes.append(
+            f"{len(ranks)} per-process RNG file(s) ({', '.join(ranks[:3])}{' ...' if len(ranks) > 3 else ''}) and "
+            "no rng_state.pth: a resume on one process looks for rng_state.pth and restores no RNG state; on N "
+            "processes each restores rng_state_<rank>.pth"
+        )
     for name in names:
         m = RNG.match(name)
         if m:
