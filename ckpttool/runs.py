@@ -430,26 +430,12 @@ def deletable(path: Path) -> bool:
     if path.is_symlink() or not path.is_dir():
         return True
     from ckpttool.formats.accelerate import ACCEL_MODEL, ACCEL_OTHER
+    from ckpttool.formats.hf_trainer import TRAINER_FILES, TRAINER_STATE
     from ckpttool.outputs import is_dcp_folder
 
     if is_dcp_folder(path):
         return True
     names = [p.name for p in path.iterdir()]
-    if (path / "trainer_state.json").is_file():  # transformers' own rotation deletes such a folder whole
-        return all((path / n).is_file() and HF_TRAINER_FILES.match(n) for n in names)
+    if (path / TRAINER_STATE).is_file():  # transformers' own rotation deletes such a folder whole
+        return all((path / n).is_file() and TRAINER_FILES.match(n) for n in names)
     return all((path / n).is_file() and (ACCEL_MODEL.match(n) or ACCEL_OTHER.match(n)) for n in names)
-
-
-# What Trainer._save_checkpoint writes into checkpoint-N (transformers trainer.py:3363-3425: the model and its
-# config, optimizer.pt, scheduler.pt, scaler.pt, rng_state*.pth, trainer_state.json, training_args.bin) and what
-# save_model writes beside the weights (the processing class's tokenizer / processor files); transformers
-# deletes the whole folder when it rotates checkpoints (trainer_utils.py:342-386 rotate_checkpoints: shutil.rmtree).
-HF_TRAINER_FILES = re.compile(
-    r"^(?:config\.json|generation_config\.json|model(?:-\d+-of-\d+)?\.safetensors|"
-    r"pytorch_model(?:-\d+-of-\d+)?\.bin|(?:model\.safetensors|pytorch_model\.bin)\.index\.json|"
-    r"adapter_model\.(?:safetensors|bin)|adapter_config\.json|optimizer\.(?:pt|bin)|scheduler\.pt|scaler\.pt|"
-    r"rng_state(?:_\d+)?\.pth|trainer_state\.json|training_args\.bin|"
-    r"tokenizer(?:_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(?:txt|json)|"
-    r"merges\.txt|(?:spiece|sentencepiece\.bpe|tokenizer)\.model|chat_template\.(?:jinja|json)|"
-    r"(?:preprocessor|processor|video_preprocessor)_config\.json)$"
-)

@@ -38,6 +38,20 @@ FSDP_MODEL = "pytorch_model_fsdp"  # trainer.py FSDP_MODEL_NAME
 RNG = re.compile(r"^rng_state(?:_(\d+))?\.pth$")  # trainer.py:3856-3866
 MAX_JSON = 64 << 20
 
+# What Trainer._save_checkpoint writes into checkpoint-N (transformers trainer.py:3363-3425: the model and its
+# config, optimizer.pt, scheduler.pt, scaler.pt, rng_state*.pth, trainer_state.json, training_args.bin) and what
+# save_model writes beside the weights (the processing class's tokenizer / processor files); transformers
+# deletes the whole folder when it rotates checkpoints (trainer_utils.py:342-386 rotate_checkpoints: shutil.rmtree).
+TRAINER_FILES = re.compile(
+    r"^(?:config\.json|generation_config\.json|model(?:-\d+-of-\d+)?\.safetensors|"
+    r"pytorch_model(?:-\d+-of-\d+)?\.bin|(?:model\.safetensors|pytorch_model\.bin)\.index\.json|"
+    r"adapter_model\.(?:safetensors|bin)|adapter_config\.json|optimizer\.(?:pt|bin)|scheduler\.pt|scaler\.pt|"
+    r"rng_state(?:_\d+)?\.pth|trainer_state\.json|training_args\.bin|"
+    r"tokenizer(?:_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(?:txt|json)|"
+    r"merges\.txt|(?:spiece|sentencepiece\.bpe|tokenizer)\.model|chat_template\.(?:jinja|json)|"
+    r"(?:preprocessor|processor|video_preprocessor)_config\.json)$"
+)
+
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # trainer_utils.py:267 (_re_checkpoint)
 

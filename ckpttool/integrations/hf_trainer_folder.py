@@ -7,7 +7,8 @@ What ``Trainer._save_checkpoint`` writes (transformers 5.24.0, src/transformers/
 (:3403); and ``trainer_state.json`` (:3417). On resume, ``_load_optimizer_and_scheduler`` loads the optimizer
 and scheduler only when *both* files exist (:3931) and ``_load_rng_state`` only logs when ``rng_state.pth`` is
 missing (:3865-3870), so a folder that lost ``optimizer.pt`` resumes silently with a fresh optimizer; a missing
-``trainer_state.json`` restarts the step count at 0 (``_init_training_state`` reads it only if present: :1694).
+``trainer_state.json`` (written last: a cut save) makes ``train`` raise FileNotFoundError (:1565). The file names
+are :mod:`ckpttool.formats.hf_trainer`'s, which reads the same folder as one checkpoint for ``inspect``/``check``.
 
 Every member is read with ckpttool's readers (structure only: no torch, no tensor bytes), so a truncated or
 unsafe file is found before ``torch.load`` sees it.
@@ -17,22 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ckpttool.errors import CkptError
+from ckpttool.formats.hf_trainer import CHECKPOINT_DIR, TRAINER_STATE, WEIGHTS
+from ckpttool.formats.hf_trainer import INDEXES as WEIGHT_INDEXES
 from ckpttool.resume.static import Check
 
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # transformers/trainer_utils.py:267 (_re_checkpoint)
-WEIGHTS = (
-    "model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin",
-)  # fmt: skip
-WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 OPTIMIZERS = ("optimizer.pt", "optimizer.bin")  # trainer.py:247, :249
 SCHEDULER = "scheduler.pt"
-TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass
@@ -132,7 +128,10 @@ def _trainer_state(folder: Path) -> tuple[Check, int | None]:
     path = folder / TRAINER_STATE
     if not path.is_file():
         return Check(
-            "trainer-state", "fail", f"{folder}: no {TRAINER_STATE}: the step count restarts at 0"
+            "trainer-state",
+            "fail",
+            f"{folder}: no {TRAINER_STATE}, which the Trainer writes last: the save was cut short and "
+            "transformers raises FileNotFoundError resuming from it (trainer.py:1565)",
         ), None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))

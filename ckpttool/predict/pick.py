@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ckpttool.formats.hf_trainer import CHECKPOINT_DIR
 from ckpttool.trainers.behaviour import Pick
 
 
@@ -122,9 +123,6 @@ def first_digits_of_name(folder: Path, exclude: frozenset[str] = frozenset()) ->
     return Picked(folder / keyed[-1][1])
 
 
-HF_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # transformers trainer_utils.py:267 (_re_checkpoint)
-
-
 def hf_last_checkpoint(folder: Path, exclude: frozenset[str] = frozenset()) -> Picked:
     """transformers ``get_last_checkpoint(output_dir)``: the sub-folders named ``checkpoint-<N>``, largest N
     (trainer_utils.py:270-279); nothing is checked inside them. None: ``train(resume_from_checkpoint=True)``
@@ -132,7 +130,7 @@ def hf_last_checkpoint(folder: Path, exclude: frozenset[str] = frozenset()) -> P
     found = [
         (int(m.group(1)), n)
         for n in _listing(folder, files_only=False, exclude=exclude)
-        if (m := HF_CHECKPOINT.search(n)) and (folder / n).is_dir()
+        if (m := CHECKPOINT_DIR.search(n)) and (folder / n).is_dir()
     ]
     if not found:
         return Picked(None, f"ValueError: No valid checkpoint found in output directory ({folder})")
